@@ -1,0 +1,101 @@
+"""``Incidence``: the one object every featurizer returns and the selection engine consumes.
+
+A boolean sample x type matrix (CSR, rows aligned with the pool), a readable name per type, and how it was made.
+Nothing downstream needs to know whether the types are clusters, tags or tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from divscope.io.atomic import atomic_path, write_json
+
+LEVELS = ("macro", "meso", "micro")
+SIDES = ("instruction", "response")
+
+
+@dataclass(frozen=True)
+class Incidence:
+    matrix: sp.csr_matrix
+    type_names: list[str]
+    level: str
+    side: str
+    config: dict[str, Any] = field(default_factory=dict)
+    pool_fingerprint: str = ""
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        m = self.matrix
+        if not sp.isspmatrix_csr(m) and not isinstance(m, sp.csr_array):
+            m = sp.csr_matrix(m)
+        m = sp.csr_matrix(m, dtype=np.bool_)
+        m.sum_duplicates()
+        m.eliminate_zeros()
+        m.sort_indices()
+        object.__setattr__(self, "matrix", m)
+        if m.shape[1] != len(self.type_names):
+            raise ValueError(f"matrix has {m.shape[1]} columns but {len(self.type_names)} type names")
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", self.compute_fingerprint())
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def n_types(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def name(self) -> str:
+        """Strategy-style name, e.g. ``response-micro``."""
+        return f"{self.side}-{self.level}"
+
+    def compute_fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps([self.level, self.side, self.config, self.pool_fingerprint], sort_keys=True,
+                            default=str).encode())
+        m = self.matrix
+        for arr in (np.asarray(m.shape, np.int64), m.indptr.astype(np.int64), m.indices.astype(np.int64)):
+            h.update(arr.tobytes())
+        h.update("\x00".join(self.type_names).encode())
+        return h.hexdigest()[:16]
+
+    def types_per_sample(self) -> np.ndarray:
+        return np.diff(self.matrix.indptr)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``matrix.npz`` + ``incidence.json`` into ``directory`` atomically (a directory rename)."""
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            m = self.matrix
+            np.savez(tmp / "matrix.npz", indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int32),
+                     shape=np.asarray(m.shape, np.int64))
+            write_json(tmp / "incidence.json", {
+                "level": self.level, "side": self.side, "config": self.config,
+                "pool_fingerprint": self.pool_fingerprint, "fingerprint": self.fingerprint,
+                "type_names": self.type_names,
+            })
+        return directory
+
+    @staticmethod
+    def load(directory: str | Path) -> Incidence:
+        directory = Path(directory)
+        meta = json.loads((directory / "incidence.json").read_text(encoding="utf-8"))
+        with np.load(directory / "matrix.npz", allow_pickle=False) as z:
+            shape = tuple(int(x) for x in z["shape"])
+            indices = z["indices"]
+            m = sp.csr_matrix((np.ones(len(indices), np.bool_), indices, z["indptr"]), shape=shape)
+        inc = Incidence(m, meta["type_names"], meta["level"], meta["side"], meta["config"],
+                        meta["pool_fingerprint"], "")
+        if inc.fingerprint != meta["fingerprint"]:
+            raise ValueError(f"{directory}: incidence fingerprint mismatch (corrupted cache entry)")
+        return inc
