@@ -166,6 +166,11 @@ def from_dict(obj: Any, shape: str | None = None, source: str = "") -> Record:
     validate_conversation(turns)
     metadata = {k: _jsonable(v) for k, v in obj.items() if k not in used and k != "divscope_metadata"}
     nested = obj.get("divscope_metadata")
+    if isinstance(nested, str):  # columnar writers store it as JSON text
+        try:
+            nested = json.loads(nested)
+        except json.JSONDecodeError:
+            pass
     if isinstance(nested, dict):
         metadata.update(_jsonable(nested))
     elif nested is not None:

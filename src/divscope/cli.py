@@ -1,0 +1,110 @@
+"""The ``divscope`` command: one subcommand per pipeline stage.
+
+User mistakes raise ``DivscopeError`` anywhere below; ``main`` turns them into one red line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from divscope import __version__
+from divscope.errors import DivscopeError
+from divscope.ui import console, err_console
+
+FORMAT_HELP = "alpaca | sharegpt | openai (record shape) or json | jsonl | parquet | hf (container); default: auto"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="divscope")
+def cli() -> None:
+    """divscope: build fixed-size SFT training sets at controlled diversity, measure them, train and
+    evaluate on them.
+
+    \b
+    Pipeline:  ingest -> featurize -> select / grid -> metrics -> train -> evaluate -> analyze -> report
+    A workspace directory (WS) holds the pool and everything derived from it.
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Workspace directory to create or refresh.")
+@click.option("--format", "-f", "fmt", default=None, help=FORMAT_HELP)
+@click.option("--strict", is_flag=True, help="Fail (exit 2, no pool written) if any record is rejected.")
+def ingest(inputs: tuple[str, ...], out: Path, fmt: str | None, strict: bool) -> None:
+    """Read, validate and deduplicate INPUTS into a workspace.
+
+    INPUTS are files (JSON, JSONL, Parquet), Hugging Face datasets directories (save_to_disk) or builtin
+    sources: builtin:demo (3K pairs), builtin:study (20K pairs), builtin:sharegpt-pairs (all 57K unique
+    pairs; ?context=keep keeps earlier turns), builtin:conversations (whole, repaired), builtin:sharegpt
+    (raw). Bad records go to WS/rejects.jsonl with file, line and reason; WS/ingest.json counts them.
+    """
+    from divscope.io.ingest import ingest as run_ingest
+
+    result = run_ingest(list(inputs), out, fmt=fmt, strict=strict)
+    rep = result.report
+    from divscope.ui import table
+
+    rows = [(src, s["read"], s["accepted"], s["rejected"]) for src, s in rep["by_source"].items()]
+    console.print(table("ingest", ["source", "read", "accepted", "rejected"], rows))
+    if rep["by_reason"]:
+        console.print(table("rejected by reason", ["reason", "records"], sorted(rep["by_reason"].items())))
+        console.print(f"rejects: {result.workspace.rejects_path}")
+    console.print(f"pool: {result.workspace.pool_path} ({rep['accepted']:,} records)")
+
+
+@cli.command()
+@click.argument("ws", type=click.Path(file_okay=False, path_type=Path))
+def stats(ws: Path) -> None:
+    """Counts, turn and length distributions of the pool in workspace WS."""
+    from divscope.io.stats import pool_stats, render_stats
+
+    for t in render_stats(pool_stats(ws)):
+        console.print(t)
+
+
+@cli.command()
+@click.argument("ws", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Output file or directory.")
+@click.option("--format", "-f", "fmt", default=None,
+              help="alpaca | sharegpt | openai | parquet | hf; default from the extension "
+                   "(.json sharegpt, .jsonl openai, .parquet, no extension hf).")
+@click.option("--shape", default="openai", show_default=True,
+              help="Record layout inside parquet/hf outputs: alpaca | sharegpt | openai.")
+def export(ws: Path, to: Path, fmt: str | None, shape: str) -> None:
+    """Write the pool of workspace WS in any supported format (plus a LLaMA-Factory dataset_info.json)."""
+    from divscope.io.workspace import Workspace
+    from divscope.io.writers import write_records
+    from divscope.ui import track
+
+    pool = Workspace(ws).pool
+    path = write_records(track(pool.iter_records(), "export", total=len(pool)), to, fmt=fmt, shape=shape)
+    console.print(f"wrote {len(pool):,} records to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="divscope", standalone_mode=False)
+    except DivscopeError as e:
+        from rich.text import Text
+
+        err_console.print(Text.assemble(("error: ", "bold red"), str(e)))
+        return 2
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Ingest: inputs of any format -> validated canonical pool in a workspace, with nothing lost.
+
+Every record either lands in ``pool.parquet`` or in ``rejects.jsonl`` with file, line (or record index), reason
+and raw text. Records stream through in batches, so memory stays bounded by the batch and the id/hash sets.
+All three outputs are written under temporary names and renamed at the end: a killed ingest leaves no
+half-written pool behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from divscope import __version__
+from divscope.errors import DivscopeError
+from divscope.io import builtin
+from divscope.io.atomic import atomic_open, atomic_path, write_json
+from divscope.io.jsonstream import RawItem, StreamNotes
+from divscope.io.readers import iter_python, iter_raw, split_format
+from divscope.io.record import Record
+from divscope.io.shapes import RecordProblem, detect_shape, from_dict
+from divscope.io.workspace import POOL_SCHEMA, Workspace, fingerprint_rows, records_to_table
+from divscope.ui import progress_bar
+
+BATCH = 4096
+Input = str | os.PathLike[str] | Sequence[dict[str, Any]]
+
+
+@dataclass
+class SourceStats:
+    read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"read": self.read, "accepted": self.accepted, "rejected": self.rejected,
+                "by_reason": dict(sorted(self.by_reason.items())), "notes": self.notes}
+
+
+@dataclass
+class IngestResult:
+    workspace: Workspace
+    report: dict[str, Any]
+
+    @property
+    def accepted(self) -> int:
+        return int(self.report["accepted"])
+
+    @property
+    def rejected(self) -> int:
+        return int(self.report["rejected"])
+
+
+def _source_name(inp: Input, i: int) -> str:
+    if isinstance(inp, (str, os.PathLike)):
+        return str(inp)
+    return f"<python:{i}>"
+
+
+def _open_input(inp: Input, name: str, fmt: str | None, notes: StreamNotes) -> tuple[Iterator[RawItem], str | None]:
+    shape, container = split_format(fmt)
+    if builtin.is_builtin(inp):
+        if container:
+            raise DivscopeError(f"{name}: --format {fmt} does not apply to a builtin source")
+        items, builtin_shape = builtin.iter_builtin(str(inp), notes)
+        return items, shape or builtin_shape
+    if isinstance(inp, (str, os.PathLike)):
+        return iter_raw(Path(inp), container, notes), shape
+    if isinstance(inp, Sequence):
+        return iter_python(inp, name), shape
+    raise DivscopeError(f"cannot read input of type {type(inp).__name__}: give a path, a builtin: name or a list of dicts")
+
+
+def ingest(
+    inputs: Input | Sequence[Input],
+    out: str | os.PathLike[str],
+    fmt: str | None = None,
+    strict: bool = False,
+) -> IngestResult:
+    """Read, validate and deduplicate ``inputs`` into the workspace ``out``.
+
+    Raises ``DivscopeError`` when an input yields no valid record, or with ``strict`` when anything was
+    rejected; the report and rejects file are written either way, so the user can see why.
+    """
+    if isinstance(inputs, (str, os.PathLike)) or (
+        isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], dict)
+    ):
+        inputs = [inputs]  # type: ignore[list-item]
+    if not inputs:
+        raise DivscopeError("no input given")
+    ws = Workspace(out)
+    ws.path.mkdir(parents=True, exist_ok=True)
+    per_source: dict[str, SourceStats] = {}
+    seen_ids: set[str] = set()
+    seen_hash: dict[str, str] = {}
+    id_pairs: list[tuple[str, str]] = []
+    error: str | None = None
+    with atomic_open(ws.rejects_path) as rej, progress_bar("ingest") as advance:
+        try:
+            with atomic_path(ws.pool_path) as pool_tmp:
+                writer = pq.ParquetWriter(pool_tmp, POOL_SCHEMA, compression="zstd")
+                try:
+                    for i, inp in enumerate(inputs):  # type: ignore[arg-type]
+                        _ingest_one(inp, _source_name(inp, i), fmt, per_source, seen_ids, seen_hash, id_pairs,
+                                    writer, rej, advance)
+                finally:
+                    writer.close()
+                error = _problem(per_source, strict, ws)
+                if error:
+                    raise _Abort
+        except _Abort:
+            ws.pool_path.unlink(missing_ok=True)  # never leave an older pool beside this run's report
+    report = _report(per_source, fmt, strict, fingerprint_rows(id_pairs))
+    write_json(ws.report_path, report)
+    if error:
+        raise DivscopeError(error)
+    return IngestResult(ws, report)
+
+
+class _Abort(Exception):
+    """Abandon the pool file (and only it) when the ingest as a whole fails."""
+
+
+def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, SourceStats], seen_ids: set[str],
+                seen_hash: dict[str, str], id_pairs: list[tuple[str, str]], writer: pq.ParquetWriter,
+                rej: Any, advance: Any) -> None:
+    stats = per_source.setdefault(name, SourceStats())
+    notes = StreamNotes()
+    items, shape = _open_input(inp, name, fmt, notes)
+    batch: list[Record] = []
+    for item in items:
+        stats.read += 1
+        advance()
+        rec = _accept(item, name, shape, seen_ids, seen_hash)
+        if isinstance(rec, Record):
+            if shape is None:
+                shape = detect_shape(item.value)  # the first good record fixes the file's shape
+            stats.accepted += 1
+            seen_ids.add(rec.id)
+            seen_hash[rec.content_hash] = rec.id
+            id_pairs.append((rec.id, rec.content_hash))
+            batch.append(rec)
+            if len(batch) >= BATCH:
+                writer.write_table(records_to_table(batch))
+                batch = []
+        else:
+            reason, detail = rec
+            stats.rejected += 1
+            stats.by_reason[reason] += 1
+            rej.write(json.dumps({"file": item.file, "line": item.line, "index": item.index, "reason": reason,
+                                  "detail": detail, "raw": item.raw}, ensure_ascii=False) + "\n")
+    if batch:
+        writer.write_table(records_to_table(batch))
+    stats.notes = {k: v for k, v in (("bom_stripped", notes.bom), ("crlf", notes.crlf),
+                                     ("unclosed_array", notes.unclosed_array)) if v}
+
+
+def _accept(item: RawItem, source: str, shape: str | None, seen_ids: set[str],
+            seen_hash: dict[str, str]) -> Record | tuple[str, str]:
+    if item.problem:
+        return item.problem
+    try:
+        rec = from_dict(item.value, shape, source=source)
+    except RecordProblem as p:
+        return p.reason, p.detail
+    if rec.content_hash in seen_hash:
+        return "duplicate_content", f"same conversation as record {seen_hash[rec.content_hash]!r}"
+    if rec.id in seen_ids:
+        return "duplicate_id", f"id {rec.id!r} was already used by a different record"
+    return rec
+
+
+def _report(per_source: dict[str, SourceStats], fmt: str | None, strict: bool,
+            fingerprint: str) -> dict[str, Any]:
+    reasons: Counter[str] = Counter()
+    for s in per_source.values():
+        reasons.update(s.by_reason)
+    return {
+        "divscope_version": __version__,
+        "inputs": list(per_source),
+        "format": fmt or "auto",
+        "strict": strict,
+        "read": sum(s.read for s in per_source.values()),
+        "accepted": sum(s.accepted for s in per_source.values()),
+        "rejected": sum(s.rejected for s in per_source.values()),
+        "by_reason": dict(sorted(reasons.items())),
+        "by_source": {k: v.to_json() for k, v in per_source.items()},
+        "pool_fingerprint": fingerprint,
+    }
+
+
+def _problem(per_source: dict[str, SourceStats], strict: bool, ws: Workspace) -> str | None:
+    for name, s in per_source.items():
+        if s.accepted == 0:
+            why = ", ".join(f"{k}: {v}" for k, v in s.by_reason.most_common(3)) or "it is empty"
+            return f"{name}: no valid record ({why}); see {ws.rejects_path}"
+    total = sum(s.rejected for s in per_source.values())
+    if strict and total:
+        return f"--strict: {total} record(s) rejected; see {ws.rejects_path}"
+    return None

@@ -1,0 +1,133 @@
+"""The workspace: one directory per pool, holding the canonical pool and everything derived from it.
+
+    WS/pool.parquet     canonical records (schema below), in ingest order
+    WS/ingest.json      what was read, accepted and rejected, per reason and per source
+    WS/rejects.jsonl    every rejected record with file, line, reason and its raw text
+    WS/features/...     featurizer caches (later stages)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from divscope.errors import DivscopeError
+from divscope.io.record import Record, Turn
+
+POOL_FILE = "pool.parquet"
+INGEST_FILE = "ingest.json"
+REJECTS_FILE = "rejects.jsonl"
+
+POOL_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("content_hash", pa.string()),
+    ("source", pa.string()),
+    ("source_id", pa.string()),
+    ("conversation", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("metadata", pa.string()),  # JSON object: extra columns of any type survive a fixed schema
+])
+
+
+def records_to_table(records: Sequence[Record]) -> pa.Table:
+    return pa.Table.from_pydict({
+        "id": [r.id for r in records],
+        "content_hash": [r.content_hash for r in records],
+        "source": [r.source for r in records],
+        "source_id": [r.source_id for r in records],
+        "conversation": [r.messages() for r in records],
+        "metadata": [json.dumps(r.metadata, ensure_ascii=False, sort_keys=True) for r in records],
+    }, schema=POOL_SCHEMA)
+
+
+def _row_to_record(row: dict[str, Any]) -> Record:
+    return Record(
+        id=row["id"],
+        conversation=tuple(Turn(t["role"], t["content"]) for t in row["conversation"]),
+        source=row["source"],
+        source_id=row["source_id"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+        content_hash=row["content_hash"],
+    )
+
+
+def fingerprint_rows(pairs: Iterable[tuple[str, str]]) -> str:
+    """Pool identity: ids and content hashes in order (what every cache key builds on)."""
+    h = hashlib.sha256()
+    for rid, ch in pairs:
+        h.update(f"{rid}\x00{ch}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class Pool:
+    """Read access to ``pool.parquet``; rows are addressed by position, the order every Incidence uses."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.table = pq.read_table(self.path, memory_map=True)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @cached_property
+    def ids(self) -> list[str]:
+        return self.table.column("id").to_pylist()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint_rows(zip(self.ids, self.table.column("content_hash").to_pylist(), strict=True))
+
+    def iter_records(self, batch_size: int = 4096) -> Iterator[Record]:
+        for batch in self.table.to_batches(max_chunksize=batch_size):
+            for row in batch.to_pylist():
+                yield _row_to_record(row)
+
+    def records(self, rows: Sequence[int] | None = None) -> list[Record]:
+        table = self.table if rows is None else self.table.take(pa.array(rows, pa.int64()))
+        return [_row_to_record(r) for r in table.to_pylist()]
+
+    def texts(self, side: str) -> list[str]:
+        """The instruction or response side of every sample (DESIGN.md's derived views)."""
+        return [r.side(side) for r in self.iter_records()]
+
+
+class Workspace:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def pool_path(self) -> Path:
+        return self.path / POOL_FILE
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / INGEST_FILE
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.path / REJECTS_FILE
+
+    def subdir(self, *parts: str) -> Path:
+        p = self.path.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def require_pool(self) -> None:
+        if not self.pool_path.exists():
+            raise DivscopeError(f"{self.path}: no pool here; run `divscope ingest INPUT --out {self.path}` first")
+
+    @cached_property
+    def pool(self) -> Pool:
+        self.require_pool()
+        return Pool(self.pool_path)
+
+    def report(self) -> dict[str, Any]:
+        if not self.report_path.exists():
+            return {}
+        return json.loads(self.report_path.read_text(encoding="utf-8"))

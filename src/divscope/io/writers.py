@@ -1,0 +1,141 @@
+"""Writers: canonical records out to alpaca, ShareGPT, OpenAI messages, Parquet or a HF ``datasets`` directory.
+
+Each file gets a LLaMA-Factory ``dataset_info.json`` entry beside it, so a subset trains there without editing.
+Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from divscope.errors import DivscopeError
+from divscope.io.atomic import atomic_open, atomic_path, write_json
+from divscope.io.record import Record
+from divscope.io.shapes import RESERVED_KEYS, SHAPES, to_dict
+
+WRITE_FORMATS = (*SHAPES, "parquet", "hf")
+DATASET_INFO = "dataset_info.json"
+
+
+def infer_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix == ".jsonl":
+        return "openai"
+    if suffix == ".json":
+        return "sharegpt"
+    if suffix == "":
+        return "hf"
+    raise DivscopeError(f"{path}: cannot tell the format from the extension; pass --format "
+                        f"({', '.join(WRITE_FORMATS)})")
+
+
+def write_records(
+    records: Iterable[Record],
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    shape: str = "openai",
+    llamafactory: bool = True,
+) -> Path:
+    """Write records; ``fmt`` is a shape (JSON/JSONL by extension) or ``parquet``/``hf`` (laid out as ``shape``).
+
+    Returns the path written.
+    """
+    path = Path(path)
+    fmt = fmt or infer_format(path)
+    if fmt not in WRITE_FORMATS:
+        raise DivscopeError(f"unknown output format {fmt!r}: choose from {', '.join(WRITE_FORMATS)}")
+    if shape not in SHAPES:
+        raise DivscopeError(f"unknown shape {shape!r}: choose from {', '.join(SHAPES)}")
+    if fmt in SHAPES:
+        shape = fmt
+        _write_json(records, path, shape, jsonl=path.suffix.lower() == ".jsonl" or shape == "openai")
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = _columnar(records, shape)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    else:
+        import datasets
+
+        table = _columnar(records, shape)
+        with atomic_path(path) as tmp:
+            datasets.Dataset(table).save_to_disk(str(tmp))
+    if llamafactory and fmt != "hf":
+        add_llamafactory_entry(path, shape)
+    return path
+
+
+def _write_json(records: Iterable[Record], path: Path, shape: str, jsonl: bool) -> None:
+    with atomic_open(path) as fh:
+        if jsonl:
+            for r in records:
+                fh.write(json.dumps(to_dict(r, shape), ensure_ascii=False) + "\n")
+            return
+        fh.write("[")  # one record per line inside the array: valid JSON that still diffs and streams well
+        for i, r in enumerate(records):
+            fh.write(("," if i else "") + "\n" + json.dumps(to_dict(r, shape), ensure_ascii=False))
+        fh.write("\n]\n")
+
+
+def _scalar_type(v: Any) -> type | None:
+    return type(v) if isinstance(v, (str, int, float, bool)) else None
+
+
+def _columnar(records: Iterable[Record], shape: str) -> Any:
+    """Rows for Parquet/Arrow: metadata scalars of one consistent type get a column each; anything else
+    (nested values, nulls, mixed types) travels as JSON in ``divscope_metadata`` so the schema stays valid."""
+    import pyarrow as pa
+
+    rows = [to_dict(r, shape) for r in records]
+    types: dict[str, set[type | None]] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k not in RESERVED_KEYS:
+                types.setdefault(k, set()).add(_scalar_type(v))
+    as_column = {k for k, ts in types.items() if len(ts) == 1 and None not in ts}
+    out = []
+    for row in rows:
+        nested = dict(row.pop("divscope_metadata", {}) or {})
+        for k in list(row):
+            if k in types and k not in as_column:
+                nested[k] = row.pop(k)
+        if nested:
+            row["divscope_metadata"] = json.dumps(nested, ensure_ascii=False, sort_keys=True)
+        out.append(row)
+    try:
+        return pa.Table.from_pylist(out)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise DivscopeError(f"cannot lay these records out as columns: {e}") from None
+
+
+def add_llamafactory_entry(path: Path, shape: str) -> Path:
+    """Add (or replace) this file's entry in the ``dataset_info.json`` beside it, keeping other entries."""
+    info_path = path.parent / DATASET_INFO
+    info: dict[str, Any] = {}
+    if info_path.exists():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise DivscopeError(f"{info_path}: exists but is not valid JSON; fix or remove it") from None
+    info[path.stem] = llamafactory_entry(path.name, shape)
+    write_json(info_path, info)
+    return info_path
+
+
+def llamafactory_entry(file_name: str, shape: str) -> dict[str, Any]:
+    if shape == "alpaca":
+        return {"file_name": file_name, "formatting": "alpaca",
+                "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                            "system": "system", "history": "history"}}
+    if shape == "sharegpt":
+        return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "conversations"}}
+    return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "messages"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                     "assistant_tag": "assistant", "system_tag": "system"}}

@@ -1,0 +1,251 @@
+"""Compiled inner loops of the selection engine (numba ``@njit(cache=True)``).
+
+numba is an optional dependency (the ``features`` extra). Without it the same functions run as plain Python:
+identical results, only slower. Every function here works on plain arrays (CSR/CSC index arrays, int64 keys);
+the meaning of the arrays is documented in ``engine.py`` and ``docs/engine.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # pragma: no cover - exercised implicitly
+    from numba import njit
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    HAVE_NUMBA = False
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda f: f
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Binary min-heap helpers on parallel arrays (keys: int64, vals: int64). ``pos`` (when not None-like) maps a
+# value to its slot for decrease-key; the lazy heap of the sampler does not need it.
+# ----------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _sift_up_indexed(keys, vals, pos, i):
+    k = keys[i]
+    v = vals[i]
+    while i > 0:
+        p = (i - 1) >> 1
+        if keys[p] <= k:
+            break
+        keys[i] = keys[p]
+        vals[i] = vals[p]
+        pos[vals[i]] = i
+        i = p
+    keys[i] = k
+    vals[i] = v
+    pos[v] = i
+
+
+@njit(cache=True)
+def _sift_down_indexed(keys, vals, pos, i, size):
+    k = keys[i]
+    v = vals[i]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and keys[c + 1] < keys[c]:
+            c += 1
+        if keys[c] >= k:
+            break
+        keys[i] = keys[c]
+        vals[i] = vals[c]
+        pos[vals[i]] = i
+        i = c
+    keys[i] = k
+    vals[i] = v
+    pos[v] = i
+
+
+@njit(cache=True)
+def _sift_down(keys, vals, i, size):
+    k = keys[i]
+    v = vals[i]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and keys[c + 1] < keys[c]:
+            c += 1
+        if keys[c] >= k:
+            break
+        keys[i] = keys[c]
+        vals[i] = vals[c]
+        i = c
+    keys[i] = k
+    vals[i] = v
+
+
+@njit(cache=True)
+def prune(indptr, indices, cindptr, crows, counts, tie_rank, occurring):
+    """Reverse greedy pruning, one pass over the nonzeros.
+
+    ``indptr/indices``: CSR (sample -> types); ``cindptr/crows``: CSC (type -> samples); ``counts[t]``: column
+    counts; ``tie_rank[t]``: seeded tie order (a permutation of 0..n_types-1); ``occurring[t]``: count > 0.
+
+    Repeatedly removes the remaining type with the smallest (remaining carriers, tie_rank) and every sample
+    that carries it. An indexed binary heap keyed by ``count * n_types + tie_rank`` gives the minimum; counts
+    only decrease, so every decrement is a sift-up (decrease-key).
+
+    Returns ``(order, removal_step, leave_step)``: ``order[i]`` = the type removed at step i (length k_max);
+    ``removal_step[t]`` = its step, -1 for types that never occur; ``leave_step[s]`` = the step at which sample
+    s left, ``k_max`` for typeless samples (they never leave).
+    """
+    n_types = counts.shape[0]
+    n_samples = indptr.shape[0] - 1
+    k_max = 0
+    for t in range(n_types):
+        if occurring[t]:
+            k_max += 1
+    cnt = counts.astype(np.int64).copy()
+    keys = np.empty(k_max, np.int64)
+    vals = np.empty(k_max, np.int64)
+    pos = np.full(n_types, -1, np.int64)
+    size = 0
+    for t in range(n_types):
+        if occurring[t]:
+            keys[size] = cnt[t] * n_types + tie_rank[t]
+            vals[size] = t
+            pos[t] = size
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):
+        _sift_down_indexed(keys, vals, pos, i, size)
+
+    removal_step = np.full(n_types, -1, np.int64)
+    leave_step = np.full(n_samples, k_max, np.int64)
+    left = np.zeros(n_samples, np.bool_)
+    order = np.empty(k_max, np.int64)
+    for step in range(k_max):
+        t = vals[0]
+        order[step] = t
+        removal_step[t] = step
+        pos[t] = -1
+        size -= 1
+        if size > 0:
+            keys[0] = keys[size]
+            vals[0] = vals[size]
+            pos[vals[0]] = 0
+            _sift_down_indexed(keys, vals, pos, 0, size)
+        for j in range(cindptr[t], cindptr[t + 1]):
+            s = crows[j]
+            if left[s]:
+                continue
+            left[s] = True
+            leave_step[s] = step
+            for q in range(indptr[s], indptr[s + 1]):
+                u = indices[q]
+                if removal_step[u] >= 0:
+                    continue  # u is t itself or already removed
+                cnt[u] -= 1
+                p = pos[u]
+                keys[p] -= n_types
+                _sift_up_indexed(keys, vals, pos, p)
+    return order, removal_step, leave_step
+
+
+@njit(cache=True)
+def sort_columns(cindptr, prio):
+    """Permutation that orders every CSC column segment by ``prio`` (ascending; stable, so equal priorities keep
+    the CSC row order)."""
+    n = prio.shape[0]
+    perm = np.empty(n, np.int64)
+    for t in range(cindptr.shape[0] - 1):
+        a = cindptr[t]
+        b = cindptr[t + 1]
+        if b - a == 0:
+            continue
+        if b - a == 1:
+            perm[a] = a
+            continue
+        o = np.argsort(prio[a:b], kind="mergesort")
+        for i in range(b - a):
+            perm[a + i] = a + o[i]
+    return perm
+
+
+@njit(cache=True)
+def sample(indptr, indices, cindptr, crows_sorted, removal_step, leave_step, tie_rank, threshold, n,
+           typeless_sorted):
+    """Type-aware sampling from pool(k), with ``threshold = k_max - k``.
+
+    A sample s is in the pool iff ``leave_step[s] >= threshold``; the pool's types are those with
+    ``removal_step >= threshold``. ``crows_sorted`` holds each type's carriers in its seeded candidate order;
+    a pointer per type walks it, skipping samples outside the pool or already chosen (uniform choice among the
+    unchosen candidates, see docs/engine.md). A lazy min-heap keyed by ``c[t] * n_types + tie_rank[t]`` holds
+    each live type once: a popped entry whose key is stale (c[t] grew since it was pushed) is pushed back with
+    its current key. When no type has candidates left, the rest comes from ``typeless_sorted`` (typeless
+    samples, in seeded order; they are in every pool).
+
+    Returns ``(ids, c)``: chosen rows in selection order (length n, or fewer if the pool is too small: the
+    caller checks feasibility first) and the per-type counts of chosen carriers.
+    """
+    n_types = removal_step.shape[0]
+    n_samples = leave_step.shape[0]
+    c = np.zeros(n_types, np.int64)
+    chosen = np.zeros(n_samples, np.bool_)
+    ptr = cindptr[:-1].copy()
+    live = 0
+    for t in range(n_types):
+        if removal_step[t] >= threshold:
+            live += 1
+    keys = np.empty(live, np.int64)
+    vals = np.empty(live, np.int64)
+    size = 0
+    for t in range(n_types):
+        if removal_step[t] >= threshold:
+            keys[size] = tie_rank[t]
+            vals[size] = t
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):
+        _sift_down(keys, vals, i, size)
+
+    ids = np.empty(n, np.int64)
+    m = 0
+    while m < n and size > 0:
+        t = vals[0]
+        key = keys[0]
+        cur = c[t] * n_types + tie_rank[t]
+        if key != cur:  # stale: c[t] grew since the entry was pushed
+            keys[0] = cur
+            _sift_down(keys, vals, 0, size)
+            continue
+        # walk t's candidate list to its next unchosen pool sample
+        j = ptr[t]
+        end = cindptr[t + 1]
+        while j < end:
+            s = crows_sorted[j]
+            if leave_step[s] >= threshold and not chosen[s]:
+                break
+            j += 1
+        if j >= end:  # no candidate left: drop t
+            ptr[t] = end
+            size -= 1
+            if size > 0:
+                keys[0] = keys[size]
+                vals[0] = vals[size]
+                _sift_down(keys, vals, 0, size)
+            continue
+        s = crows_sorted[j]
+        ptr[t] = j + 1
+        chosen[s] = True
+        ids[m] = s
+        m += 1
+        for q in range(indptr[s], indptr[s + 1]):
+            c[indices[q]] += 1
+        keys[0] = c[t] * n_types + tie_rank[t]
+        _sift_down(keys, vals, 0, size)
+    i = 0
+    while m < n and i < typeless_sorted.shape[0]:
+        ids[m] = typeless_sorted[i]
+        m += 1
+        i += 1
+    return ids[:m], c
