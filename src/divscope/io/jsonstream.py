@@ -149,11 +149,11 @@ def iter_json_values(
                     yield RawItem(name, index, b.line_at(end), b.buf[end : end + _RAW_KEEP],
                                   problem=("trailing_data", "text after the closing ']' of the JSON array"))
                 return
+            if resync is None:
+                resync = _resync_pattern(b.buf, pos)
             pos = b.compact(pos)
             start = pos
             line = b.line_at(start)
-            if resync is None:
-                resync = _resync_pattern(b.buf, start)
             try:
                 value, end = decoder.raw_decode(b.buf, start)
                 if end >= len(b.buf) and not b.eof and not isinstance(value, (dict, list)):

@@ -72,8 +72,8 @@ def _source_id(obj: dict[str, Any]) -> tuple[str | None, str | None]:
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RecordProblem("wrong_type", f"'{key}' must be a string or integer, got {type(value).__name__}")
-    text = str(value).strip()
-    return (text or None), key
+    text = str(value)
+    return (text if text.strip() else None), key
 
 
 def _jsonable(value: Any) -> Any:

@@ -109,8 +109,9 @@ def _columnar(records: Iterable[Record], shape: str) -> Any:
         if nested:
             row["divscope_metadata"] = json.dumps(nested, ensure_ascii=False, sort_keys=True)
         out.append(row)
+    keys = list(dict.fromkeys(k for row in out for k in row))  # from_pylist alone only looks at the first row
     try:
-        return pa.Table.from_pylist(out)
+        return pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in out])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise DivscopeError(f"cannot lay these records out as columns: {e}") from None
 
