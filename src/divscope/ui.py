@@ -43,13 +43,24 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Any]:
     with Progress(*columns, console=err_console, disable=not _show_progress(), transient=False) as prog:
         task = prog.add_task(description, total=total, rate="")
 
+        pending = 0
+
         def advance(n: int = 1) -> None:
-            prog.advance(task, n)
+            nonlocal pending  # batch updates: rich's bookkeeping per item costs more than cheap loop bodies
+            pending += n
+            if pending >= 64 or total is not None and n > 1:
+                flush()
+
+        def flush() -> None:
+            nonlocal pending
+            prog.advance(task, pending)
+            pending = 0
             t = prog.tasks[0]
             if t.elapsed:
                 prog.update(task, rate=f"{t.completed / t.elapsed:,.0f}/s")
 
         yield advance
+        flush()
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
