@@ -153,37 +153,42 @@ def prune(indptr, indices, cindptr, crows, counts, tie_rank, occurring):
 
 
 @njit(cache=True)
-def sort_columns(cindptr, prio):
-    """Permutation that orders every CSC column segment by ``prio`` (ascending; stable, so equal priorities keep
-    the CSC row order)."""
-    n = prio.shape[0]
-    perm = np.empty(n, np.int64)
-    for t in range(cindptr.shape[0] - 1):
-        a = cindptr[t]
-        b = cindptr[t + 1]
-        if b - a == 0:
-            continue
-        if b - a == 1:
-            perm[a] = a
-            continue
-        o = np.argsort(prio[a:b], kind="mergesort")
-        for i in range(b - a):
-            perm[a + i] = a + o[i]
-    return perm
+def mix64(z):
+    """splitmix64 finaliser on a uint64 array (wrap-around arithmetic); same as ``engine._mix``."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 @njit(cache=True)
-def sample(indptr, indices, cindptr, crows_sorted, removal_step, leave_step, tie_rank, threshold, n,
-           typeless_sorted):
+def sort_column(cindptr, crows_sorted, skey, tkey, t):
+    """Order type t's CSC segment of ``crows_sorted`` (in place) by ``mix64(skey[s] ^ tkey[t])``, ascending;
+    stable, so samples with equal keys keep ascending row order."""
+    a = cindptr[t]
+    b = cindptr[t + 1]
+    if b - a < 2:
+        return
+    seg = crows_sorted[a:b].copy()
+    prio = mix64(skey[seg] ^ tkey[t])
+    o = np.argsort(prio, kind="mergesort")
+    for i in range(b - a):
+        crows_sorted[a + i] = seg[o[i]]
+
+
+@njit(cache=True)
+def sample(indptr, indices, cindptr, crows_sorted, is_sorted, skey, tkey, removal_step, leave_step, tie_rank,
+           threshold, n, typeless_sorted):
     """Type-aware sampling from pool(k), with ``threshold = k_max - k``.
 
     A sample s is in the pool iff ``leave_step[s] >= threshold``; the pool's types are those with
-    ``removal_step >= threshold``. ``crows_sorted`` holds each type's carriers in its seeded candidate order;
-    a pointer per type walks it, skipping samples outside the pool or already chosen (uniform choice among the
-    unchosen candidates, see docs/engine.md). A lazy min-heap keyed by ``c[t] * n_types + tie_rank[t]`` holds
-    each live type once: a popped entry whose key is stale (c[t] grew since it was pushed) is pushed back with
-    its current key. When no type has candidates left, the rest comes from ``typeless_sorted`` (typeless
-    samples, in seeded order; they are in every pool).
+    ``removal_step >= threshold``. Each type's carriers are walked in its seeded candidate order (the CSC segment
+    of ``crows_sorted``, sorted lazily by ``sort_column`` the first time the type is picked and flagged in
+    ``is_sorted``; both persist across calls with the same seed). A pointer per type skips samples outside the
+    pool or already chosen: a uniform choice among the unchosen candidates, see docs/engine.md. A lazy min-heap
+    keyed by ``c[t] * n_types + tie_rank[t]`` holds each live type once: a popped entry whose key is stale (c[t]
+    grew since it was pushed) is pushed back with its current key. When no type has candidates left, the rest
+    comes from ``typeless_sorted`` (typeless samples, in seeded order; they are in every pool).
 
     Returns ``(ids, c)``: chosen rows in selection order (length n, or fewer if the pool is too small: the
     caller checks feasibility first) and the per-type counts of chosen carriers.
@@ -219,6 +224,9 @@ def sample(indptr, indices, cindptr, crows_sorted, removal_step, leave_step, tie
             _sift_down(keys, vals, 0, size)
             continue
         # walk t's candidate list to its next unchosen pool sample
+        if not is_sorted[t]:
+            sort_column(cindptr, crows_sorted, skey, tkey, t)
+            is_sorted[t] = True
         j = ptr[t]
         end = cindptr[t + 1]
         while j < end:

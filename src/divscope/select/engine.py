@@ -37,19 +37,11 @@ import scipy.sparse as sp
 from divscope.errors import DivscopeError
 from divscope.select import _kernels
 
-__all__ = ["Engine", "Selection", "level_to_k", "reference_prune", "reference_select"]
-
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
+__all__ = ["Engine", "Selection", "level_to_k", "reference_prune", "reference_select", "reference_select_levels"]
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, vectorised over a uint64 array (wrap-around arithmetic)."""
-    z = np.asarray(x, dtype=np.uint64).reshape(-1) + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    return _kernels.mix64(np.ascontiguousarray(np.asarray(x, dtype=np.uint64).reshape(-1)))
 
 
 def _hash_strings(values) -> np.ndarray:
@@ -190,7 +182,7 @@ class Engine:
         self.n_types = int(m.shape[1])
         self.type_names = names
         self._indptr = np.ascontiguousarray(m.indptr, dtype=np.int64)
-        self._indices = np.ascontiguousarray(m.indices, dtype=np.int64)
+        self._indices = np.ascontiguousarray(m.indices, dtype=np.int32)  # type ids (n_types < 2**31)
         self._counts = np.bincount(self._indices, minlength=self.n_types).astype(np.int64)
         self._cindptr: np.ndarray | None = None
         self._crows: np.ndarray | None = None
@@ -209,7 +201,7 @@ class Engine:
             csc = csr.tocsc()
             csc.sort_indices()
             self._cindptr = np.ascontiguousarray(csc.indptr, dtype=np.int64)
-            self._crows = np.ascontiguousarray(csc.indices, dtype=np.int64)
+            self._crows = np.ascontiguousarray(csc.indices, dtype=np.int32)  # row ids (n_samples < 2**31)
         return self._cindptr, self._crows  # type: ignore[return-value]
 
     def _pruning(self, seed: int | None = None) -> _Pruning:
@@ -227,23 +219,19 @@ class Engine:
             self._prunings[seed] = pr
         return pr
 
-    def _candidate_order(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(crows_sorted, typeless_sorted) for ``seed``; the two most recent seeds are kept."""
+    def _candidate_order(self, seed: int) -> tuple:
+        """Seeded candidate state for ``seed``: (crows_sorted, is_sorted, skey, tkey, typeless_sorted). Columns of
+        ``crows_sorted`` are put in candidate order lazily (first pick of the type) and stay sorted for every
+        later level; the two most recent seeds are kept."""
         got = self._candidates.get(seed)
         if got is None:
-            cindptr, crows = self._csc()
+            _, crows = self._csc()
             salts = _salts(seed)
             skey = _mix(self._key_hash ^ salts[1])
             tkey = _mix(self._type_hash ^ salts[2])
-            col = np.repeat(np.arange(self.n_types, dtype=np.int64), np.diff(cindptr))
-            prio = _mix(skey[crows] ^ tkey[col])
-            del col
-            perm = _kernels.sort_columns(cindptr, prio)
-            del prio
-            crows_sorted = crows[perm]
             tl = self._typeless
             typeless_sorted = tl[np.lexsort((tl, _mix(skey[tl] ^ salts[3])))] if len(tl) else tl
-            got = (crows_sorted, typeless_sorted)
+            got = (crows.copy(), np.zeros(self.n_types, np.bool_), skey, tkey, typeless_sorted)
             if len(self._candidates) >= 2:
                 self._candidates.pop(next(iter(self._candidates)))
             self._candidates[seed] = got
@@ -291,11 +279,10 @@ class Engine:
         k_min, k_max = self.k_range(n, seed)
         k = level_to_k(d, k_min, k_max)
         pr = self._pruning(seed)
-        crows_sorted, typeless_sorted = self._candidate_order(seed)
+        crows_sorted, is_sorted, skey, tkey, typeless_sorted = self._candidate_order(seed)
         cindptr, _ = self._csc()
-        threshold = k_max - k
-        ids, c = _kernels.sample(self._indptr, self._indices, cindptr, crows_sorted, pr.removal_step,
-                                 pr.leave_step, pr.tie_rank, threshold, n, typeless_sorted)
+        ids, c = _kernels.sample(self._indptr, self._indices, cindptr, crows_sorted, is_sorted, skey, tkey,
+                                 pr.removal_step, pr.leave_step, pr.tie_rank, k_max - k, n, typeless_sorted)
         if len(ids) != n:  # pragma: no cover - excluded by k_range
             raise AssertionError(f"engine bug: chose {len(ids)} of {n} from a pool of {pr.pool_sizes[k]}")
         return Selection(ids=ids, k=k, k_min=k_min, k_max=k_max, d=d, n=n, seed=seed,
@@ -308,8 +295,10 @@ class Engine:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def reference_prune(matrix: sp.spmatrix, tie_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Returns ``(order, leave_step)``, recomputing every remaining type's carrier count at each step."""
+def reference_prune(matrix: sp.spmatrix, tie_rank: np.ndarray, max_steps: int | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``(order, leave_step)``, recomputing every remaining type's carrier count at each step.
+    ``max_steps`` stops early (benchmark timing only; the result is then partial)."""
     m = sp.csr_matrix(matrix, dtype=np.bool_)
     n_samples, n_types = m.shape
     csc = m.tocsc()
@@ -318,7 +307,7 @@ def reference_prune(matrix: sp.spmatrix, tie_rank: np.ndarray) -> tuple[np.ndarr
     remaining_samples = np.ones(n_samples, np.bool_)
     leave_step = np.full(n_samples, k_max, np.int64)
     order = np.empty(k_max, np.int64)
-    for step in range(k_max):
+    for step in range(k_max if max_steps is None else min(k_max, max_steps)):
         counts = np.bincount(m[remaining_samples].indices, minlength=n_types).astype(np.int64)
         key = np.where(remaining_types, counts * n_types + tie_rank, np.iinfo(np.int64).max)
         t = int(np.argmin(key))
@@ -335,6 +324,13 @@ def reference_select(matrix: sp.spmatrix, n: int, d: float, seed: int = 0, sampl
                      type_names: list[str] | None = None) -> tuple[np.ndarray, int, int, int, int]:
     """The whole specification, literally: reference pruning, then picks that recompute every type's chosen
     count and candidate set at each step. Returns ``(ids, k, k_min, k_max, types_covered)``."""
+    return reference_select_levels(matrix, n, [d], seed, sample_keys, type_names)[0]
+
+
+def reference_select_levels(matrix: sp.spmatrix, n: int, levels: list[float], seed: int = 0,
+                            sample_keys: Any = None, type_names: list[str] | None = None,
+                            ) -> list[tuple[np.ndarray, int, int, int, int]]:
+    """``reference_select`` for several levels sharing one reference pruning."""
     m = sp.csr_matrix(matrix, dtype=np.bool_)
     m.sum_duplicates()
     m.eliminate_zeros()
@@ -349,16 +345,20 @@ def reference_select(matrix: sp.spmatrix, n: int, d: float, seed: int = 0, sampl
     if n > n_samples:
         raise DivscopeError(f"cannot select {n} samples from a pool of {n_samples}")
     k_min = int(np.flatnonzero(pool_sizes >= n)[0])
-    k = level_to_k(d, k_min, k_max)
-    in_pool = leave_step >= k_max - k
-    pool_types = np.zeros(n_types, np.bool_)
-    pool_types[order[k_max - k:]] = True
     skey = _mix(_key_hashes(sample_keys, n_samples) ^ salts[1])
     tkey = _mix(type_hash ^ salts[2])
     csc = m.tocsc()
+    return [_reference_sample(m, csc, n, level_to_k(d, k_min, k_max), k_min, k_max, order, leave_step,
+                              tie_rank, skey, tkey, salts) for d in levels]
+
+
+def _reference_sample(m, csc, n, k, k_min, k_max, order, leave_step, tie_rank, skey, tkey, salts):
+    n_samples, n_types = m.shape
+    in_pool = leave_step >= k_max - k
+    pool_types = np.zeros(n_types, np.bool_)
+    pool_types[order[k_max - k:]] = True
     chosen = np.zeros(n_samples, np.bool_)
     ids: list[int] = []
-    c = np.zeros(n_types, np.int64)
     while len(ids) < n:
         c = np.bincount(m[chosen].indices, minlength=n_types).astype(np.int64)
         has = pool_types & (np.bincount(m[in_pool & ~chosen].indices, minlength=n_types) > 0)
