@@ -11,7 +11,7 @@ clusters. ``docs/engine.md`` documents every decision the design leaves open (ro
 
 Randomness. Everything random is a pure function of ``seed`` and of the *identity* of types (their names) and
 samples (``sample_keys``, default the row index), never of positions: ``np.random.default_rng(seed)`` draws
-three 64-bit salts, and
+four 64-bit salts, and
 
 * the tie order of types is the order of ``mix(hash(name) ^ salt_type)``;
 * type t's candidate order is the order of ``mix(skey[s] ^ tkey[t])`` with ``skey = mix(key ^ salt_sample)``,
@@ -38,6 +38,7 @@ from divscope.errors import DivscopeError
 from divscope.select import _kernels
 
 __all__ = ["Engine", "Selection", "level_to_k", "reference_prune", "reference_select", "reference_select_levels"]
+
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, vectorised over a uint64 array (wrap-around arithmetic)."""
@@ -190,7 +191,7 @@ class Engine:
         self._key_hash = _key_hashes(sample_keys, self.n_samples)
         self._typeless = np.flatnonzero(np.diff(self._indptr) == 0).astype(np.int64)
         self._prunings: dict[int, _Pruning] = {}
-        self._candidates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._candidates: dict[int, tuple] = {}
 
     # -- cached structures ---------------------------------------------------------------------------------
 
