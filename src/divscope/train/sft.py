@@ -1,0 +1,180 @@
+"""Supervised fine-tuning of a subset: transformers + TRL ``SFTTrainer`` + PEFT LoRA (or full fine-tuning).
+
+The run directory is the unit of work and of resumption:
+
+    RUN/checkpoints/checkpoint-N/   Trainer checkpoints (model, optimizer, scheduler, RNG states)
+    RUN/model/                      the final adapter (LoRA) or model (full), written atomically
+    RUN/train.json                  config, data fingerprint, losses, timings; written last = the done marker
+
+A killed run resumes from its latest checkpoint when started again with the same arguments. Loss is on
+assistant tokens only (``divscope.train.chat``); the labels are checked in the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from divscope import __version__
+from divscope.errors import DivscopeError
+from divscope.io.atomic import atomic_path, write_json
+from divscope.io.record import Record
+
+TRAIN_FILE = "train.json"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "smollm2"
+    method: str = "lora"  # lora | full
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    lr: float | None = None  # default: 2e-4 for LoRA, 2e-5 for full
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_len: int = 512
+    warmup_ratio: float = 0.03  # passed as a fraction of total steps (transformers >= 5 warmup_steps)
+    weight_decay: float = 0.0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    seed: int = 0
+    save_steps: int = 50
+    logging_steps: int = 1
+    device: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (2e-4 if self.method == "lora" else 2e-5)
+
+    def validate(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise DivscopeError(f"--method must be lora or full, not {self.method!r}")
+        for name in ("batch_size", "grad_accum", "max_len", "save_steps", "lora_r"):
+            if getattr(self, name) < 1:
+                raise DivscopeError(f"{name} must be >= 1")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise DivscopeError("give --epochs > 0 or --max-steps > 0")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+
+def data_fingerprint(records: list[Record]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{r.id}\x00{r.content_hash}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not ckpt_dir.is_dir():
+        return None
+    last = get_last_checkpoint(str(ckpt_dir))
+    # A checkpoint is complete only once trainer_state.json is in it (the Trainer writes it last).
+    if last and not (Path(last) / "trainer_state.json").is_file():
+        shutil.rmtree(last, ignore_errors=True)
+        return _last_checkpoint(ckpt_dir)
+    return last
+
+
+def build_dataset(records: list[Record], tokenizer: Any, max_len: int) -> tuple[Any, int]:
+    """Tokenised dataset with assistant masks; returns it and how many samples had no loss token left."""
+    import datasets
+
+    from divscope.train.chat import encode_chat
+
+    rows, dropped = [], 0
+    for r in records:
+        enc = encode_chat(tokenizer, r.messages(), max_len)
+        if enc is None:
+            dropped += 1
+            continue
+        rows.append(enc)
+    if not rows:
+        raise DivscopeError(f"no sample keeps an assistant token within --max-len {max_len}; raise --max-len")
+    return datasets.Dataset.from_list(rows), dropped
+
+
+def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainConfig | None = None,
+          source: str = "") -> TrainResult:
+    """Fine-tune on ``records`` into ``run_dir``; returns at once if the run is already complete."""
+    cfg = config or TrainConfig()
+    cfg.validate()
+    run = Path(run_dir)
+    done = run / TRAIN_FILE
+    fp = data_fingerprint(records)
+    if done.is_file():
+        summary = json.loads(done.read_text(encoding="utf-8"))
+        if summary.get("data_fingerprint") == fp and summary.get("config") == asdict(cfg):
+            return TrainResult(run, summary)
+        raise DivscopeError(f"{run} holds a finished run with other data or settings; choose another --out")
+    if not records:
+        raise DivscopeError("the training subset is empty")
+
+    import torch
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from divscope.train.model import load_causal_lm
+
+    set_seed(cfg.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    t_load = time.perf_counter()
+    model, tokenizer = load_causal_lm(cfg.model, device=cfg.device)
+    load_s = time.perf_counter() - t_load
+    dataset, dropped = build_dataset(records, tokenizer, cfg.max_len)
+    peft_config = None
+    if cfg.method == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    ckpt_dir = run / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate(), warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        lr_scheduler_type="cosine", logging_steps=cfg.logging_steps, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
+        max_length=cfg.max_len, disable_tqdm=True, dataloader_num_workers=0,
+        use_cpu=not str(model.device).startswith("cuda"), bf16=model.dtype == torch.bfloat16, **cfg.extra,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    resume = _last_checkpoint(ckpt_dir)
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume)
+    train_s = time.perf_counter() - t0
+    with atomic_path(run / "model") as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    state = trainer.state
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    steps_run = state.global_step - (int(Path(resume).name.split("-")[-1]) if resume else 0)
+    summary = {
+        "divscope_version": __version__, "source": source, "config": asdict(cfg), "data_fingerprint": fp,
+        "samples": len(records), "samples_without_loss_tokens": dropped,
+        "train_ids": [r.id for r in records], "global_step": state.global_step, "resumed_from": resume,
+        "losses": losses, "train_loss": out.training_loss, "load_seconds": round(load_s, 2),
+        "train_seconds": round(train_s, 2),
+        "seconds_per_step": round(train_s / steps_run, 3) if steps_run > 0 else None,
+        "device": str(model.device), "model_dir": "model",
+    }
+    write_json(done, summary)
+    return TrainResult(run, summary)
