@@ -86,6 +86,17 @@ def export(ws: Path, to: Path, fmt: str | None, shape: str) -> None:
     console.print(f"wrote {len(pool):,} records to {path}")
 
 
+def _register() -> None:
+    from divscope.evaluate.commands import evaluate_cmd
+    from divscope.train.commands import train_cmd
+
+    for cmd in (train_cmd, evaluate_cmd):
+        cli.add_command(cmd)
+
+
+_register()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="divscope", standalone_mode=False)

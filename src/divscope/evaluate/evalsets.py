@@ -1,6 +1,6 @@
 """Evaluation sets shipped inside the package (offline), plus any user file in a supported format.
 
-Named sets: ``alpaca_eval`` (805 prompts, GPT-4-Turbo reference answers), ``vicuna`` (its 80 Vicuna rows),
+Named sets (``pool:WS`` turns a workspace's pool into one, for held-out NLL): ``alpaca_eval`` (805 prompts, GPT-4-Turbo reference answers), ``vicuna`` (its 80 Vicuna rows),
 ``arena_hard`` (750 prompts, o3-mini baseline answers), ``mt_bench`` (80 two-turn questions; GPT-4 references
 for 30), ``ifeval`` (541 prompts with verifiable instructions, no reference). Origins and licences:
 ``divscope/data/eval/LICENSES.md``.
@@ -82,6 +82,20 @@ def _ifeval() -> list[EvalItem]:
             for r in _jsonl(_data("ifeval_input_data.jsonl"))]
 
 
+def _as_items(records: list[Any], prefix: str) -> list[EvalItem]:
+    return [EvalItem(f"{prefix}/{r.id}", tuple(t.content for t in r.conversation if t.role == "user"),
+                     tuple(t.content for t in r.conversation if t.role == "assistant"),
+                     r.metadata["category"] if isinstance(r.metadata.get("category"), str) else "",
+                     {"system": r.system} if r.system else {}) for r in records]
+
+
+def _pool(ws: Path) -> list[EvalItem]:
+    """A workspace's pool as an eval set (``pool:WS``): evaluation then keeps only samples not trained on."""
+    from divscope.io.workspace import Workspace
+
+    return _as_items(Workspace(ws).pool.records(), "pool")
+
+
 def _user_file(path: Path) -> list[EvalItem]:
     """Any supported file: the user turns are the prompt, the assistant turns the references."""
     from divscope.io import read_records
@@ -90,10 +104,7 @@ def _user_file(path: Path) -> list[EvalItem]:
     if not records:
         why = rejects[0].problem[1] if rejects and rejects[0].problem else "it is empty"
         raise DivscopeError(f"{path}: no usable evaluation record ({why})")
-    return [EvalItem(f"{path.name}/{r.id}", tuple(t.content for t in r.conversation if t.role == "user"),
-                     tuple(t.content for t in r.conversation if t.role == "assistant"), r.metadata.get(
-                         "category", "") if isinstance(r.metadata.get("category"), str) else "",
-                     {"system": r.system} if r.system else {}) for r in records]
+    return _as_items(records, path.name)
 
 
 def load_eval_set(name: str) -> list[EvalItem]:
@@ -102,6 +113,8 @@ def load_eval_set(name: str) -> list[EvalItem]:
                "arena_hard": _arena_hard, "mt_bench": _mt_bench, "ifeval": _ifeval}
     if name in loaders:
         return loaders[name]()
+    if name.startswith("pool:"):
+        return _pool(Path(name[len("pool:"):]))
     path = Path(name)
     if path.exists():
         return _user_file(path)

@@ -176,5 +176,19 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
         "seconds_per_step": round(train_s / steps_run, 3) if steps_run > 0 else None,
         "device": str(model.device), "model_dir": "model",
     }
+    summary["eval_overlap"] = eval_overlap(records)
     write_json(done, summary)
     return TrainResult(run, summary)
+
+
+def eval_overlap(records: list[Record]) -> list[str]:
+    """Ids of shipped eval items whose prompts overlap this training data: evaluation skips them."""
+    from divscope.evaluate.contamination import find_overlap
+    from divscope.evaluate.evalsets import EVAL_SETS, load_eval_set
+
+    texts = [r.instruction for r in records]
+    ids: set[str] = set()
+    for name in EVAL_SETS:
+        ov = find_overlap(texts, load_eval_set(name))
+        ids.update(i for row in ov.rows for i in ov.matches[row])
+    return sorted(ids)
