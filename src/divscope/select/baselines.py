@@ -1,0 +1,93 @@
+"""Baselines behind the same interface as the engine: ``random``, ``k-center``, ``distance``.
+
+All randomness is keyed to sample identity (a seeded hash of the id), so, like the engine, a result does not
+depend on the pool's row order except through the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from divscope.errors import DivscopeError
+
+
+def id_rank(ids: Sequence[str], seed: int) -> np.ndarray:
+    """A seeded pseudo-random key per id (uint64), independent of position."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}\x00{i}".encode(), digest_size=8).digest(),
+                                       "little") for i in ids), dtype=np.uint64, count=len(ids))
+
+
+def random_subset(ids: Sequence[str], n: int, seed: int) -> np.ndarray:
+    """N rows uniformly at random: the N smallest seeded id hashes, in that order."""
+    _check_n(n, len(ids))
+    return np.argsort(id_rank(ids, seed), kind="stable")[:n].astype(np.int64)
+
+
+def k_center(emb: np.ndarray, ids: Sequence[str], n: int, seed: int, block: int = 8192) -> np.ndarray:
+    """Greedy farthest-point selection (Gonzalez' 2-approximation of k-center) in cosine distance.
+
+    Starts from the sample with the smallest seeded id hash; each step adds the sample farthest from everything
+    chosen so far (ties: smallest seeded hash). ``emb`` rows must be L2-normalised. O(n_samples * N * dim).
+    """
+    _check_n(n, len(ids))
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    rank = id_rank(ids, seed)
+    tiebreak = np.argsort(np.argsort(rank, kind="stable"), kind="stable").astype(np.float64)
+    cur = int(np.argmin(tiebreak))
+    chosen = [cur]
+    mind = np.full(len(x), np.inf, dtype=np.float64)
+    mind[cur] = -np.inf
+    for _ in range(n - 1):
+        for b in range(0, len(x), block):
+            d = 1.0 - x[b : b + block] @ x[cur]
+            np.minimum(mind[b : b + block], d, out=mind[b : b + block])
+        # Farthest, ties by seeded rank: lexicographic on (distance desc, rank asc).
+        best = np.flatnonzero(mind == mind.max())
+        cur = int(best[np.argmin(tiebreak[best])])
+        chosen.append(cur)
+        mind[cur] = -np.inf
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def distance_filter(emb: np.ndarray, scores: np.ndarray, ids: Sequence[str], n: int, threshold: float,
+                    seed: int, block: int = 256) -> np.ndarray:
+    """DEITA-style: walk samples by score (high first; ties by seeded hash) and keep one when its cosine distance
+    to the nearest kept sample exceeds ``threshold``; stop at N.
+
+    Batched: a block of candidates is compared with all kept rows in one product; the few survivors are then
+    checked in order against the ones accepted earlier in the same block.
+    """
+    _check_n(n, len(ids))
+    if not 0.0 <= threshold < 2.0:
+        raise DivscopeError("--threshold is a cosine distance in [0, 2)")
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    rank = id_rank(ids, seed)
+    order = np.lexsort((rank, -np.asarray(scores, dtype=np.float64)))
+    kept = np.empty((n, x.shape[1]), dtype=np.float32)
+    rows: list[int] = []
+    limit = 1.0 - threshold  # keep iff max cosine similarity to kept < 1 - threshold
+    for b in range(0, len(order), block):
+        cand = order[b : b + block]
+        if rows:
+            sim = (x[cand] @ kept[: len(rows)].T).max(axis=1)
+            cand = cand[sim < limit]
+        first_new = len(rows)  # rows accepted before this block were checked in the product above
+        for r in cand:
+            if len(rows) > first_new and float((kept[first_new : len(rows)] @ x[r]).max()) >= limit:
+                continue
+            kept[len(rows)] = x[r]
+            rows.append(int(r))
+            if len(rows) == n:
+                return np.asarray(rows, dtype=np.int64)
+    raise DivscopeError(f"only {len(rows)} samples are farther apart than --threshold {threshold}; "
+                        f"lower the threshold or the size")
+
+
+def _check_n(n: int, total: int) -> None:
+    if n < 1:
+        raise DivscopeError("--size must be >= 1")
+    if n > total:
+        raise DivscopeError(f"--size {n} is larger than the pool ({total} samples); lower --size")

@@ -1,0 +1,121 @@
+"""Writing subsets: the data file (any writer format) and its manifest, and the grid of many subsets.
+
+The manifest ``<file>.manifest.json`` is written after the data file, so its presence marks a finished subset:
+``grid`` skips subsets whose manifest exists with the same request, and a killed grid resumes where it stopped.
+Manifests hold no timestamps: the same request gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from divscope import __version__
+from divscope.errors import DivscopeError
+from divscope.io.atomic import write_json
+from divscope.io.workspace import Workspace
+from divscope.io.writers import write_records
+from divscope.select.strategies import STRATEGIES, Selector, Subset
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def request_of(strategy: str, n: int, d: float | None, seed: int, options: dict[str, Any]) -> dict[str, Any]:
+    return {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "options": dict(sorted(options.items()))}
+
+
+def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any]) -> \
+        dict[str, Any]:
+    records = selector.pool.records(subset.rows.tolist())
+    write_records(records, path, fmt=fmt)
+    manifest = {
+        "divscope_version": __version__,
+        "request": request,
+        "strategy": subset.strategy,
+        "diversity": subset.diversity,
+        "size": subset.size,
+        "seed": subset.seed,
+        **subset.info,
+        "workspace": str(selector.ws.path.resolve()),
+        "pool_fingerprint": selector.pool.fingerprint,
+        "file": path.name,
+        "format": fmt or "auto",
+        "rows": [int(r) for r in subset.rows],
+        "ids": [records[i].id for i in range(len(records))],
+    }
+    write_json(manifest_path(path), manifest)
+    return manifest
+
+
+def is_done(path: Path, request: dict[str, Any], pool_fingerprint: str) -> bool:
+    mp = manifest_path(path)
+    if not (mp.is_file() and path.exists()):
+        return False
+    try:
+        m = json.loads(mp.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    return m.get("request") == request and m.get("pool_fingerprint") == pool_fingerprint
+
+
+@dataclass
+class GridCell:
+    strategy: str
+    size: int
+    diversity: float | None
+    seed: int
+    path: Path
+
+
+def levels_of(count: int) -> list[float]:
+    """``count`` evenly spaced diversity levels in [0, 1] (the paper: 7 -> 0, 1/6, ..., 1)."""
+    if count < 1:
+        raise DivscopeError("--levels must be >= 1")
+    return [0.0] if count == 1 else [i / (count - 1) for i in range(count)]
+
+
+def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[float], seeds: list[int],
+               ext: str) -> list[GridCell]:
+    cells = []
+    for strategy in strategies:
+        for size in sizes:
+            for seed in seeds:
+                if strategy in STRATEGIES:
+                    for d in levels:
+                        name = f"n{size}-d{d:.3f}-s{seed}{ext}"
+                        cells.append(GridCell(strategy, size, d, seed, out / strategy / name))
+                else:
+                    cells.append(GridCell(strategy, size, None, seed, out / strategy / f"n{size}-s{seed}{ext}"))
+    return cells
+
+
+def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes: list[int], levels: list[float],
+             seeds: list[int], fmt: str | None = None, ext: str = ".jsonl", eligible: np.ndarray | None = None,
+             **options: Any) -> tuple[list[dict[str, Any]], int]:
+    """Write every subset of the grid (skipping finished ones); returns the manifests and how many were new."""
+    from divscope.ui import progress_bar
+
+    selector = Selector(ws, eligible)
+    cells = grid_cells(out, strategies, sizes, levels, seeds, ext)
+    manifests, built = [], 0
+    with progress_bar("grid", total=len(cells)) as advance:
+        for c in cells:
+            req = request_of(c.strategy, c.size, c.diversity, c.seed, options)
+            if not is_done(c.path, req, selector.pool.fingerprint):
+                sub = selector.select(c.strategy, c.size, c.diversity, c.seed, **options)
+                write_subset(selector, sub, c.path, fmt, req)
+                built += 1
+            manifests.append(json.loads(manifest_path(c.path).read_text(encoding="utf-8")))
+            advance()
+    index = [{k: m[k] for k in ("strategy", "size", "diversity", "seed", "k", "types_covered") if k in m}
+             | {"file": str(Path(m["strategy"]) / m["file"])} for m in manifests]
+    write_json(out / "grid.json", {"workspace": str(selector.ws.path.resolve()), "subsets": index})
+    return manifests, built

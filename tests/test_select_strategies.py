@@ -1,0 +1,114 @@
+"""Strategies and baselines on a real (small) featurized pool; subsets, manifests and grids on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import divscope
+from divscope import DivscopeError
+from divscope.cli import main
+from divscope.select.baselines import distance_filter, k_center, random_subset
+from divscope.select.strategies import Selector, parse_strategies
+from divscope.select.subsets import levels_of, run_grid
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from divscope.features.featurize import featurize
+
+    path = tmp_path_factory.mktemp("ws")
+    divscope.ingest("builtin:sharegpt-pairs?n=400&seed=1", path)
+    for side in ("instruction", "response"):
+        featurize(path, "micro", side)
+        featurize(path, "macro", side)
+    return path
+
+
+def test_parse_strategies() -> None:
+    assert len(parse_strategies("all")) == 6
+    assert parse_strategies("random,response-micro,random") == ["random", "response-micro"]
+    with pytest.raises(DivscopeError, match="unknown strategy"):
+        parse_strategies("response-nano")
+
+
+@pytest.mark.parametrize("strategy", ["instruction-micro", "response-micro", "instruction-macro", "response-macro"])
+def test_six_strategies_exact_and_in_pool(ws: Path, strategy: str) -> None:
+    sel = Selector(ws)
+    covered = []
+    for d in levels_of(7):
+        sub = sel.select(strategy, 50, d, seed=0)
+        assert len(sub.rows) == 50 == len(set(sub.rows.tolist()))
+        eng = sel.engine(strategy, 0)
+        assert set(sub.rows.tolist()) <= set(eng.pool(sub.info["k"]).tolist())
+        covered.append(sub.info["types_covered"])
+    assert covered[-1] > covered[0]
+
+
+def test_restricted_pool_selects_only_eligible(ws: Path) -> None:
+    n = len(divscope.Workspace(ws).pool)
+    eligible = np.zeros(n, bool)
+    eligible[::2] = True
+    sub = Selector(ws, eligible).select("response-micro", 40, 0.5, seed=0)
+    assert all(r % 2 == 0 for r in sub.rows.tolist()) and len(sub.rows) == 40
+    assert sub.info["eligible"] == eligible.sum()
+
+
+def test_baselines(ws: Path) -> None:
+    from divscope.features.macro import load_embeddings
+
+    ids = divscope.Workspace(ws).pool.ids
+    emb = np.asarray(load_embeddings(ws, "instruction"), np.float32)
+    r = random_subset(ids, 30, seed=5)
+    assert len(set(r.tolist())) == 30 and np.array_equal(r, random_subset(ids, 30, seed=5))
+    assert not np.array_equal(r, random_subset(ids, 30, seed=6))
+    kc = k_center(emb, ids, 20, seed=0)
+    # Greedy farthest point: each new centre is at least as far from the earlier ones as any later centre is.
+    gaps = [float((1 - emb[kc[:i]] @ emb[kc[i]]).min()) for i in range(1, 20)]
+    assert all(a >= b - 1e-5 for a, b in zip(gaps, gaps[1:], strict=False))
+    scores = np.arange(len(ids), dtype=float)
+    dist = distance_filter(emb, scores, ids, 25, threshold=0.3, seed=0)
+    sims = emb[dist] @ emb[dist].T - 2 * np.eye(25)
+    assert sims.max() < 0.7 and dist[0] == len(ids) - 1  # highest score first
+    with pytest.raises(DivscopeError, match="lower the threshold"):
+        distance_filter(emb, scores, ids, 300, threshold=1.2, seed=0)
+
+
+def test_select_cli_writes_deterministic_subset_and_manifest(ws: Path, tmp_path: Path) -> None:
+    args = ["select", str(ws), "--strategy", "response-micro", "--diversity", "0.5", "--size", "60", "--seed", "3"]
+    assert main([*args, "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b" / "a.jsonl")]) == 0
+    for name in ("a.jsonl", "a.jsonl.manifest.json"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    m = json.loads((tmp_path / "a.jsonl.manifest.json").read_text())
+    for key in ("strategy", "diversity", "k", "k_min", "k_max", "pool_size", "types_covered", "seed",
+                "pool_fingerprint", "features_fingerprint", "divscope_version"):
+        assert key in m
+    records, rejects = divscope.read_records(tmp_path / "a.jsonl")
+    assert not rejects and [r.id for r in records] == m["ids"] and len(records) == 60
+    assert (tmp_path / "dataset_info.json").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--strategy", "response-micro", "--diversity", "2", "--size", "5"], "in [0, 1]"),
+    (["--strategy", "response-micro", "--size", "5"], "needs --diversity"),
+    (["--strategy", "response-micro", "--diversity", "0", "--size", "100000"], "choose a size N"),
+    (["--strategy", "instruction-meso", "--diversity", "0", "--size", "5"], "divscope featurize"),
+])
+def test_select_user_errors(ws: Path, tmp_path: Path, args: list[str], message: str,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["select", str(ws), *args, "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_grid_skips_finished_subsets(ws: Path, tmp_path: Path) -> None:
+    strategies = ["instruction-micro", "response-macro", "random"]
+    manifests, built = run_grid(ws, tmp_path / "g", strategies, [20, 40], levels_of(3), [0])
+    assert built == len(manifests) == 2 * 3 * 2 + 2
+    again, built2 = run_grid(ws, tmp_path / "g", strategies, [20, 40], levels_of(3), [0])
+    assert built2 == 0 and again == manifests
+    index = json.loads((tmp_path / "g" / "grid.json").read_text())
+    assert len(index["subsets"]) == 14
