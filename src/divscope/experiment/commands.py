@@ -1,0 +1,52 @@
+"""``divscope run`` and ``divscope demo``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from divscope.ui import console
+
+
+def demo_spec_path() -> Path:
+    return Path(str(resources.files("divscope").joinpath("data", "specs", "demo.yaml")))
+
+
+def _finish(summary: dict) -> None:
+    console.print(f"cells: {summary['cells']}, evaluated: {summary['evaluated']}, failed: {summary['failed']}")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}")
+    if summary["failed"]:
+        from divscope.errors import DivscopeError
+
+        raise DivscopeError(f"{summary['failed']} cell(s) failed (see the cells/ folder); rerun the same command "
+                            "to retry them")
+
+
+@click.command("run")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Study directory; rerun the same command to continue after a kill.")
+def run_cmd(spec: Path, out: Path) -> None:
+    """Run the study described by SPEC (YAML): ingest, featurize, grid, metric cards, train, evaluate,
+    analyze, report. Every finished piece is kept, so a rerun continues where it stopped."""
+    from divscope.experiment.runner import run_study
+    from divscope.experiment.spec import load_spec
+
+    _finish(run_study(load_spec(spec), out, command=shlex.join(["divscope", *sys.argv[1:]])))
+
+
+@click.command("demo")
+@click.option("--out", "-o", default="divscope-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+def demo_cmd(out: Path) -> None:
+    """The whole study on the builtin demo pool, scaled to finish in about 15 minutes on 2 CPU cores; ends
+    with the path of its HTML report. The spec it runs: divscope/data/specs/demo.yaml."""
+    from divscope.experiment.runner import run_study
+    from divscope.experiment.spec import load_spec
+
+    _finish(run_study(load_spec(demo_spec_path()), out, command=f"divscope demo --out {out}"))

@@ -1,0 +1,300 @@
+"""``divscope run``: a whole study from one spec, resumable at any point.
+
+    OUT/study.json              the spec, its fingerprint and the command (a rerun must match it)
+    OUT/ws/                     the workspace: pool, features, eligible rows (eval overlap removed)
+    OUT/subsets/<strategy>/...  the grid: subset files, manifests, metric cards
+    OUT/runs/<cell>/            one training run per subset (+ eval/), resumable from checkpoints
+    OUT/cells/<cell>.json       status of each cell: done, or failed with the error
+    OUT/results.jsonl           one row per evaluated cell (rebuilt from the runs at the end)
+    OUT/analysis/, OUT/report.html
+
+Every stage writes atomically and is skipped when its output exists for the same inputs, so a kill at any
+point followed by the same command continues where it stopped and ends with the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from divscope import __version__
+from divscope.errors import DivscopeError
+from divscope.experiment.spec import EvalSpec, ExperimentSpec
+from divscope.io.atomic import atomic_open, write_json
+from divscope.io.workspace import Workspace
+from divscope.ui import console, table
+
+STAGES = ("ingest", "featurize", "grid", "metrics", "train", "evaluate", "analyze", "report")
+
+
+@dataclass
+class Cell:
+    id: str
+    strategy: str
+    size: int
+    diversity: float | None
+    seed: int
+    subset: Path
+    run_dir: Path
+    status: str = "pending"
+    error: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _ingest(spec: ExperimentSpec, ws: Workspace) -> None:
+    from divscope.io.ingest import ingest
+
+    rep = ws.report()
+    if ws.pool_path.exists() and rep.get("inputs") == spec.pool.source and rep.get("format") == (
+            spec.pool.format or "auto"):
+        return
+    ingest(spec.pool.source, ws.path, fmt=spec.pool.format)
+
+
+def eligible_rows(spec: ExperimentSpec, ws: Workspace) -> np.ndarray:
+    """Pool rows that overlap no evaluation prompt (cached in ``WS/eligible.json``): eval never leaks in."""
+    from divscope.evaluate.contamination import find_overlap
+    from divscope.evaluate.evalsets import load_eval_set
+
+    path = ws.path / "eligible.json"
+    sets = sorted(set(spec.pool.exclude_eval_overlap))
+    pool = ws.pool
+    if path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("sets") == sets and cached.get("pool_fingerprint") == pool.fingerprint:
+            mask = np.ones(len(pool), bool)
+            mask[cached["excluded_rows"]] = False
+            return mask
+    texts = pool.texts("instruction")
+    excluded: set[int] = set()
+    per_set = {}
+    for name in sets:
+        ov = find_overlap(texts, load_eval_set(name))
+        excluded.update(ov.rows)
+        per_set[name] = ov.to_json()
+    write_json(path, {"sets": sets, "pool_fingerprint": pool.fingerprint, "excluded_rows": sorted(excluded),
+                      "per_set": per_set})
+    mask = np.ones(len(pool), bool)
+    mask[sorted(excluded)] = False
+    return mask
+
+
+def _featurize(spec: ExperimentSpec, ws: Workspace, strategies: list[str]) -> None:
+    from divscope.features.featurize import featurize
+    from divscope.select.strategies import STRATEGIES, split_strategy
+
+    f = spec.features
+    options = {"micro": f.micro.model_dump(), "macro": f.macro.model_dump(),
+               "meso": {"tagger": f.meso.tagger, **f.meso.options}}
+    for strategy in strategies:
+        if strategy in STRATEGIES:
+            side, level = split_strategy(strategy)
+            featurize(ws, level, side, **options[level])
+        elif strategy in ("k-center", "distance"):
+            featurize(ws, "macro", spec.selection.side, **options["macro"])
+
+
+def _cells(spec: ExperimentSpec, out: Path, manifests: list[dict[str, Any]]) -> list[Cell]:
+    cells = []
+    for m in manifests:
+        subset = out / "subsets" / m["strategy"] / m["file"]
+        cid = f"{m['strategy']}/{Path(m['file']).stem}"
+        cells.append(Cell(cid, m["strategy"], m["size"], m["diversity"], m["seed"], subset, out / "runs" / cid))
+    return cells
+
+
+def _eval_name(e: EvalSpec) -> str:
+    return f"{e.eval_set}.{e.method}"
+
+
+def _run_cell(cell: Cell, spec: ExperimentSpec) -> None:
+    from divscope.evaluate.runs import evaluate_run
+    from divscope.io import read_records
+    from divscope.train.sft import TrainConfig, train
+
+    records, rejects = read_records(cell.subset)
+    if rejects:
+        raise DivscopeError(f"{cell.subset}: {len(rejects)} invalid records")
+    t = spec.train
+    cfg = TrainConfig(model=t.model, method=t.method, epochs=t.epochs, max_steps=t.max_steps, lr=t.lr,
+                      batch_size=t.batch_size, grad_accum=t.grad_accum, max_len=t.max_len, lora_r=t.lora_r,
+                      seed=t.seed, save_steps=t.save_steps)
+    cell.status = "training"
+    res = train(records, cell.run_dir, cfg, source=str(cell.subset))
+    cell.results["train_seconds_per_step"] = res.summary.get("seconds_per_step")
+    for e in spec.evaluate:
+        cell.status = f"evaluating {_eval_name(e)}"
+        r = evaluate_run(cell.run_dir, e.eval_set, e.method, limit=e.limit, seed=t.seed, max_len=e.max_len,
+                         batch_size=e.batch_size, **e.options)
+        cell.results[_eval_name(e)] = r["score"]
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, float]) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
+
+
+def _metric_columns(subset: Path) -> dict[str, float]:
+    path = subset.with_name(subset.name + ".metrics.json")
+    if not path.is_file():
+        return {}
+    card = json.loads(path.read_text(encoding="utf-8"))
+    flat: dict[str, float] = {}
+    for side in ("instruction", "response"):
+        if isinstance(card.get(side), dict):
+            _flatten(f"m.{side}", card[side], flat)
+    return flat
+
+
+def _write_results(out: Path, cells: list[Cell], spec: ExperimentSpec) -> int:
+    primary = _eval_name(spec.primary_eval())
+    rows = []
+    for c in cells:
+        if primary not in c.results:
+            continue
+        row = {"cell": c.id, "strategy": c.strategy, "size": c.size, "diversity": c.diversity, "seed": c.seed,
+               "metric": primary, "score": c.results[primary]}
+        row.update({f"eval.{k}": v for k, v in sorted(c.results.items()) if k != primary and "." in k})
+        row.update(_metric_columns(c.subset))
+        rows.append(row)
+    with atomic_open(out / "results.jsonl") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    return len(rows)
+
+
+class _Board:
+    """The live table of cells (rich Live on a terminal; plain lines otherwise)."""
+
+    def __init__(self, cells: list[Cell]):
+        self.cells = cells
+        self.live: Any = None
+
+    def render(self) -> Any:
+        counts: dict[str, int] = {}
+        for c in self.cells:
+            key = c.status.split()[0]
+            counts[key] = counts.get(key, 0) + 1
+        active = [c for c in self.cells if c.status not in ("pending", "done", "failed")]
+        rows = [(c.id, c.status) for c in active] + [(c.id, c.status) for c in self.cells if c.status == "failed"]
+        title = "cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        return table(title, ["cell", "status"], rows or [("-", "-")])
+
+    def __enter__(self) -> _Board:
+        from rich.live import Live
+
+        from divscope.ui import _show_progress
+
+        if _show_progress():
+            self.live = Live(self.render(), console=console, refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        return self
+
+    def update(self, cell: Cell | None = None) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+        elif cell is not None and cell.status in ("done", "failed"):
+            console.print(f"[{sum(c.status in ('done', 'failed') for c in self.cells)}/{len(self.cells)}] "
+                          f"{cell.id}: {cell.status}{' - ' + cell.error if cell.error else ''}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+            self.live.__exit__(*exc)
+
+
+def _check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
+    path = out / "study.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("spec_fingerprint") != spec.fingerprint():
+            raise DivscopeError(f"{out} holds another study (its spec differs); use a new --out or the same spec")
+        return
+    write_json(path, {"name": spec.name, "spec": spec.model_dump(mode="json"),
+                      "spec_fingerprint": spec.fingerprint(), "command": command,
+                      "divscope_version": __version__})
+
+
+def run_study(spec: ExperimentSpec, out: str | os.PathLike[str], command: str = "divscope run") -> dict[str, Any]:
+    """Run (or continue) the study; returns a summary with the report path."""
+    from divscope.select.strategies import BASELINES, STRATEGIES
+    from divscope.select.subsets import run_grid
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_study(out, spec, command)
+    ws = Workspace(out / "ws")
+    sel = spec.selection
+    console.print(f"[bold]{spec.name}[/]: ingest")
+    _ingest(spec, ws)
+    eligible = eligible_rows(spec, ws)
+    console.print(f"eligible pool rows: {int(eligible.sum()):,} of {len(eligible):,} "
+                  f"({int((~eligible).sum())} overlap evaluation prompts and are excluded)")
+    console.print("featurize")
+    _featurize(spec, ws, sel.strategies)
+    console.print("grid")
+    opts = {"side": sel.side, "score_column": sel.score_column, "threshold": sel.threshold}
+    six = [s for s in sel.strategies if s in STRATEGIES]
+    base = [s for s in sel.strategies if s in BASELINES]
+    manifests: list[dict[str, Any]] = []
+    if six:
+        manifests += run_grid(ws, out / "subsets", six, sel.sizes, sel.level_values(), sel.seeds,
+                              eligible=eligible, **opts)[0]
+    if base:
+        manifests += run_grid(ws, out / "subsets", base, sel.sizes, sel.level_values(),
+                              sel.baseline_seeds or sel.seeds, eligible=eligible, **opts)[0]
+    write_json(out / "subsets" / "grid.json", {"subsets": [
+        {"strategy": m["strategy"], "size": m["size"], "diversity": m["diversity"], "seed": m["seed"],
+         "file": f"{m['strategy']}/{m['file']}"} for m in manifests]})
+    cells = _cells(spec, out, manifests)
+    console.print("metrics")
+    _metrics(cells)
+    failed = _train_and_evaluate(out, spec, cells)
+    n = _write_results(out, cells, spec)
+    summary: dict[str, Any] = {"cells": len(cells), "evaluated": n, "failed": failed}
+    if n:
+        from divscope.analysis.analyze import analyze
+        from divscope.analysis.report import report
+
+        console.print("analyze + report")
+        analyze(out)
+        summary["report"] = str(report(out))
+    return summary
+
+
+def _metrics(cells: list[Cell]) -> None:
+    from divscope.metrics.card import card_for_path
+    from divscope.ui import track
+
+    for c in track(cells, "metric cards"):
+        card_for_path(c.subset)
+
+
+def _train_and_evaluate(out: Path, spec: ExperimentSpec, cells: list[Cell]) -> int:
+    status_dir = out / "cells"
+    status_dir.mkdir(exist_ok=True)
+    failed = 0
+    with _Board(cells) as board:
+        for c in cells:
+            sfile = status_dir / (c.id.replace("/", "__") + ".json")
+            try:
+                _run_cell(c, spec)
+                c.status = "done"
+                write_json(sfile, {"cell": c.id, "status": "done", "results": c.results})
+            except Exception as e:  # one broken cell must not stop the study; it is reported, not hidden
+                failed += 1
+                user = isinstance(e, DivscopeError)
+                c.status, c.error = "failed", str(e) if user else f"{type(e).__name__}: {e}"
+                write_json(sfile, {"cell": c.id, "status": "failed", "error": c.error,
+                                   "traceback": "" if user else traceback.format_exc()})
+            board.update(c)
+    return failed
