@@ -1,0 +1,134 @@
+"""Figures: score against diversity level per strategy, and metric/score correlations, as PNG bytes.
+
+Matplotlib with the Agg canvas and its default style (a user's matplotlibrc does not leak in), fixed size and
+dpi, no PNG ``Software`` tag and no timestamp: the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from divscope.analysis.regression import Fit
+from divscope.errors import DivscopeError
+
+DPI = 100
+SIDES = ("instruction", "response")
+LEVELS = ("macro", "meso", "micro")
+_POINT = "#1f77b4"
+_LINE = "#d62728"
+_RANDOM = "#7f7f7f"
+
+
+def _mpl() -> Any:
+    try:
+        import matplotlib
+        import matplotlib.style
+    except ImportError as e:  # pragma: no cover - matplotlib ships with divscope[train]
+        raise DivscopeError("plots need matplotlib: pip install matplotlib (or divscope[train])") from e
+    return matplotlib  # no pyplot, no global backend: figures draw on their own Agg canvas
+
+
+def _png(fig: Any) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def score_label(metric: str) -> str:
+    return {"nll": "score (-mean NLL, higher is better)", "judge": "score (win rate)"}.get(
+        metric, f"score ({metric})")
+
+
+def diversity_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], fits: Mapping[str, Fit],
+                     random: Mapping[str, float] | None, title: str, metric: str) -> bytes:
+    """2 x 3 panels (instruction/response x macro/meso/micro): points, posterior mean line, 1-sigma band,
+    and the random baseline's mean +- std as a horizontal band. Missing strategies get an empty panel."""
+    mpl = _mpl()
+    from matplotlib.figure import Figure
+
+    with mpl.style.context("default"):
+        fig = Figure(figsize=(12, 7), dpi=DPI, layout="constrained")
+        axes = fig.subplots(2, 3, sharex=True, sharey=True)
+        grid = np.linspace(0.0, 1.0, 101)
+        for i, side in enumerate(SIDES):
+            for j, level in enumerate(LEVELS):
+                ax = axes[i, j]
+                strategy = f"{side}-{level}"
+                ax.set_xlim(-0.03, 1.03)
+                ax.grid(True, color="#e6e6e6", linewidth=0.6)
+                ax.set_axisbelow(True)
+                if random and random.get("n"):
+                    m, s = random["mean"], random.get("std") or 0.0
+                    ax.axhspan(m - s, m + s, color=_RANDOM, alpha=0.18, linewidth=0,
+                               label=f"random mean \u00b1 sd (n={random['n']})")
+                    ax.axhline(m, color=_RANDOM, linestyle="--", linewidth=1.0)
+                pts = points.get(strategy)
+                fit = fits.get(strategy)
+                if pts is None or len(pts[0]) == 0:
+                    ax.set_title(f"{strategy}\nno results", fontsize=10, color="#888888")
+                    continue
+                ax.scatter(pts[0], pts[1], s=18, color=_POINT, alpha=0.8, zorder=3, label="subsets")
+                if fit is not None and fit.ok:
+                    mean, sd, _ = fit.band(grid)
+                    ax.fill_between(grid, mean - sd, mean + sd, color=_LINE, alpha=0.18, linewidth=0,
+                                    label="posterior mean \u00b1 1 sd")
+                    ax.plot(grid, mean, color=_LINE, linewidth=1.6)
+                    sub = f"slope {100 * fit.slope:+.2f} \u00b1 {100 * fit.slope_sd:.2f} (\u00d710\u207b\u00b2)"
+                else:
+                    sub = "slope n/a: " + (fit.note if fit is not None else "no levels")
+                ax.set_title(f"{strategy}\n{sub}", fontsize=10)
+        for ax in axes[1, :]:
+            ax.set_xlabel("diversity level d")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(score_label(metric), fontsize=9)
+        handles, labels = [], []
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+        fig.suptitle(title, fontsize=12)
+        return _png(fig)
+
+
+def correlation_figure(rows: Sequence[Mapping[str, Any]], title: str, limit: int = 30) -> bytes:
+    """Horizontal bars of Pearson r per metric column (in table order), Spearman rho as dots; faded if p >= 0.05."""
+    mpl = _mpl()
+    from matplotlib.figure import Figure
+
+    rows = [r for r in rows if r.get("pearson_r") is not None][:limit]
+    with mpl.style.context("default"):
+        fig = Figure(figsize=(8, 1.6 + 0.32 * max(len(rows), 1)), dpi=DPI, layout="constrained")
+        ax = fig.subplots()
+        if not rows:
+            ax.text(0.5, 0.5, "no metric with enough data", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        else:
+            y = np.arange(len(rows))[::-1]
+            r = np.array([row["pearson_r"] for row in rows])
+            p = np.array([row["pearson_p"] if row["pearson_p"] is not None else 1.0 for row in rows])
+            colors = ["#2c7fb8" if v >= 0 else "#d95f0e" for v in r]
+            alphas = [0.9 if pv < 0.05 else 0.35 for pv in p]
+            for yi, ri, c, a in zip(y, r, colors, alphas, strict=True):
+                ax.barh(yi, ri, color=c, alpha=a, height=0.7)
+            rho = [row["spearman_rho"] if row["spearman_rho"] is not None else math.nan for row in rows]
+            ax.scatter(rho, y, marker="o", s=16, color="black", zorder=3, label="Spearman \u03c1")
+            ax.set_yticks(y, [row["column"] for row in rows], fontsize=8)
+            ax.axvline(0, color="black", linewidth=0.8)
+            ax.set_xlim(-1.05, 1.05)
+            ax.set_xlabel("Pearson r with score (bars; faded: p \u2265 0.05)")
+            ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.6)
+            ax.set_axisbelow(True)
+            ax.legend(loc="lower right", fontsize=8, frameon=False)
+        ax.set_title(title, fontsize=11)
+        return _png(fig)

@@ -1,0 +1,269 @@
+"""``report(DIR)``: one static HTML file, ``DIR/report.html``, from the outputs of ``analyze``.
+
+Self-contained: inline CSS, figures embedded as base64 PNG data URIs, no script, no external URL. The only
+links are relative ones to the CSV/JSON tables beside it in ``DIR/analysis/``. All text from the study
+(names, commands, strategy names, metric names) is HTML-escaped. No date unless ``study.json`` gives one, so
+the same results give the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from divscope import __version__
+from divscope.analysis.analyze import OUT, analyze, is_current, load_results, load_study, slug
+from divscope.analysis.plots import score_label
+from divscope.analysis.regression import PAPER_SIZE, Prior
+from divscope.io.atomic import atomic_open
+
+REPORT = "report.html"
+MAIN_METRICS = ("m.response.mean_tokens", "m.instruction.mean_tokens", "m.response.distinct_2",
+                "m.instruction.distinct_2", "m.response.vendi", "m.instruction.vendi",
+                "m.response.mean_cosine_distance", "m.response.self_bleu", "m.response.token_entropy_bits",
+                "m.response.entropy", "m.response.types_micro", "m.instruction.types_micro")
+MAX_MAIN = 8
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", "DejaVu Sans", Arial, sans-serif; margin: 24px auto; max-width: 1300px;
+       padding: 0 16px; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 4px; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 3px; margin-top: 32px; }
+code, pre { background: #f4f4f4; border-radius: 3px; padding: 1px 4px; font-size: 0.9em; }
+pre { padding: 8px; overflow-x: auto; }
+table { border-collapse: collapse; margin: 8px 0 4px 0; font-size: 0.88em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th { background: #f0f3f7; position: sticky; top: 0; }
+td.l, th.l { text-align: left; }
+tr:nth-child(even) td { background: #fafafa; }
+.pos { color: #1a7f37; } .neg { color: #b42318; } .muted { color: #888; }
+.scroll { max-height: 640px; overflow: auto; border: 1px solid #eee; display: inline-block; max-width: 100%; }
+figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; }
+.files a { margin-right: 10px; } .meta { color: #555; margin: 2px 0; }
+nav a { margin-right: 12px; }
+"""
+
+
+def e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _num(v: Any, fmt: str | None = None) -> str:
+    """A cell's text: ints with thousands separators, floats to 4 significant digits unless ``fmt``."""
+    if v is None or v == "":
+        return "\u2014"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and not math.isfinite(v):
+        return "\u2014"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if fmt is not None:
+        return format(v, fmt)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return format(v, "#.4g").rstrip(".")
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, scroll: bool = False) -> str:
+    """``columns`` are escaped here; cells must already be HTML (escaped by the caller)."""
+    head = "".join(f'<th class="l">{e(c)}</th>' if i < left else f"<th>{e(c)}</th>" for i, c in enumerate(columns))
+    body = "\n".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
+                                      for i, c in enumerate(r)) + "</tr>" for r in rows)
+    t = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+    return f'<div class="scroll">{t}</div>' if scroll else t
+
+
+def _signed(v: Any, fmt: str = "+.2f") -> str:
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return e(_num(v))
+    cls = "pos" if v > 0 else "neg" if v < 0 else ""
+    return f'<span class="{cls}">{e(format(v, fmt))}</span>'
+
+
+def _files(*names: str) -> str:
+    links = " ".join(f'<a href="{e(OUT)}/{e(n)}">{e(n)}</a>' for n in names)
+    return f'<p class="files">Tables beside this report: {links}</p>'
+
+
+def _img(path: Path, alt: str, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{e(alt)}">'
+            f"<figcaption>{e(caption)}</figcaption></figure>")
+
+
+def _load(out: Path, name: str) -> Any:
+    return json.loads((out / name).read_text(encoding="utf-8"))
+
+
+def _header(study: Path, info: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    name = info.get("name") or study.resolve().name
+    parts = [f"<h1>divscope report: {e(name)}</h1>"]
+    if info.get("command"):
+        parts.append(f'<p class="meta">made by: <code>{e(info["command"])}</code></p>')
+    if info.get("date"):
+        parts.append(f'<p class="meta">date: {e(info["date"])}</p>')
+    parts.append(f'<p class="meta">{summary["n_results"]:,} evaluated subsets; sizes: '
+                 f'{e(", ".join(f"{s:,}" for s in summary["sizes"]))}; score metric(s): '
+                 f'{e(", ".join(summary["metrics"]))}; strategies: {e(", ".join(summary["strategies"]))}</p>')
+    if info.get("spec") is not None:
+        spec = json.dumps(info["spec"], indent=2, sort_keys=True, ensure_ascii=False)
+        parts.append(f"<details><summary>study spec</summary><pre>{e(spec)}</pre></details>")
+    parts.append('<nav><a href="#slopes">slopes</a><a href="#figures">figures</a>'
+                 '<a href="#correlations">correlations</a><a href="#best">best subsets</a>'
+                 '<a href="#results">all subsets</a><a href="#notes">notes</a></nav>')
+    return "\n".join(parts)
+
+
+def _slopes(slopes: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
+    parts = ['<h2 id="slopes">Performance against diversity level: Bayesian slopes</h2>',
+             "<p>Per strategy and size, a Bayesian linear regression of score on the diversity level d "
+             "(d = 0 least diverse, d = 1 most) with a weakly informative conjugate Normal-Inverse-Gamma "
+             "prior. <b>slope</b> = posterior mean change of score per unit of d, shown \u00d7100 "
+             "(i.e. in units of 10<sup>\u22122</sup>, as the paper reports); <b>sd</b> = its posterior standard "
+             "deviation (Student-t marginal), same units; P(slope&gt;0) = posterior probability of a positive "
+             "slope.</p>"]
+    has_paper = any(s["size"] == PAPER_SIZE for s in slopes)
+    if has_paper:
+        parts.append("<p>The paper's column is its Table's 10K slopes (\u00d710<sup>\u22122</sup>), measured "
+                     "with its own model, judge and score scale: compare signs and ordering, not magnitudes.</p>")
+    for metric in summary["metrics"]:
+        block = [s for s in slopes if s["metric"] == metric]
+        if not block:
+            continue
+        cols = ["strategy", "size", "n", "levels", "slope \u00d710\u207b\u00b2", "sd \u00d710\u207b\u00b2",
+                "P(slope>0)", "intercept"]
+        if has_paper:
+            cols.append("paper 10K \u00d710\u207b\u00b2")
+        cols.append("note")
+        rows = []
+        for s in block:
+            r = [e(s["strategy"]), e(_num(s["size"])), e(_num(s["n"])), e(_num(s["n_levels"])),
+                 _signed(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")), e(_num(s["p_positive"], ".3f")),
+                 e(_num(s["intercept"]))]
+            if has_paper:
+                r.append(_signed(s["paper_x100"]) if s["paper_x100"] is not None else "")
+            r.append(f'<span class="muted">{e(s["note"])}</span>')
+            rows.append(r)
+        parts.append(f"<h3>metric: {e(metric)} \u2014 {e(score_label(metric))}</h3>")
+        parts.append(_table(cols, rows, left=1))
+    parts.append(_files("slopes.csv", "slopes.json"))
+    return "\n".join(parts)
+
+
+def _figures(out: Path, summary: Mapping[str, Any]) -> str:
+    parts = ['<h2 id="figures">Figures</h2>',
+             "<p>Each panel: the evaluated subsets (dots), the posterior mean regression line and its "
+             "1-sigma credible band (red), and the random baseline of the same size, mean \u00b1 sd over seeds "
+             "(grey band, dashed mean).</p>"]
+    for name in summary["figures"]:
+        if name.startswith("diversity_"):
+            parts.append(_img(out / "figures" / name, f"score against diversity level ({name})",
+                              f"figures/{name}"))
+    return "\n".join(parts)
+
+
+def _correlations(out: Path, corrs: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
+    parts = ['<h2 id="correlations">Post-hoc metrics against performance</h2>',
+             "<p>Pearson r (two-sided p) and Spearman \u03c1 of every metric column with the score, over all "
+             "subsets of a score metric (baselines included), sorted by |r|.</p>"]
+    for metric in summary["metrics"]:
+        block = [c for c in corrs if c["metric"] == metric]
+        if not block:
+            continue
+        rows = [[e(c["column"]), e(_num(c["n"])), _signed(c["pearson_r"], "+.3f"), e(_num(c["pearson_p"], ".2g")),
+                 _signed(c["spearman_rho"], "+.3f"), e(_num(c["spearman_p"], ".2g")),
+                 f'<span class="muted">{e(c["note"])}</span>'] for c in block]
+        parts.append(f"<h3>metric: {e(metric)}</h3>")
+        parts.append(_table(["metric column", "n", "Pearson r", "p", "Spearman \u03c1", "p", "note"], rows))
+        fig = f"correlations_{slug(metric)}.png"
+        if fig in summary["figures"]:
+            parts.append(_img(out / "figures" / fig, f"correlations ({metric})", f"figures/{fig}"))
+    parts.append(_files("correlations.csv", "correlations.json"))
+    return "\n".join(parts)
+
+
+def _best(best: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]]) -> str:
+    parts = ['<h2 id="best">Best subsets</h2>',
+             "<p>The highest-scoring subset overall and per strategy, next to the random baseline of the same "
+             "size (\u0394 = score \u2212 random mean; z = \u0394 / random sd).</p>"]
+    for metric, m in best.items():
+        rows = []
+        for ent in [m["overall"], *m["per_strategy"]]:
+            rows.append([e(ent["scope"]), e(ent["strategy"]), e(_num(ent["size"])), e(_num(ent["diversity"], ".3f")),
+                         e(_num(ent["seed"])), e(_num(ent["score"])), e(_num(ent["random_mean"])),
+                         e(_num(ent["random_std"], ".3g")), _signed(ent["vs_random"], "+.4g"),
+                         _signed(ent["z_vs_random"], "+.2f"), f"<code>{e(ent['cell'])}</code>"])
+        parts.append(f"<h3>metric: {e(metric)}</h3>")
+        parts.append(_table(["scope", "strategy", "size", "d", "seed", "score", "random mean", "random sd",
+                             "\u0394 vs random", "z", "cell"], rows, left=2))
+    if baselines:
+        rows = [[e(b["strategy"]), e(b["metric"]), e(_num(b["size"])), e(_num(b["n"])), e(_num(b["mean"])),
+                 e(_num(b["std"], ".3g")), e(_num(b["min"])), e(_num(b["max"]))] for b in baselines]
+        parts.append("<h3>baselines (no diversity level)</h3>")
+        parts.append(_table(["baseline", "metric", "size", "runs", "mean", "sd", "min", "max"], rows, left=2))
+    parts.append(_files("best.csv", "best.json", "baselines.csv", "baselines.json"))
+    return "\n".join(parts)
+
+
+def _results(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    main = [c for c in MAIN_METRICS if c in columns]
+    main += [c for c in columns if c not in main][: max(0, MAX_MAIN - len(main))]
+    main = main[:MAX_MAIN]
+    parts = ['<h2 id="results">All evaluated subsets</h2>',
+             "<p>One row per evaluated subset. Mean response length (target tokens) sits next to the score so a "
+             "reader sees whether length or diversity moved with the level. All metric columns are in "
+             "results.csv.</p>"]
+    cols = ["strategy", "size", "d", "seed", "metric", "score", *[c.removeprefix("m.") for c in main]]
+    body = [[e(r["strategy"]), e(_num(r["size"])), e(_num(r["diversity"], ".3f")), e(_num(r["seed"])),
+             e(r["metric"]), e(_num(r["score"])), *[e(_num(r.get(c))) for c in main]] for r in rows]
+    parts.append(_table(cols, body, left=1, scroll=True))
+    parts.append(_files("results.csv"))
+    return "\n".join(parts)
+
+
+def render(study: str | Path) -> str:
+    """The report's HTML from ``study/analysis`` (which must exist) and ``study/study.json``."""
+    study = Path(study)
+    out = study / OUT
+    summary = _load(out, "summary.json")
+    rows, _ = load_results(study)
+    info = load_study(study)
+    name = info.get("name") or study.resolve().name
+    notes = summary.get("notes") or []
+    note_html = ("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>") if notes else "<p>none</p>"
+    prior = summary.get("prior", {})
+    body = [
+        _header(study, info, summary),
+        _slopes(_load(out, "slopes.json"), summary),
+        _figures(out, summary),
+        _correlations(out, _load(out, "correlations.json"), summary),
+        _best(_load(out, "best.json"), _load(out, "baselines.json")),
+        _results(rows, summary.get("metric_columns", [])),
+        '<h2 id="notes">Notes</h2>', note_html,
+        f'<p class="meta">prior: coefficients ~ N({e(prior.get("mean"))}, \u03c3\u00b2 diag(scale\u00b2)) '
+        f'with scale {e(prior.get("scale"))} (noise-sd units); \u03c3\u00b2 ~ Inv-Gamma(a0={e(prior.get("a0"))}, '
+        f'b0={e(prior.get("b0"))}). Input fingerprint <code>{e(summary["fingerprint"][:16])}</code>.</p>',
+        f'<footer class="meta">divscope {e(__version__)} \u2014 static report, no script, no external resource.'
+        "</footer>",
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>divscope report: {e(name)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def report(study: str | Path, force: bool = False, prior: Prior | None = None) -> Path:
+    """Write ``study/report.html`` (running ``analyze`` first when its outputs are missing or stale)."""
+    study = Path(study)
+    if force or not is_current(study, prior):
+        analyze(study, prior)
+    text = render(study)
+    path = study / REPORT
+    with atomic_open(path) as fh:
+        fh.write(text)
+    return path
