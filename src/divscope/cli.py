@@ -87,13 +87,15 @@ def export(ws: Path, to: Path, fmt: str | None, shape: str) -> None:
 
 
 def _register() -> None:
+    from divscope.analysis.commands import analyze_cmd, report_cmd
     from divscope.evaluate.commands import evaluate_cmd
     from divscope.experiment.commands import demo_cmd, run_cmd
     from divscope.features.commands import featurize
     from divscope.select.commands import grid_cmd, select_cmd
     from divscope.train.commands import train_cmd
 
-    for cmd in (featurize, select_cmd, grid_cmd, train_cmd, evaluate_cmd, run_cmd, demo_cmd):
+    for cmd in (featurize, select_cmd, grid_cmd, train_cmd, evaluate_cmd, run_cmd, analyze_cmd, report_cmd,
+                demo_cmd):
         cli.add_command(cmd)
 
 
