@@ -295,3 +295,31 @@ def test_no_stray_files_without_cache(openai_server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make(openai_server).chat(msgs("x"))
     assert list(Path(tmp_path).iterdir()) == []
+
+
+# -- fail fast -----------------------------------------------------------------------------------------------
+
+
+def test_auth_error_stops_the_batch(openai_server):
+    openai_server.responder = lambda m: Fault.status(401, body='{"error": {"message": "invalid api key"}}')
+    c = make(openai_server, max_concurrency=1)
+    out = c.chat_many([msgs(f"x{i}") for i in range(30)], progress=None)
+    assert openai_server.requests == 1
+    assert out[0].error_kind == "http_4xx" and "401" in out[0].error
+    assert all(r.error_kind == "aborted" and r.attempts == 0 and "401" in r.error for r in out[1:])
+    assert c.stats["not_sent"] == 29
+    # The next batch tries again (the flag is per call).
+    openai_server.responder = lambda m: "ok"
+    assert c.chat(msgs("x5")).ok
+
+
+def test_dead_server_stops_after_consecutive_failures():
+    with OpenAIServer() as srv:
+        url = srv.base_url
+    c = EndpointClient(url, "m", timeout=1, max_retries=1, max_concurrency=2, abort_after=4, **FAST)
+    t0 = time.monotonic()
+    out = c.chat_many([msgs(f"x{i}") for i in range(200)], progress=None)
+    assert time.monotonic() - t0 < 10
+    kinds = [r.error_kind for r in out]
+    assert kinds.count("connection") <= 6 and kinds.count("aborted") >= 194
+    assert all(not r.ok for r in out)

@@ -184,8 +184,12 @@ def test_build_meso_offline_and_tag_cache(tmp_path):
                 "mean_types_per_sample", "type_members", "typeless_samples"):
         assert key in prov
     json.dumps(prov)
-    # A rerun tags nothing and gives the same incidence.
+    # A rerun tags, lemmatises and embeds nothing and gives the same incidence.
+    (emb_file,) = tmp_path.glob("tag-embeddings-*.npz")
+    (lemma_file,) = tmp_path.glob("tag-lemmas-*.jsonl")
+    stamps = (emb_file.stat().st_mtime_ns, lemma_file.stat().st_size)
     m2, names2, prov2 = build_meso(texts, {"min_count": 2}, tmp_path)
+    assert (emb_file.stat().st_mtime_ns, lemma_file.stat().st_size) == stamps
     assert prov2["run"]["tagged_texts"] == 0 and prov2["run"]["cached_texts"] == len(texts) - 1
     assert names2 == names and (m2 != m).nnz == 0
     # A killed run (half-written last cache line): only that text is tagged again.
@@ -313,3 +317,10 @@ def test_endpoint_unparseable_reply_counted(openai_server, tmp_path):
 def test_endpoint_tagger_needs_url_and_model(tmp_path):
     with pytest.raises(DivscopeError, match="base_url and model"):
         build_meso(["x"], {"tagger": "endpoint"}, tmp_path)
+
+
+def test_build_meso_degenerate_inputs(tmp_path):
+    m, names, prov = build_meso([], {}, tmp_path)
+    assert m.shape == (0, 0) and names == [] and prov["n_types"] == 0
+    m, names, prov = build_meso(["", "???", "12345"], {}, tmp_path)
+    assert m.shape == (3, 0) and prov["typeless_samples"] == 3

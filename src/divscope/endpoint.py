@@ -18,6 +18,9 @@ Tagging (meso level), LLM judging and response regeneration all go through :clas
   that long (capped at ``max_retry_after``). Other 4xx answers (400 context too long, 401, 404 ...) are not
   retried. At most ``max_retries + 1`` attempts per request; what still fails comes back as a
   :class:`Result` with ``.error`` set (and, with a cache, one line in ``<cache>.errors.jsonl``).
+* **Fail fast**: within one ``chat_many`` call, an HTTP 401/403/404 (wrong key, URL or model) or
+  ``abort_after`` (default 20) consecutive requests that failed for good stop the batch: requests not yet sent
+  come back with ``error_kind="aborted"`` instead of each spending its retries on a dead server.
 * **Cache**: with ``cache_path``, every successful answer is appended to a JSONL file (one ``write`` of one
   line, then ``flush`` + ``fsync``) keyed by ``sha256(model, messages, params)``. The file survives ``kill -9``
   at any point: a half-written last line is detected on load and ignored (and a newline is appended before
@@ -66,7 +69,8 @@ class Result:
 
     ``text`` is the assistant content ("" when the request failed); ``error`` is ``None`` on success, else a
     one-line description of the final failure; ``error_kind`` one of ``timeout``, ``connection``,
-    ``http_429``, ``http_5xx``, ``http_4xx``, ``bad_response``; ``cached`` is True when the answer came from
+    ``http_429``, ``http_5xx``, ``http_4xx``, ``bad_response``, ``aborted`` (not sent: the batch stopped
+    early, see "fail fast"); ``cached`` is True when the answer came from
     the cache (no request sent); ``attempts`` is how many HTTP requests this call made (0 when cached);
     ``history`` lists the error of every failed attempt.
     """
@@ -240,14 +244,15 @@ class EndpointClient:
     after the first attempt); ``cache_path`` (JSONL file, ``None`` for no cache); ``temperature``,
     ``max_tokens`` and ``extra_params`` (e.g. ``{"top_p": 0.9, "stop": [...]}``) are sent with every request
     and are part of the cache key; ``seed`` seeds the backoff jitter; ``backoff_base``/``backoff_max`` and
-    ``max_retry_after`` shape the waits.
+    ``max_retry_after`` shape the waits; ``abort_after`` (None: never) is the fail-fast bound.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
                  max_concurrency: int = 8, timeout: float = 60, max_retries: int = 5,
                  cache_path: str | os.PathLike[str] | None = None, temperature: float = 0.0,
                  max_tokens: int = 1024, extra_params: dict[str, Any] | None = None, seed: int = 0,
-                 backoff_base: float = 1.0, backoff_max: float = 60.0, max_retry_after: float = 300.0):
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, max_retry_after: float = 300.0,
+                 abort_after: int | None = 20):
         if not model:
             raise DivscopeError("endpoint model name is empty: pass the model the server serves (e.g. --model)")
         if max_concurrency < 1:
@@ -273,8 +278,11 @@ class EndpointClient:
         self._errlog_lock = threading.Lock()
         self._http: httpx.Client | None = None
         self._http_lock = threading.Lock()
-        self.stats = {"requests_sent": 0, "cache_hits": 0, "succeeded": 0, "failed": 0}
+        self.stats = {"requests_sent": 0, "cache_hits": 0, "succeeded": 0, "failed": 0, "not_sent": 0}
         self._stats_lock = threading.Lock()
+        self.abort_after = abort_after
+        self._consecutive_failures = 0
+        self._abort_reason: str | None = None
 
     # -- identity -------------------------------------------------------------------------------------------
 
@@ -383,6 +391,12 @@ class EndpointClient:
 
     def _run_one(self, key: str, messages: Messages) -> Result:
         res = Result(key=key)
+        if self._abort_reason is not None:
+            res.error = f"not sent: {self._abort_reason}"
+            res.error_kind = "aborted"
+            with self._stats_lock:
+                self.stats["not_sent"] += 1
+            return res
         for attempt in range(1, self.max_retries + 2):
             res.attempts = attempt
             try:
@@ -408,6 +422,16 @@ class EndpointClient:
             break
         with self._stats_lock:
             self.stats["succeeded" if res.ok else "failed"] += 1
+            if res.ok:
+                self._consecutive_failures = 0
+            else:
+                self._consecutive_failures += 1
+                if self._abort_reason is None:
+                    if res.error_kind == "http_4xx" and re.match(r"HTTP (401|403|404)\b", res.error or ""):
+                        self._abort_reason = f"the endpoint answered {res.error}"
+                    elif self.abort_after and self._consecutive_failures >= self.abort_after:
+                        self._abort_reason = (f"{self._consecutive_failures} requests in a row failed, "
+                                              f"last: {res.error}")
         if not res.ok:
             self._log_error(res)
         return res
@@ -461,6 +485,8 @@ class EndpointClient:
                 pending[key][1].append(i)
             else:
                 pending[key] = (messages, [i])
+        self._abort_reason = None
+        self._consecutive_failures = 0
         n_hits = sum(r is not None for r in results)
         with self._stats_lock:
             self.stats["cache_hits"] += n_hits

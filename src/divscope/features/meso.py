@@ -145,13 +145,33 @@ def lemmatize_tags(tags: Sequence[str], batch_size: int = 512) -> dict[str, str]
     return out
 
 
-def normalize_tags(tag_lists: Sequence[Sequence[str]], lemmatize: bool = True) -> list[list[str]]:
-    """Normalised, de-duplicated tags per text (order of first appearance kept)."""
+def normalize_tags(tag_lists: Sequence[Sequence[str]], lemmatize: bool = True,
+                   cache_dir: Path | None = None) -> list[list[str]]:
+    """Normalised, de-duplicated tags per text (order of first appearance kept).
+
+    With ``cache_dir``, lemmatised forms are remembered in ``tag-lemmas-<spacy>.jsonl`` (a rebuild with other
+    settings re-lemmatises only new tags)."""
     cleaned = [[clean_tag(t) for t in tags] for tags in tag_lists]
     mapping: dict[str, str] = {}
     if lemmatize:
         uniq = sorted({t for ts in cleaned for t in ts if t})
-        mapping = lemmatize_tags(uniq) if uniq else {}
+        store = None
+        if cache_dir is not None:
+            from divscope.endpoint import JsonlStore
+            from divscope.features.tagging import _spacy_versions
+
+            ident = hashlib.sha256(f"{VERSION}:{_spacy_versions()}".encode()).hexdigest()[:16]
+            store = JsonlStore(Path(cache_dir) / f"tag-lemmas-{ident}.jsonl")
+            for t in uniq:
+                rec = store.get(t)
+                if rec is not None:
+                    mapping[t] = rec["l"]
+        todo = [t for t in uniq if t not in mapping]
+        if todo:
+            new = lemmatize_tags(todo)
+            mapping.update(new)
+            if store is not None:
+                store.put_many((t, {"l": new[t]}) for t in todo)
     out = []
     for ts in cleaned:
         norm = [mapping.get(t, t) for t in ts if t]
@@ -191,6 +211,42 @@ def merge_tags(tags: Sequence[str], counts: Sequence[int], threshold: float,
     for pos, lab in enumerate(labels):
         groups.setdefault(int(lab), []).append(order[pos])  # positions are in (count desc, name) order
     return sorted(groups.values(), key=lambda g: (-counts[g[0]], tags[g[0]]))
+
+
+def cached_tag_embeddings(tags: Sequence[str], cache_dir: Path) -> np.ndarray:
+    """Embeddings of ``tags`` through ``cache_dir/tag-embeddings-<embedder>.npz`` (rewritten atomically with the
+    union of old and new tags), so a rebuild with another ``min_count`` or threshold embeds only new tags."""
+    from divscope.features.tagging import _embedder_identity, embed
+    from divscope.io.atomic import atomic_path
+
+    ident = hashlib.sha256(_embedder_identity().encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"tag-embeddings-{ident}.npz"
+    known: dict[str, int] = {}
+    vecs = np.zeros((0, 384), np.float32)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = [str(x) for x in z["tags"]]
+                vecs = np.asarray(z["vectors"], np.float32)
+            if len(names) == len(vecs):
+                known = {t: i for i, t in enumerate(names)}
+            else:
+                vecs = vecs[:0]
+        except (OSError, ValueError, KeyError):
+            known, vecs = {}, vecs[:0]
+    missing = sorted({t for t in tags if t not in known})
+    if missing:
+        new = embed(missing)
+        if vecs.shape[1:] != new.shape[1:]:
+            known, vecs = {}, np.zeros((0, new.shape[1]), np.float32)
+        base = len(known)
+        known.update({t: base + i for i, t in enumerate(missing)})
+        vecs = np.concatenate([vecs[:base], new])
+        order = sorted(known, key=known.get)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, tags=np.asarray(order, dtype=str), vectors=vecs)
+    return vecs[[known[t] for t in tags]] if len(tags) else np.zeros((0, vecs.shape[1]), np.float32)
 
 
 def type_name(members: Sequence[str]) -> str:
@@ -285,7 +341,7 @@ def build_meso(texts: Sequence[str], config: dict[str, Any], cache_dir: Path
                 f"rerun (tags so far are cached), or allow it with max_failure_rate={rate:.3f}")
 
     t0 = time.perf_counter()
-    norm = normalize_tags(raw, lemmatize=bool(cfg["lemmatize"]))
+    norm = normalize_tags(raw, lemmatize=bool(cfg["lemmatize"]), cache_dir=cache_dir)
     timings["normalise_s"] = round(time.perf_counter() - t0, 3)
     doc_freq: Counter[str] = Counter(t for ts in norm for t in ts)
     min_count = cfg["min_count"]
@@ -297,7 +353,8 @@ def build_meso(texts: Sequence[str], config: dict[str, Any], cache_dir: Path
         kept = kept[: int(cfg["max_kept_tags"])]
 
     t0 = time.perf_counter()
-    groups = merge_tags(kept, [doc_freq[t] for t in kept], cfg["merge_threshold"])
+    emb = cached_tag_embeddings(kept, cache_dir) if cfg["merge_threshold"] > 0 and len(kept) > 1 else None
+    groups = merge_tags(kept, [doc_freq[t] for t in kept], cfg["merge_threshold"], emb)
     timings["merge_s"] = round(time.perf_counter() - t0, 3)
     members = [[kept[i] for i in g] for g in groups]
     tag_to_group = {t: gi for gi, ms in enumerate(members) for t in ms}
