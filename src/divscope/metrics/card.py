@@ -28,17 +28,16 @@ import numpy as np
 
 from divscope.errors import DivscopeError
 from divscope.features import models
+from divscope.features.incidence import LEVELS, SIDES
 from divscope.io.atomic import write_json
 from divscope.io.record import Record
 from divscope.io.workspace import Workspace
 from divscope.metrics import lexical, semantic
+from divscope.select.subsets import MANIFEST_SUFFIX, manifest_path
 
 METRICS_VERSION = 1
 DIGITS = 6  # every float in a card is rounded to 6 decimals
-SIDES = ("instruction", "response")
-LEVELS = ("macro", "meso", "micro")
 NGRAMS = (1, 2, 3)
-MANIFEST_SUFFIX = ".manifest.json"  # as divscope.select.subsets writes it
 METRICS_SUFFIX = ".metrics.json"
 SUBSET_KEYS = ("strategy", "diversity", "size", "seed", "k", "types_covered")
 READ_FORMATS = ("alpaca", "sharegpt", "openai", "json", "jsonl", "parquet", "hf")
@@ -46,10 +45,6 @@ READ_FORMATS = ("alpaca", "sharegpt", "openai", "json", "jsonl", "parquet", "hf"
 # the per-side metrics shown in tables and in metrics.csv, in order
 MAIN_METRICS = ("distinct_1", "distinct_2", "distinct_3", "mean_cosine_distance", "mean_tokens",
                 "compression_ratio", "self_bleu", "token_entropy_bits", "vendi")
-
-
-def manifest_path(path: Path) -> Path:
-    return path.with_name(path.name + MANIFEST_SUFFIX)
 
 
 def metrics_path(path: Path) -> Path:
