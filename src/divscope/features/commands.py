@@ -93,7 +93,7 @@ def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str 
             times = ", ".join(f"{k} {v:.1f}s" for k, v in res.times.items() if v >= 0.05) or "-"
             status = res.status if res.status != "rebuilt" else "rebuilt (damaged cache)"
             rows.append((lv, sd, inc.n_types, float(tps.mean()) if len(tps) else 0.0,
-                         int((tps == 0).sum()), times, status))
-            console.print(f"{sd}-{lv}: {inc.n_types:,} types -> {res.path}")
-    console.print(table("features", ["level", "side", "types", "mean types/sample", "typeless samples",
-                                     "time per stage", "cache"], rows))
+                         int((tps == 0).sum()), f"{sum(res.times.values()):.1f}", status))
+            console.print(f"{sd}-{lv}: {inc.n_types:,} types, {status} ({times}) -> {res.path}")
+    console.print(table("features", ["level", "side", "types", "types/sample", "typeless", "time s", "cache"],
+                        rows))

@@ -328,7 +328,9 @@ def load_embedder(spec: str = DEFAULT_EMBEDDER, device: str | None = None) -> An
         if key in _MEMO:
             return _MEMO[key]
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # the "Loading weights" bar; divscope shows its own progress
         _, loc = _resolve_embedder(spec)
         try:
             model = SentenceTransformer(str(loc), device=device)

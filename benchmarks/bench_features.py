@@ -1,0 +1,147 @@
+"""Featurizer throughput on real ShareGPT pairs (builtin:study, 20K by default).
+
+    python benchmarks/bench_features.py [--n 20000] [--embed-n N] [--ws DIR] [--json OUT]
+
+Prints, measured in the same run on the same texts:
+  * tokenization (micro): samples/s through divscope (tokenize + per-sample counts + CSR) vs the raw Rust
+    tokenizer's ``encode_batch_fast``, for both sides;
+  * embedding (macro): texts/s through divscope's ``embed_texts`` vs ``SentenceTransformer.encode`` on the
+    same texts (batch 64, normalised), instruction side (``--embed-n`` caps the number of texts);
+  * clustering of those embeddings: HDBSCAN (hdbscan package, the default) vs sklearn.cluster.HDBSCAN, on
+    PCA-50 and on the raw 384-d vectors, and KMeans with the same number of clusters, with the agreement
+    (adjusted Rand index) between the two HDBSCAN implementations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIVSCOPE_PROGRESS", "0")
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20_000, help="pool size (builtin:study?n=N)")
+    ap.add_argument("--embed-n", type=int, default=None, help="texts for the embedding comparison (default: all)")
+    ap.add_argument("--ws", type=Path, default=None, help="workspace dir (default: a temporary one)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--skip-embed", action="store_true", help="tokenization only")
+    ap.add_argument("--cluster-only", action="store_true",
+                    help="reuse the workspace's cached embeddings (from an earlier run with --ws): clustering only")
+    args = ap.parse_args()
+
+    import numpy as np
+
+    import divscope
+    from divscope.features import macro, micro, models
+    from divscope.io.workspace import Workspace
+
+    ws_dir = args.ws or Path(tempfile.mkdtemp(prefix="divscope-bench-"))
+    ws = Workspace(ws_dir)
+    if not ws.pool_path.exists() or len(ws.pool) != args.n:
+        _, t = timed(divscope.ingest, f"builtin:study?n={args.n}", ws_dir)
+        ws = Workspace(ws_dir)
+        print(f"ingest builtin:study?n={args.n}: {t:.1f}s")
+    if not args.cluster_only:
+        shutil.rmtree(ws_dir / "features", ignore_errors=True)
+    n = len(ws.pool)
+    results: dict = {"n": n, "cpu_count": os.cpu_count()}
+    import torch
+
+    results["torch_threads"] = torch.get_num_threads()
+
+    # ---------------------------------------------------------------- tokenization
+    tok = models.load_tokenizer("smollm2")
+    backend = tok.backend_tokenizer
+    for side in () if args.cluster_only else ("instruction", "response"):
+        texts = ws.pool.texts(side)
+        _, raw_t = timed(backend.encode_batch_fast, texts, add_special_tokens=False)
+        counts, ours_t = timed(micro.token_counts, ws, side, texts=texts, tokenizer="smollm2")
+        _, bands_t = timed(micro.band_incidence, counts.matrix, *micro.default_bands(n))
+        results[f"tokenize_{side}"] = {"raw_samples_per_s": n / raw_t, "divscope_samples_per_s": n / ours_t,
+                                       "tokens_total": int(counts.lengths.sum()), "bands_s": bands_t,
+                                       "ratio": ours_t / raw_t}
+        print(f"tokenize {side:11s}: raw encode_batch_fast {n / raw_t:8,.0f} samples/s | divscope (tokenize+"
+              f"count+CSR+save) {n / ours_t:8,.0f} samples/s ({ours_t / raw_t:.2f}x) | "
+              f"{counts.lengths.sum() / ours_t:,.0f} tokens/s | bands {bands_t:.2f}s")
+
+    if args.skip_embed:
+        _dump(args.json, results)
+        return
+
+    # ---------------------------------------------------------------- embedding
+    side = "instruction"
+    texts = ws.pool.texts(side)
+    m = min(args.embed_n or n, n)
+    sub = texts[:m]
+    if not args.cluster_only:
+        model, load_t = timed(models.load_embedder, "minilm")
+        print(f"embedder load: {load_t:.1f}s on {model.device}")
+        model.encode(sub[:64], batch_size=64)  # warm-up
+        _, raw_t = timed(model.encode, sub, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                         show_progress_bar=False)
+        if m == n:  # through the workspace cache (embed + float16 + atomic save), reused for clustering below
+            _, ours_t = timed(macro.embeddings, ws, side, texts=texts)
+        else:
+            _, ours_t = timed(macro.embed_texts, sub, model)
+        results["embed_instruction"] = {"texts": m, "raw_texts_per_s": m / raw_t,
+                                        "divscope_texts_per_s": m / ours_t, "ratio": ours_t / raw_t}
+        print(f"embed {side} ({m:,} texts): raw SentenceTransformer.encode {m / raw_t:7,.1f} texts/s | "
+              f"divscope {m / ours_t:7,.1f} texts/s ({ours_t / raw_t:.2f}x the raw time)")
+
+    # ---------------------------------------------------------------- clustering
+    if m == n:
+        X = macro.embeddings(ws, side, texts=texts).astype(np.float32)
+    else:
+        X = macro.embed_texts(sub, models.load_embedder("minilm")).astype(np.float16).astype(np.float32)
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    cfg = macro.normalize({}, len(X))
+    mcs, ms = cfg["min_cluster_size"], cfg["min_samples"]
+    (Z, _), pca_t = timed(macro.reduce_dims, X, "pca", 50, 0)
+    print(f"cluster {len(X):,} x {X.shape[1]} (min_cluster_size={mcs}, min_samples={ms}); PCA-50 {pca_t:.2f}s")
+    rows = {}
+    for name, data, impl in (("hdbscan pca50", Z, "hdbscan"), ("sklearn pca50", Z, "sklearn"),
+                             ("hdbscan raw384", X, "hdbscan"), ("sklearn raw384", X, "sklearn")):
+        labels, t = timed(macro.cluster, data, mcs, ms, impl)
+        rows[name] = labels
+        k = int(labels.max()) + 1
+        results[f"cluster_{name.replace(' ', '_')}"] = {"s": t, "clusters": k, "noise": float((labels < 0).mean())}
+        print(f"  {name:15s} {t:7.2f}s  clusters={k:5d} noise={np.mean(labels < 0):.2f}")
+    ari = adjusted_rand_score(rows["hdbscan pca50"], rows["sklearn pca50"])
+    results["ari_hdbscan_vs_sklearn_pca50"] = ari
+    print(f"  ARI hdbscan vs sklearn (pca50): {ari:.4f}")
+    k = max(2, int(rows["hdbscan pca50"].max()) + 1)
+    km, t = timed(KMeans(n_clusters=k, n_init=1, random_state=0).fit_predict, Z)
+    results["cluster_kmeans_pca50"] = {"s": t, "clusters": k}
+    print(f"  {'kmeans pca50':15s} {t:7.2f}s  clusters={k:5d} (k = HDBSCAN's)")
+    labels, info = macro.assign(X, rows["hdbscan pca50"], "nearest")
+    sizes = np.bincount(labels)
+    results["final_cluster_sizes"] = {"max": int(sizes.max()), "median": float(np.median(sizes)),
+                                      "min": int(sizes.min())}
+    print(f"  after noise->nearest: {len(sizes)} types, sizes max {sizes.max()} median {np.median(sizes):.0f} "
+          f"min {sizes.min()}")
+    _dump(args.json, results)
+
+
+def _dump(path: Path | None, results: dict) -> None:
+    if path:
+        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
