@@ -135,23 +135,23 @@ def _run_cell(cell: Cell, spec: ExperimentSpec) -> None:
         cell.results[_eval_name(e)] = r["score"]
 
 
-def _flatten(prefix: str, obj: Any, out: dict[str, float]) -> None:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        out[prefix] = float(obj)
-
-
 def _metric_columns(subset: Path) -> dict[str, float]:
+    """The card's main metrics per side, plus types covered per level, as ``m.<side>.<name>`` columns."""
+    from divscope.metrics.card import MAIN_METRICS
+
     path = subset.with_name(subset.name + ".metrics.json")
     if not path.is_file():
         return {}
     card = json.loads(path.read_text(encoding="utf-8"))
     flat: dict[str, float] = {}
     for side in ("instruction", "response"):
-        if isinstance(card.get(side), dict):
-            _flatten(f"m.{side}", card[side], flat)
+        block = card.get(side) or {}
+        for name in MAIN_METRICS:
+            if isinstance(block.get(name), (int, float)):
+                flat[f"m.{side}.{name}"] = float(block[name])
+        for cov in block.get("types_covered", []):
+            if cov.get("latest"):
+                flat[f"m.{side}.types_{cov['level']}"] = float(cov["covered"])
     return flat
 
 

@@ -23,6 +23,16 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
+def quiet() -> None:
+    """Silence per-step prints and progress bars of transformers/datasets: divscope shows its own."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def model_identity(spec: str = DEFAULT_MODEL) -> str:
     if spec in ("smollm2", "default", ""):
         return _models.tokenizer_identity("smollm2").replace("tokenizer:", "model:", 1)
@@ -90,6 +100,7 @@ def load_causal_lm(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: 
     from transformers import AutoModelForCausalLM
 
     _models.offline()
+    quiet()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32

@@ -157,6 +157,9 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
     resume = _last_checkpoint(ckpt_dir)
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume)
