@@ -336,7 +336,9 @@ class _MesoAdapter:
         mod = cls._module()
         with stages("tag+cluster"):
             matrix, names, prov = mod.build_meso(texts, dict(config), ws.subdir("cache", "meso"))
-        return Built(sp.csr_matrix(matrix), list(names), dict(prov or {}))
+        prov = dict(prov or {})
+        prov.pop("run", None)  # cache hits and timings of this build: not part of what the features are
+        return Built(sp.csr_matrix(matrix), list(names), prov)
 
 
 def level_module(level: str) -> Any:
