@@ -1,7 +1,12 @@
 """Evaluate a training run: pick the held-out items, load the fine-tuned model, score, cache the result.
 
 Results go to ``RUN/eval/<set>.<method>.json`` (atomic); asking again with the same settings reads the file
-instead of recomputing. Items that overlap the run's training data are never scored (``held-out``).
+instead of recomputing (unless it is marked ``"complete": false``: a judge run with failed requests, which a
+rerun completes from the caches). Items that overlap the run's training data are never scored (``held-out``).
+``judge`` and ``ifeval`` also write per-item details to ``RUN/eval/<set>.<method>.items.jsonl``; their
+generated answers are cached in ``RUN/eval/generations.jsonl`` and judge replies in
+``RUN/eval/cache/judge.jsonl``. Scores are higher-is-better: ``nll`` -mean NLL, ``judge`` the win rate against
+the references as a fraction in [0, 1], ``ifeval`` prompt-level strict accuracy in [0, 1].
 """
 
 from __future__ import annotations
@@ -76,14 +81,22 @@ def evaluate_run(run_dir: str | Path, eval_set: str = "alpaca_eval", method: str
     out = result_path(run_dir, eval_set, method)
     if out.is_file():
         cached = json.loads(out.read_text(encoding="utf-8"))
-        if cached.get("params") == params:
+        if cached.get("params") == params and cached.get("complete", True):
             return cached
     items, excluded = held_out(load_eval_set(eval_set), summary)
     items = sample_items(items, limit, seed)
     if method == "nll":
         result = _nll(run_dir, items, max_len, batch_size, device)
+    elif method == "judge":
+        from divscope.evaluate.judge import evaluate_judge
+
+        result = evaluate_judge(run_dir, items, seed=seed, max_len=max_len, batch_size=batch_size, device=device,
+                                details=out.with_suffix(".items.jsonl"), **options)
     else:
-        raise DivscopeError(f"--method {method} is not available in this build; use --method nll")
+        from divscope.evaluate.ifeval import evaluate_ifeval
+
+        result = evaluate_ifeval(run_dir, items, seed=seed, max_len=max_len, batch_size=batch_size, device=device,
+                                 details=out.with_suffix(".items.jsonl"), **options)
     result.update({"params": params, "divscope_version": __version__, "excluded_overlapping": excluded,
                    "train_fingerprint": summary["data_fingerprint"]})
     write_json(out, result)

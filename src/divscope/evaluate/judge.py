@@ -1,0 +1,338 @@
+"""Pairwise LLM judge: the model's answers against reference answers, both orders, win rate with a CI.
+
+* **Prompt**: FastChat's MT-Bench pairwise templates, shipped in ``divscope/data/eval/mt_bench/
+  judge_prompts.jsonl``: ``pair-v2`` for single-turn items, ``pair-v2-multi-turn`` for items with two turns
+  (the judge then focuses on the second answer, as MT-Bench does). The judge explains, then ends with
+  ``[[A]]``, ``[[B]]`` or ``[[C]]`` (tie).
+* **Both orders**: every item is judged twice, model answer as A and reference as B, then swapped, to cancel
+  the judge's position bias. Each order scores the model 1 (win), 0.5 (tie) or 0 (loss); the item's score is
+  the mean of its two orders (win+loss -> 0.5, win+tie -> 0.75). An item counts only when both orders gave a
+  verdict; the others are reported as ``unjudged`` with their reason, never silently dropped.
+* **Verdict parsing** is tolerant: the last label in the reply wins; ``[[A]]``/``[[B]]``/``[[C]]``,
+  Arena-Hard labels (``[[A>>B]]``, ``[[A>B]]``, ``[[A=B]]``, ``[[B>A]]``, ``[[B>>A]]``; strong and weak count
+  alike), ``[[tie]]``, single brackets and "Final verdict: A" are understood; an echo of the format
+  instruction is ignored. A reply with no verdict gets one follow-up turn asking for the verdict only.
+* **Win rate** = mean item score (ties count half), in [0, 1]; the 95% interval is a seeded percentile
+  bootstrap over items (2,000 resamples), with the normal-approximation standard error beside it.
+* **Caching**: every request goes through :class:`divscope.endpoint.EndpointClient` with a cache keyed by
+  (judge model, messages, parameters): the messages hold the question and both answers in their order, so a
+  rerun never re-asks a (prompt, answer pair, order); failed requests are not cached and are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from divscope.endpoint import EndpointClient, Result
+
+PROMPT_SINGLE = "pair-v2"
+PROMPT_MULTI = "pair-v2-multi-turn"
+REPAIR_MESSAGE = ("Please output only your final verdict, strictly in this format: \"[[A]]\" if assistant A is "
+                  "better, \"[[B]]\" if assistant B is better, and \"[[C]]\" for a tie.")
+ORDERS = ("model_first", "reference_first")
+
+
+@lru_cache(maxsize=1)
+def judge_prompts() -> dict[str, dict[str, Any]]:
+    path = Path(str(resources.files("divscope").joinpath("data", "eval", "mt_bench", "judge_prompts.jsonl")))
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out[row["name"]] = row
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Verdicts
+# --------------------------------------------------------------------------------------------------------------
+
+_LABEL = r"(A\s*>>\s*B|A\s*>\s*B|A\s*=\s*B|B\s*=\s*A|B\s*>\s*A|B\s*>>\s*A|A|B|C|tie)"
+_DOUBLE = re.compile(r"\[\[\s*" + _LABEL + r"\s*\]\]", re.I)
+_SINGLE = re.compile(r"(?<!\[)\[\s*" + _LABEL + r"\s*\](?!\])", re.I)
+_FINAL = re.compile(r"final\s+verdict\s*(?:is|:)?\s*[:\-]?\s*\**\s*\"?(?:it\s+is\s+|a\s+)?(?:assistant\s+)?"
+                    r"((?-i:A>>B|A>B|A=B|B=A|B>A|B>>A|A|B|C)|tie)\b", re.I)
+_ECHO = re.compile(r"\"?\[\[A\]\]\"?\s+if\s+assistant\s+A\s+is\s+better.*?\[\[C\]\]\"?\s+for\s+a\s+tie", re.I | re.S)
+
+
+def _canon(label: str) -> str:
+    s = re.sub(r"\s+", "", label).upper()
+    if s in ("A", "A>>B", "A>B"):
+        return "A"
+    if s in ("B", "B>>A", "B>A"):
+        return "B"
+    return "tie"  # C, TIE, A=B, B=A
+
+
+def parse_verdict(text: str | None) -> str | None:
+    """``"A"``, ``"B"``, ``"tie"`` or None (no verdict found); the last verdict in the reply wins."""
+    if not text:
+        return None
+    text = _ECHO.sub(" ", text)
+    for pattern in (_DOUBLE, _SINGLE, _FINAL):
+        found = pattern.findall(text)
+        if found:
+            return _canon(found[-1])
+    return None
+
+
+def model_score(verdict: str, order: str) -> float:
+    """The model's score in one order: 1 win, 0.5 tie, 0 loss."""
+    if verdict == "tie":
+        return 0.5
+    model_label = "A" if order == "model_first" else "B"
+    return 1.0 if verdict == model_label else 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Win rate and its interval
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WinRate:
+    win_rate: float
+    ci_low: float
+    ci_high: float
+    stderr: float
+    n: int
+    level: float = 0.95
+    n_boot: int = 2000
+
+    def to_json(self) -> dict[str, Any]:
+        return {"win_rate": round(self.win_rate, 6), "ci": [round(self.ci_low, 6), round(self.ci_high, 6)],
+                "ci_level": self.level, "ci_method": f"percentile bootstrap over items, {self.n_boot} resamples",
+                "stderr": round(self.stderr, 6), "n": self.n}
+
+
+def win_rate(scores: Sequence[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> WinRate:
+    """Mean of per-item scores in [0, 1] with a seeded percentile-bootstrap interval."""
+    x = np.asarray(list(scores), dtype=float)
+    if x.size == 0:
+        raise ValueError("no judged item")
+    if ((x < 0) | (x > 1)).any():
+        raise ValueError("item scores must lie in [0, 1]")
+    mean = float(x.mean())
+    stderr = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0
+    rng = np.random.default_rng(seed)
+    boots = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return WinRate(mean, float(min(lo, mean)), float(max(hi, mean)), stderr, int(x.size), level, n_boot)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Judging
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One item to judge: the user turns, the model's answers and the reference answers (aligned)."""
+
+    id: str
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]
+    references: tuple[str, ...]
+
+
+@dataclass
+class Judgment:
+    id: str
+    verdicts: dict[str, str | None] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        if len(self.scores) < len(ORDERS):
+            return None
+        return sum(self.scores.values()) / len(self.scores)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "verdicts": self.verdicts, "problems": self.problems,
+                "repaired": self.repaired}
+
+
+def judge_messages(pair: Pair, order: str) -> list[dict[str, str]]:
+    """The judge request for one order (``model_first``: the model's answer is assistant A)."""
+    a, b = (pair.answers, pair.references) if order == "model_first" else (pair.references, pair.answers)
+    prompts = judge_prompts()
+    if len(pair.questions) >= 2:
+        tpl = prompts[PROMPT_MULTI]
+        user = tpl["prompt_template"].format(question_1=pair.questions[0], question_2=pair.questions[1],
+                                             answer_a_1=a[0], answer_a_2=a[1], answer_b_1=b[0], answer_b_2=b[1])
+    else:
+        tpl = prompts[PROMPT_SINGLE]
+        user = tpl["prompt_template"].format(question=pair.questions[0], answer_a=a[0], answer_b=b[0])
+    return [{"role": "system", "content": tpl["system_prompt"]}, {"role": "user", "content": user}]
+
+
+@dataclass
+class JudgeOutcome:
+    judgments: list[Judgment]
+    failed_requests: int
+    results: list[Result]
+
+    @property
+    def scores(self) -> list[float]:
+        return [j.score for j in self.judgments if j.score is not None]
+
+    def summary(self, seed: int = 0) -> dict[str, Any]:
+        judged = [j for j in self.judgments if j.score is not None]
+        per_order: dict[str, Counter[str]] = {o: Counter() for o in ORDERS}
+        position: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        consistent = 0
+        for j in self.judgments:
+            for o, v in j.verdicts.items():
+                if v is None:
+                    continue
+                s = j.scores[o]
+                per_order[o]["win" if s == 1 else "tie" if s == 0.5 else "loss"] += 1
+                position[v] += 1
+            for p in j.problems.values():
+                reasons[p.split(":", 1)[0]] += 1
+            if j.score is not None and j.scores["model_first"] == j.scores["reference_first"]:
+                consistent += 1
+        out: dict[str, Any] = {
+            "judged": len(judged), "unjudged": len(self.judgments) - len(judged),
+            "unjudged_reasons": dict(sorted(reasons.items())),
+            "verdicts_by_order": {o: dict(sorted(c.items())) for o, c in per_order.items()},
+            "position_preference": {"A": position["A"], "B": position["B"], "tie": position["tie"]},
+            "consistent_fraction": round(consistent / len(judged), 4) if judged else None,
+            "repaired_replies": sum(len(j.repaired) for j in self.judgments),
+            "failed_requests": self.failed_requests,
+        }
+        if judged:
+            out.update(win_rate(self.scores, seed=seed).to_json())
+        return out
+
+
+def judge_pairs(client: EndpointClient, pairs: Sequence[Pair], repair: bool = True,
+                progress: str | None = "judge") -> JudgeOutcome:
+    """Judge every pair in both orders through ``client`` (cached, concurrent, retried)."""
+    for p in pairs:
+        if not (len(p.answers) >= len(p.questions[:2]) and len(p.references) >= len(p.questions[:2])):
+            raise ValueError(f"{p.id}: needs an answer and a reference for each of its first two turns")
+    requests = [(i, o, judge_messages(p, o)) for i, p in enumerate(pairs) for o in ORDERS]
+    results = client.chat_many([m for _, _, m in requests], progress=progress)
+    judgments = [Judgment(p.id) for p in pairs]
+    to_repair = []
+    for (i, o, msgs), res in zip(requests, results, strict=True):
+        j = judgments[i]
+        if not res.ok:
+            j.verdicts[o] = None
+            j.problems[o] = f"request failed: {res.error}"
+            continue
+        v = parse_verdict(res.text)
+        if v is None and repair:
+            to_repair.append((i, o, [*msgs, {"role": "assistant", "content": res.text},
+                                     {"role": "user", "content": REPAIR_MESSAGE}]))
+            continue
+        _record(j, o, v, res.text)
+    if to_repair:
+        fixes = client.chat_many([m for _, _, m in to_repair], progress=f"{progress} (verdict follow-ups)"
+                                 if progress else None)
+        results = [*results, *fixes]
+        for (i, o, _), res in zip(to_repair, fixes, strict=True):
+            j = judgments[i]
+            j.repaired.append(o)
+            if not res.ok:
+                j.verdicts[o] = None
+                j.problems[o] = f"request failed: {res.error}"
+                continue
+            _record(j, o, parse_verdict(res.text), res.text)
+    failed = sum(1 for r in results if not r.ok)
+    return JudgeOutcome(judgments, failed, results)
+
+
+def _record(j: Judgment, order: str, verdict: str | None, text: str) -> None:
+    j.verdicts[order] = verdict
+    if verdict is None:
+        tail = " ".join(text.split())[-120:]
+        j.problems[order] = f"no verdict in reply: ...{tail}"
+    else:
+        j.scores[order] = model_score(verdict, order)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# `divscope evaluate RUN --method judge`
+# --------------------------------------------------------------------------------------------------------------
+
+
+def pairs_for(items: Sequence[Any], answers: Sequence[tuple[str, ...]]) -> list[Pair]:
+    """Items whose references cover their first (up to two) turns, paired with the model's answers."""
+    out = []
+    for it, ans in zip(items, answers, strict=True):
+        k = min(len(it.turns), 2)
+        out.append(Pair(it.id, tuple(it.turns[:k]), tuple(ans[:k]), tuple(it.references[:k])))
+    return out
+
+
+def evaluate_judge(run_dir: str | Path, items: Sequence[Any], *, seed: int, max_len: int, batch_size: int,
+                   device: str | None, details: Path | None = None, endpoint: str | None = None,
+                   judge_model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
+                   concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5,
+                   judge_max_tokens: int = 1024, max_new_tokens: int = 512, temperature: float = 0.0,
+                   **unknown: Any) -> dict[str, Any]:
+    """Generate the run's answers, judge them against the references in both orders, return the result."""
+    from divscope.errors import DivscopeError
+    from divscope.evaluate.generate import GenConfig, GenStats, answers_for_run
+    from divscope.io.atomic import atomic_open
+
+    if unknown:
+        raise DivscopeError(f"unknown judge option(s) {', '.join(sorted(unknown))}; known: endpoint, judge_model, "
+                            "api_key_env, concurrency, timeout, max_retries, judge_max_tokens, max_new_tokens, "
+                            "temperature")
+    if not endpoint or not judge_model:
+        raise DivscopeError("--method judge needs --endpoint URL (an OpenAI-compatible server) and --judge-model "
+                            "NAME")
+    client = EndpointClient(endpoint, judge_model, api_key_env=api_key_env, max_concurrency=concurrency,
+                            timeout=timeout, max_retries=max_retries, max_tokens=judge_max_tokens, seed=seed,
+                            cache_path=Path(run_dir) / "eval" / "cache" / "judge.jsonl")
+    from divscope.evaluate.evalsets import EvalItem
+
+    # The judge sees at most two turns (MT-Bench's format): later turns are neither generated nor judged.
+    usable = [EvalItem(it.id, it.turns[:2], it.references[:2], it.category, it.extra) for it in items
+              if len(it.references) >= min(len(it.turns), 2)]
+    if not usable:
+        raise DivscopeError("no item of this eval set has reference answers to judge against (use alpaca_eval, "
+                            "vicuna, arena_hard or mt_bench)")
+    gen = GenConfig(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
+                    max_prompt_len=max_len)
+    stats = GenStats()
+    answers = answers_for_run(run_dir, usable, gen, device=device, stats=stats)
+    pairs = pairs_for(usable, answers)
+    try:
+        outcome = judge_pairs(client, pairs)
+    finally:
+        client.close()
+    if details is not None:
+        with atomic_open(details) as fh:
+            for p, j in zip(pairs, outcome.judgments, strict=True):
+                fh.write(json.dumps({**j.to_json(), "answers": list(p.answers)}, ensure_ascii=False) + "\n")
+    summary = outcome.summary(seed=seed)
+    if not summary["judged"]:
+        raise DivscopeError(f"the judge gave no usable verdict for any item ({summary['unjudged_reasons']}); "
+                            f"{client.failures_summary(outcome.results)}")
+    return {
+        "metric": "judge_win_rate", "score": summary["win_rate"], **summary,
+        "items": summary["judged"], "skipped_no_reference": len(items) - len(usable),
+        "complete": outcome.failed_requests == 0,
+        "judge": {**client.describe(), "prompts": [PROMPT_SINGLE, PROMPT_MULTI], "orders": list(ORDERS)},
+        "judge_requests_sent": client.stats["requests_sent"], "judge_cache_hits": client.stats["cache_hits"],
+        "generation": {**gen.key_params(), **stats.to_json()},
+        "seconds_per_item": stats.to_json()["seconds_per_generated_answer"],
+    }
