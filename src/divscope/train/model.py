@@ -25,9 +25,12 @@ DEFAULT_CHAT_TEMPLATE = (
 
 def quiet() -> None:
     """Silence per-step prints and progress bars of transformers/datasets: divscope shows its own."""
+    import warnings
+
     import datasets
     import transformers
 
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)(\.|$)")
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
