@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -22,45 +21,11 @@ from divscope.features.featurize import (
     load_incidence,
 )
 from divscope.io.workspace import Workspace
+from helpers import POOL_N as N
+from helpers import real_pairs
 
 fz = importlib.import_module("divscope.features.featurize")  # the module (the package exports the function)
-N = 240
-
-
-def real_pairs(n: int) -> list[dict]:
-    """The first n real ShareGPT pairs that pass the demo filter (streams only the head of the file)."""
-    from divscope.io.builtin import PairFilter, iter_builtin
-
-    items, _ = iter_builtin("builtin:sharegpt-pairs")
-    keep, out = PairFilter(), []
-    for item in items:
-        msgs = None if item.problem else item.value["messages"]
-        if msgs and keep.keep(msgs[-2]["content"], msgs[-1]["content"]):
-            out.append({"id": item.value["id"], "messages": msgs})
-            if len(out) == n:
-                break
-    return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DIVSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "divscope-cache"))
-        yield
-
-
-@pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp() / f"features-pool-{N}"
-    if not (base / "pool.parquet").exists():
-        divscope.ingest(real_pairs(N), base)
-    return base
-
-
-@pytest.fixture()
-def ws(pool_dir, tmp_path):
-    shutil.copy(pool_dir / "pool.parquet", tmp_path / "pool.parquet")
-    return Workspace(tmp_path)
+pytestmark = pytest.mark.usefixtures("divscope_cache")  # tests/conftest.py: session-wide temp model cache
 
 
 def test_second_call_is_a_hit_without_loading_a_model(ws):

@@ -4,11 +4,9 @@ outcomes, accuracy math, the whole shipped prompt set, and `divscope evaluate --
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-import divscope
 from divscope.errors import DivscopeError
 from divscope.evaluate.evalsets import EvalItem, load_eval_set
 from divscope.evaluate.ifeval import accuracy, check_answers
@@ -104,32 +102,8 @@ def test_non_ifeval_items_are_a_user_error():
         check_answers([item(["made:up"], [{}])], ["x"])
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA run trained for one step on four builtin samples (max_len 64).
-
-    Training uses one torch thread here: on the shared 2-core machine, two threads that spin-wait for each other
-    made this single step take ~35 s instead of a few (train() sets threads to the core count itself).
-    """
-    import torch
-
-    from divscope.train.sft import TrainConfig, train
-
-    ws = tmp_path_factory.mktemp("ws")
-    divscope.ingest("builtin:demo", ws)
-    run = tmp_path_factory.mktemp("run") / "run"
-    before = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        torch.set_num_threads(1)
-        mp.setattr(torch, "set_num_threads", lambda n: None)
-        train(divscope.Workspace(ws).pool.records()[:4], run,
-              TrainConfig(max_steps=1, batch_size=2, max_len=64, save_steps=100, seed=0))
-    torch.set_num_threads(before)
-    return run
-
-
 @pytest.mark.slow
-def test_evaluate_ifeval_end_to_end(tiny_run):
+def test_evaluate_ifeval_end_to_end(tiny_run):  # tiny_run: a one-step LoRA run (tests/conftest.py)
     from divscope.cli import main
 
     argv = ["evaluate", str(tiny_run), "--eval-set", "ifeval", "--method", "ifeval", "--limit", "3",

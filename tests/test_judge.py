@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import divscope
 from divscope.endpoint import EndpointClient
 from divscope.evaluate.judge import (
     ORDERS,
@@ -218,30 +217,7 @@ def test_rerun_sends_zero_requests(openai_server, tmp_path):
 
 
 # -- `divscope evaluate --method judge` on a trained run ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA run trained for one step on four builtin samples (max_len 64).
-
-    Training uses one torch thread here: on the shared 2-core machine, two threads that spin-wait for each other
-    made this single step take ~35 s instead of a few (train() sets threads to the core count itself).
-    """
-    import torch
-
-    from divscope.train.sft import TrainConfig, train
-
-    ws = tmp_path_factory.mktemp("ws")
-    divscope.ingest("builtin:demo", ws)
-    run = tmp_path_factory.mktemp("run") / "run"
-    before = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        torch.set_num_threads(1)
-        mp.setattr(torch, "set_num_threads", lambda n: None)
-        train(divscope.Workspace(ws).pool.records()[:4], run,
-              TrainConfig(max_steps=1, batch_size=2, max_len=64, save_steps=100, seed=0))
-    torch.set_num_threads(before)
-    return run
+# (``tiny_run``, a one-step LoRA run copied fresh for this module, is in tests/conftest.py)
 
 
 @pytest.mark.slow

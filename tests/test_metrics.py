@@ -36,31 +36,11 @@ from divscope.metrics import (
 from divscope.metrics.card import find_subsets, manifest_path, metrics_path
 from divscope.metrics.commands import metrics_cmd
 from divscope.metrics.lexical import tokenize_stats
+from helpers import real_pairs
 
 N = 40
 SMALL = {"pairs_sample": 12, "bleu_sample": 8, "vendi_sample": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DIVSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "divscope-cache"))
-        yield
-
-
-def real_pairs(n: int) -> list[dict]:
-    """The first n real ShareGPT pairs that pass the demo filter (streams only the head of the file)."""
-    from divscope.io.builtin import PairFilter, iter_builtin
-
-    items, _ = iter_builtin("builtin:sharegpt-pairs")
-    keep, out = PairFilter(), []
-    for item in items:
-        msgs = None if item.problem else item.value["messages"]
-        if msgs and keep.keep(msgs[-2]["content"], msgs[-1]["content"]):
-            out.append({"id": item.value["id"], "messages": msgs})
-            if len(out) == n:
-                break
-    return out
+pytestmark = pytest.mark.usefixtures("divscope_cache")  # tests/conftest.py: session-wide temp model cache
 
 
 @pytest.fixture(scope="module")

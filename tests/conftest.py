@@ -1,0 +1,76 @@
+"""Fixtures shared by several test modules (plain helper functions are in tests/helpers.py).
+
+- ``divscope_cache``: opt-in (``pytestmark = pytest.mark.usefixtures("divscope_cache")``), module-scoped
+  ``$DIVSCOPE_CACHE`` in one temp folder for the whole session, so model conversions happen once per session
+  and the user's own cache is not touched by the modules that ask for it.
+- ``pool_dir`` / ``ws``: the real-data pool of ``helpers.POOL_N`` samples, ingested once per session; ``ws`` is a
+  fresh copy of it for each test (modules that need another workspace define their own ``ws``).
+- ``tiny_run``: a LoRA run trained for one step, trained once per session and copied fresh for each module.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import divscope
+from divscope.io.workspace import Workspace
+from helpers import POOL_N, real_pairs
+
+
+@pytest.fixture(scope="module")
+def divscope_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One divscope model cache per test session (the GGUF->HF tokenizer conversion happens once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIVSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "divscope-cache"))
+        yield
+
+
+@pytest.fixture(scope="session")
+def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the pool of the first ``POOL_N`` real pairs (ingested once per session; do not modify)."""
+    base = tmp_path_factory.getbasetemp() / f"features-pool-{POOL_N}"
+    if not (base / "pool.parquet").exists():
+        divscope.ingest(real_pairs(POOL_N), base)
+    return base
+
+
+@pytest.fixture()
+def ws(pool_dir: Path, tmp_path: Path) -> Workspace:
+    """A fresh workspace per test holding a copy of the shared pool."""
+    shutil.copy(pool_dir / "pool.parquet", tmp_path / "pool.parquet")
+    return Workspace(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def _trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA run trained for one step on four builtin samples (max_len 64); ``tiny_run`` hands out copies.
+
+    Training uses one torch thread here: on the shared 2-core machine, two threads that spin-wait for each other
+    made this single step take ~35 s instead of a few (train() sets threads to the core count itself).
+    """
+    import torch
+
+    from divscope.train.sft import TrainConfig, train
+
+    ws = tmp_path_factory.mktemp("ws")
+    divscope.ingest("builtin:demo", ws)
+    run = tmp_path_factory.mktemp("run") / "run"
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        torch.set_num_threads(1)
+        mp.setattr(torch, "set_num_threads", lambda n: None)
+        train(divscope.Workspace(ws).pool.records()[:4], run,
+              TrainConfig(max_steps=1, batch_size=2, max_len=64, save_steps=100, seed=0))
+    torch.set_num_threads(before)
+    return run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(_trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh copy, per module, of a LoRA run trained for one step (its eval/ caches start empty)."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    shutil.copytree(_trained_run, run)
+    return run
