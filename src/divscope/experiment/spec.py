@@ -112,6 +112,7 @@ class TrainSpec(_Strict):
     lora_r: int = 8
     seed: int = 0
     save_steps: int = 50
+    gradient_checkpointing: bool = False
 
 
 class EvalSpec(_Strict):

@@ -25,10 +25,12 @@ from divscope.ui import console, table
 @click.option("--lora-r", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--save-steps", default=50, show_default=True, type=int, help="Checkpoint every N steps.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
+              help="Trade compute for memory (large models on small GPUs).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]")
 def train_cmd(subset: Path, out: Path, model: str, lora: bool, epochs: float, max_steps: int, lr: float | None,
               max_len: int, batch_size: int, grad_accum: int, lora_r: int, seed: int, save_steps: int,
-              device: str | None) -> None:
+              gradient_checkpointing: bool, device: str | None) -> None:
     """Fine-tune MODEL on SUBSET (any supported format) with TRL + PEFT; loss on assistant tokens only."""
     from divscope.errors import DivscopeError
     from divscope.io import read_records
@@ -40,7 +42,7 @@ def train_cmd(subset: Path, out: Path, model: str, lora: bool, epochs: float, ma
                             f"{rejects[0].problem[1] if rejects[0].problem else ''}; fix or re-export the subset")
     cfg = TrainConfig(model=model, method="lora" if lora else "full", epochs=epochs, max_steps=max_steps, lr=lr,
                       max_len=max_len, batch_size=batch_size, grad_accum=grad_accum, lora_r=lora_r, seed=seed,
-                      save_steps=save_steps, device=device)
+                      save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, device=device)
     res = train(records, out, cfg, source=str(subset))
     s = res.summary
     console.print(table("train", ["", "value"], [

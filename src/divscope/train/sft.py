@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     save_steps: int = 50
     logging_steps: int = 1
+    gradient_checkpointing: bool = False  # TRL turns it on by default; it costs compute and small models don't need it
     device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -153,6 +154,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
         lr_scheduler_type="cosine", logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
         max_length=cfg.max_len, disable_tqdm=True, dataloader_num_workers=0,
+        gradient_checkpointing=cfg.gradient_checkpointing,
         use_cpu=not str(model.device).startswith("cuda"), bf16=model.dtype == torch.bfloat16, **cfg.extra,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
