@@ -46,3 +46,10 @@ def test_yaml_is_safe_and_errors_have_lines(tmp_path: Path) -> None:
         load_spec(evil)
     with pytest.raises(DivscopeError, match="no such spec file"):
         load_spec(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["reproduce-cpu.yaml", "paper.yaml"])
+def test_example_specs_validate(name: str) -> None:
+    spec = load_spec(Path(__file__).parent.parent / "examples" / name)
+    assert len(spec.selection.level_values()) == 7
+    assert set(spec.selection.strategies) >= {"instruction-macro", "response-micro", "random"}
