@@ -122,9 +122,7 @@ def _run_cell(cell: Cell, spec: ExperimentSpec) -> None:
     if rejects:
         raise DivscopeError(f"{cell.subset}: {len(rejects)} invalid records")
     t = spec.train
-    cfg = TrainConfig(model=t.model, method=t.method, epochs=t.epochs, max_steps=t.max_steps, lr=t.lr,
-                      batch_size=t.batch_size, grad_accum=t.grad_accum, max_len=t.max_len, lora_r=t.lora_r,
-                      seed=t.seed, save_steps=t.save_steps, gradient_checkpointing=t.gradient_checkpointing)
+    cfg = TrainConfig(**t.model_dump())  # every TrainSpec field is a TrainConfig field of the same name
     cell.status = "training"
     res = train(records, cell.run_dir, cfg, source=str(cell.subset))
     cell.results["train_seconds_per_step"] = res.summary.get("seconds_per_step")
