@@ -25,7 +25,7 @@ import numpy as np
 
 from divscope import __version__
 from divscope.errors import DivscopeError
-from divscope.experiment.spec import EvalSpec, ExperimentSpec
+from divscope.experiment.spec import EvalSpec, ExperimentSpec, parse_spec
 from divscope.io.atomic import atomic_open, write_json
 from divscope.io.workspace import Workspace
 from divscope.ui import console, table
@@ -214,7 +214,13 @@ def _check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
     path = out / "study.json"
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("spec_fingerprint") != spec.fingerprint():
+        # The stored spec is read again by this version, so options added since (at their defaults) do not
+        # make a study written by an older version look like another study.
+        try:
+            same = parse_spec(old.get("spec"), str(path)).fingerprint() == spec.fingerprint()
+        except DivscopeError:
+            same = False
+        if not same:
             raise DivscopeError(f"{out} holds another study (its spec differs); use a new --out or the same spec")
         return
     write_json(path, {"name": spec.name, "spec": spec.model_dump(mode="json"),
