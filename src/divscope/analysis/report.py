@@ -101,7 +101,7 @@ def _load(out: Path, name: str) -> Any:
     return json.loads((out / name).read_text(encoding="utf-8"))
 
 
-def _header(study: Path, info: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+def _header(study: Path, info: Mapping[str, Any], summary: Mapping[str, Any], ablations: bool = False) -> str:
     name = info.get("name") or study.resolve().name
     parts = [f"<h1>divscope report: {e(name)}</h1>"]
     if info.get("command"):
@@ -115,7 +115,9 @@ def _header(study: Path, info: Mapping[str, Any], summary: Mapping[str, Any]) ->
         spec = json.dumps(info["spec"], indent=2, sort_keys=True, ensure_ascii=False)
         parts.append(f"<details><summary>study spec</summary><pre>{e(spec)}</pre></details>")
     parts.append('<nav><a href="#slopes">slopes</a><a href="#figures">figures</a>'
-                 '<a href="#correlations">correlations</a><a href="#best">best subsets</a>'
+                 '<a href="#correlations">correlations</a>'
+                 + ('<a href="#ablations">ablations</a>' if ablations else "")
+                 + '<a href="#best">best subsets</a>'
                  '<a href="#results">all subsets</a><a href="#notes">notes</a></nav>')
     return "\n".join(parts)
 
@@ -227,9 +229,87 @@ def _results(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-def render(study: str | Path) -> str:
-    """The report's HTML from ``study/analysis`` (which must exist) and ``study/study.json``."""
+def _x100(v: Any) -> str:
+    return _signed(v) if isinstance(v, int | float) and not isinstance(v, bool) else e(_num(v))
+
+
+def _ablations(ab: Mapping[str, Any]) -> str:
+    """The "Ablations and controls" section (divscope.analysis.ablations)."""
+    parts = ['<h2 id="ablations">Ablations and controls</h2>',
+             "<p>The base study and each variant (same training and evaluation; only the features or the selection "
+             "differ, as listed). Score slopes are ×10<sup>−2</sup> per unit of d with their posterior sd; "
+             "<b>Δ length</b> is the posterior mean change of mean length (target tokens) from d = 0 to d = 1 "
+             "over the same subsets: under length control it should be near 0, so a slope that survives it is not "
+             "a length effect.</p>"]
+    studies = ab.get("studies", [])
+    if studies:
+        parts.append(_table(["study", "changes from the base", "description", "evaluated subsets"], [
+            [e(s["name"]), f'<code>{e(s["changes"] or "-")}</code>', e(s["description"]), e(_num(s["results"]))]
+            for s in studies], left=3))
+    if ab.get("slopes"):
+        rows = [[e(s["study"]), e(s["strategy"]), e(_num(s["size"])), e(s["metric"]), e(_num(s["n"])),
+                 _x100(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")), e(_num(s["p_positive"], ".3f")),
+                 _signed(s["length_slope_response"], "+.1f"), _signed(s["length_slope_instruction"], "+.1f"),
+                 e(_num(s["mean_response_tokens"], ".1f")), e(s["unit"] or ""), e(s["tokenizer"] or ""),
+                 e(_num(s["low"])), e(_num(s["high"])), e(_num(s["types_mid"])), e(s["length_range"] or "-")]
+                for s in ab["slopes"]]
+        parts.append("<h3>Slopes per study</h3>")
+        parts.append(_table(["study", "strategy", "size", "metric", "n", "slope ×10⁻²",
+                             "sd ×10⁻²", "P(slope>0)", "Δ response tokens", "Δ instruction tokens",
+                             "mean response tokens", "unit", "tokenizer", "low", "high", "types in band",
+                             "length control"], rows, left=2, scroll=True))
+    if ab.get("bands"):
+        rows = [[e(b["study"]), e(b["strategy"]), e(b["unit"] or ""), e(b["tokenizer"] or ""),
+                 e(_num(b["vocab_size"])), e(_num(b["low"])), e(_num(b["high"])), e(_num(b["types_below"])),
+                 e(_num(b["types_mid"])), e(_num(b["types_above"])), e(_num(b["samples_without_type"])),
+                 e(_num(b["mean_types_per_sample"], ".1f")), e(b["length_range"] or "-"), e(_num(b["eligible"]))]
+                for b in ab["bands"]]
+        parts.append("<h3>Micro types per frequency band</h3>"
+                     "<p>Token (or word) types of the pool side counted below <i>low</i>, inside [low, high] (the "
+                     "types the engine selects on) and above <i>high</i> occurrences, per tokenizer / unit and band."
+                     "</p>")
+        parts.append(_table(["study", "strategy", "unit", "tokenizer", "vocabulary", "low", "high", "below",
+                             "in band", "above", "samples without type", "types per sample", "length control",
+                             "eligible rows"], rows, left=2, scroll=True))
+    if ab.get("predictors"):
+        rows = [[e(c["metric"]), e(c["column"]), e(_num(c["n"])), _signed(c["spearman_rho"], "+.3f"),
+                 e(_num(c["spearman_p"], ".2g")), _signed(c["pearson_r"], "+.3f"), e(_num(c["pearson_p"], ".2g")),
+                 e(f'{c["studies_same_sign"]}/{c["studies"]}'), f'<span class="muted">{e(c["note"])}</span>']
+                for c in ab["predictors"]]
+        parts.append('<h3 id="predictors">Cheap predictors: metrics known before training vs the score</h3>'
+                     "<p>Every metric of the metric card is computed from the subset alone, before any training. "
+                     "Over the subsets of all studies pooled (a subset shared by studies counts once): Spearman "
+                     "ρ (how well the metric ranks subsets by the score training later measured) and Pearson "
+                     "r, with two-sided p, and in how many studies the within-study ρ has the pooled sign. "
+                     "Sorted by |ρ|: a metric near the top with a small p and a consistent sign is the one "
+                     "to trust before paying for training.</p>")
+        parts.append(_table(["metric", "pre-training metric", "n", "Spearman ρ", "p", "Pearson r", "p",
+                             "same sign in studies", "note"], rows, left=2, scroll=True))
+    if ab.get("lengths"):
+        rows = [[e(r["study"]), e(r["strategy"]), e(_num(r["size"])), e(_num(r["diversity"], ".3f")),
+                 e(_num(r["seed"])), e(r["metric"]), e(_num(r["score"])), e(_num(r["mean_response_tokens"], ".1f")),
+                 e(_num(r["mean_instruction_tokens"], ".1f")), e(_num(r["types_covered"]))] for r in ab["lengths"]]
+        parts.append("<h3>Mean length beside performance, every subset</h3>")
+        parts.append(_table(["study", "strategy", "size", "d", "seed", "metric", "score", "mean response tokens",
+                             "mean instruction tokens", "types covered"], rows, left=2, scroll=True))
+    for note in ab.get("notes", []):
+        parts.append(f'<p class="muted">{e(note)}</p>')
+    links = " ".join(f'<a href="ablations/{n}">{n}</a>' for n in ("ablations.json", "slopes.csv", "bands.csv",
+                                                                   "predictors.csv", "lengths.csv"))
+    parts.append(f'<p class="files">Tables beside this report: {links}</p>')
+    return "\n".join(parts)
+
+
+def render(study: str | Path, ablations: Mapping[str, Any] | None = None) -> str:
+    """The report's HTML from ``study/analysis`` (which must exist) and ``study/study.json``.
+
+    ``ablations``: the tables of ``divscope.analysis.ablations.build`` (computed here when the study has
+    variants or length control and none are given)."""
     study = Path(study)
+    if ablations is None:
+        from divscope.analysis import ablations as ab_mod
+
+        ablations = ab_mod.build(study) if ab_mod.has_ablations(study) else None
     out = study / OUT
     summary = _load(out, "summary.json")
     rows, _ = load_results(study)
@@ -239,10 +319,11 @@ def render(study: str | Path) -> str:
     note_html = ("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>") if notes else "<p>none</p>"
     prior = summary.get("prior", {})
     body = [
-        _header(study, info, summary),
+        _header(study, info, summary, bool(ablations)),
         _slopes(_load(out, "slopes.json"), summary),
         _figures(out, summary),
         _correlations(out, _load(out, "correlations.json"), summary),
+        _ablations(ablations) if ablations else "",
         _best(_load(out, "best.json"), _load(out, "baselines.json")),
         _results(rows, summary.get("metric_columns", [])),
         '<h2 id="notes">Notes</h2>', note_html,
@@ -262,7 +343,9 @@ def report(study: str | Path, force: bool = False, prior: Prior | None = None) -
     study = Path(study)
     if force or not is_current(study, prior):
         analyze(study, prior)
-    text = render(study)
+    from divscope.analysis import ablations as ab_mod
+
+    text = render(study, ab_mod.write(study) if ab_mod.has_ablations(study) else None)
     path = study / REPORT
     with atomic_open(path) as fh:
         fh.write(text)

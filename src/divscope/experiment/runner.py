@@ -85,16 +85,24 @@ def eligible_rows(spec: ExperimentSpec, ws: Workspace) -> np.ndarray:
     return mask
 
 
+def feature_options(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
+    """The featurize options of each level, as the spec gives them (the selection uses exactly these)."""
+    f = spec.features
+    return {"micro": f.micro.model_dump(), "macro": f.macro.model_dump(),
+            "meso": {"tagger": f.meso.tagger, **f.meso.options}}
+
+
 def _featurize(spec: ExperimentSpec, ws: Workspace, strategies: list[str]) -> None:
     from divscope.features.featurize import featurize
+    from divscope.features.models import ensure_vocab
     from divscope.select.strategies import STRATEGIES, split_strategy
 
-    f = spec.features
-    options = {"micro": f.micro.model_dump(), "macro": f.macro.model_dump(),
-               "meso": {"tagger": f.meso.tagger, **f.meso.options}}
+    options = feature_options(spec)
     for strategy in strategies:
         if strategy in STRATEGIES:
             side, level = split_strategy(strategy)
+            if level == "micro" and spec.features.micro.unit == "tokens":
+                ensure_vocab(spec.features.micro.tokenizer)
             featurize(ws, level, side, **options[level])
         elif strategy in ("k-center", "distance"):
             featurize(ws, "macro", spec.selection.side, **options["macro"])
@@ -133,8 +141,11 @@ def _run_cell(cell: Cell, spec: ExperimentSpec) -> None:
         cell.results[_eval_name(e)] = r["score"]
 
 
-def _metric_columns(subset: Path) -> dict[str, float]:
-    """The card's main metrics per side, plus types covered per level, as ``m.<side>.<name>`` columns."""
+def _metric_columns(subset: Path, keys: dict[tuple[str, str], str] | None = None) -> dict[str, float]:
+    """The card's main metrics per side, plus types covered per level, as ``m.<side>.<name>`` columns.
+
+    Types covered are counted in the features the study selected with (``keys``: (side, level) -> cache key),
+    else in the most recently featurized ones."""
     from divscope.metrics.card import MAIN_METRICS
 
     path = subset.with_name(subset.name + ".metrics.json")
@@ -148,12 +159,14 @@ def _metric_columns(subset: Path) -> dict[str, float]:
             if isinstance(block.get(name), (int, float)):
                 flat[f"m.{side}.{name}"] = float(block[name])
         for cov in block.get("types_covered", []):
-            if cov.get("latest"):
+            want = (keys or {}).get((side, cov["level"]))
+            if (cov.get("key") == want) if want else cov.get("latest"):
                 flat[f"m.{side}.types_{cov['level']}"] = float(cov["covered"])
     return flat
 
 
-def _write_results(out: Path, cells: list[Cell], spec: ExperimentSpec) -> int:
+def _write_results(out: Path, cells: list[Cell], spec: ExperimentSpec,
+                   keys: dict[tuple[str, str], str] | None = None) -> int:
     primary = _eval_name(spec.primary_eval())
     rows = []
     for c in cells:
@@ -162,7 +175,7 @@ def _write_results(out: Path, cells: list[Cell], spec: ExperimentSpec) -> int:
         row = {"cell": c.id, "strategy": c.strategy, "size": c.size, "diversity": c.diversity, "seed": c.seed,
                "metric": primary, "score": c.results[primary]}
         row.update({f"eval.{k}": v for k, v in sorted(c.results.items()) if k != primary and "." in k})
-        row.update(_metric_columns(c.subset))
+        row.update(_metric_columns(c.subset, keys))
         rows.append(row)
     with atomic_open(out / "results.jsonl") as fh:
         for row in rows:
@@ -216,12 +229,17 @@ def _check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
         # The stored spec is read again by this version, so options added since (at their defaults) do not
         # make a study written by an older version look like another study.
+        # Variants are sub-studies with their own check (variants/<name>/study.json), so adding one continues
+        # the study; the stored spec is then updated to the one now run.
         try:
-            same = parse_spec(old.get("spec"), str(path)).fingerprint() == spec.fingerprint()
+            stored = parse_spec(old.get("spec"), str(path))
+            same = stored.fingerprint(variants=False) == spec.fingerprint(variants=False)
         except DivscopeError:
             same = False
         if not same:
             raise DivscopeError(f"{out} holds another study (its spec differs); use a new --out or the same spec")
+        if stored.fingerprint() != spec.fingerprint():
+            write_json(path, {**old, "spec": spec.model_dump(mode="json"), "spec_fingerprint": spec.fingerprint()})
         return
     write_json(path, {"name": spec.name, "spec": spec.model_dump(mode="json"),
                       "spec_fingerprint": spec.fingerprint(), "command": command,
@@ -229,24 +247,55 @@ def _check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
 
 
 def run_study(spec: ExperimentSpec, out: str | os.PathLike[str], command: str = "divscope run") -> dict[str, Any]:
-    """Run (or continue) the study; returns a summary with the report path."""
-    from divscope.select.strategies import BASELINES, STRATEGIES
-    from divscope.select.subsets import run_grid
-
+    """Run (or continue) the study and its variants; returns a summary with the report path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_study(out, spec, command)
     ws = Workspace(out / "ws")
-    sel = spec.selection
     console.print(f"[bold]{spec.name}[/]: ingest")
     _ingest(spec, ws)
     eligible = eligible_rows(spec, ws)
     console.print(f"eligible pool rows: {int(eligible.sum()):,} of {len(eligible):,} "
                   f"({int((~eligible).sum())} overlap evaluation prompts and are excluded)")
+    cells, failed, keys = _grid_study(spec, out, ws, eligible)
+    n = _write_results(out, cells, spec, keys)
+    summary: dict[str, Any] = {"cells": len(cells), "evaluated": n, "failed": failed}
+    if spec.variants:
+        from divscope.experiment.variants import run_variants
+
+        summary["variants"] = run_variants(spec, out, ws, eligible, cells, command)
+        summary["failed"] += sum(v["failed"] for v in summary["variants"])
+    if n:
+        from divscope.analysis.analyze import analyze
+        from divscope.analysis.report import report
+
+        console.print("analyze + report")
+        analyze(out)
+        summary["report"] = str(report(out))
+    return summary
+
+
+def _grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndarray,
+                runs: dict[str, Path] | None = None) -> tuple[list[Cell], int, dict[tuple[str, str], str]]:
+    """featurize -> grid -> metric cards -> train + evaluate, for one (sub-)study whose files go to ``out``.
+
+    ``runs``: finished training runs by subset digest (variants): a cell whose subset file has the same bytes
+    reuses that run instead of training again. Returns the cells, how many failed, and the feature cache keys.
+    """
+    from divscope.select.strategies import BASELINES, STRATEGIES
+    from divscope.select.subsets import run_grid
+
+    sel = spec.selection
     console.print("featurize")
     _featurize(spec, ws, sel.strategies)
     console.print("grid")
-    opts = {"side": sel.side, "score_column": sel.score_column, "threshold": sel.threshold}
+    opts: dict[str, Any] = {"side": sel.side, "score_column": sel.score_column, "threshold": sel.threshold,
+                            "features": feature_options(spec)}
+    if sel.length_range is not None:
+        from divscope.select.lengths import target_tokenizer
+
+        opts.update(length_range=sel.length_range, length_side=sel.length_side,
+                    length_tokenizer=sel.length_tokenizer or target_tokenizer(spec.train.model))
     six = [s for s in sel.strategies if s in STRATEGIES]
     base = [s for s in sel.strategies if s in BASELINES]
     manifests: list[dict[str, Any]] = []
@@ -260,19 +309,27 @@ def run_study(spec: ExperimentSpec, out: str | os.PathLike[str], command: str = 
         {"strategy": m["strategy"], "size": m["size"], "diversity": m["diversity"], "seed": m["seed"],
          "file": f"{m['strategy']}/{m['file']}"} for m in manifests]})
     cells = _cells(spec, out, manifests)
+    if runs:
+        from divscope.experiment.variants import share_runs
+
+        share_runs(cells, runs)
     console.print("metrics")
     _metrics(cells)
     failed = _train_and_evaluate(out, spec, cells)
-    n = _write_results(out, cells, spec)
-    summary: dict[str, Any] = {"cells": len(cells), "evaluated": n, "failed": failed}
-    if n:
-        from divscope.analysis.analyze import analyze
-        from divscope.analysis.report import report
+    return cells, failed, _feature_keys(spec, ws, manifests)
 
-        console.print("analyze + report")
-        analyze(out)
-        summary["report"] = str(report(out))
-    return summary
+
+def _feature_keys(spec: ExperimentSpec, ws: Workspace, manifests: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(side, level) -> cache key of the features this study selected with."""
+    from divscope.features.featurize import resolve_config
+    from divscope.select.strategies import STRATEGIES, split_strategy
+
+    options = feature_options(spec)
+    keys = {}
+    for strategy in {m["strategy"] for m in manifests} & set(STRATEGIES):
+        side, level = split_strategy(strategy)
+        keys[(side, level)] = resolve_config(ws, level, side, **options[level])[2]
+    return keys
 
 
 def _metrics(cells: list[Cell]) -> None:

@@ -11,7 +11,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from divscope.errors import DivscopeError
 
@@ -67,6 +75,24 @@ class SelectionSpec(_Strict):
     side: Literal["instruction", "response"] = "instruction"  # k-center / distance baselines
     score_column: str | None = None
     threshold: float = 0.1
+    # Length control (the paper's ablation): only pool rows whose length_side lies in [min, max] target tokens
+    # (inclusive; null = open end) are selectable. "MIN:MAX" or [MIN, MAX]. length_tokenizer: null = the
+    # tokenizer of train.model (the target model).
+    length_range: list[int | None] | None = None
+    length_side: Literal["instruction", "response"] = "response"
+    length_tokenizer: str | None = None
+
+    @field_validator("length_range", mode="before")
+    @classmethod
+    def _length_range(cls, v: Any) -> Any:
+        from divscope.select.lengths import parse_length_range
+
+        if v is None:
+            return None
+        try:
+            return list(parse_length_range(v))
+        except DivscopeError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("strategies")
     @classmethod
@@ -124,6 +150,41 @@ class EvalSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class VariantSpec(_Strict):
+    """An ablation: the base study with some ``features`` / ``selection`` options changed (a deep override).
+
+    Only the keys written in the variant override the base; the rest is inherited. Serialised as those keys
+    only, so the stored spec reads back to the same variant.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    description: str = ""
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+
+    @field_serializer("features", "selection")
+    def _only_overrides(self, v: BaseModel) -> dict[str, Any]:
+        return v.model_dump(mode="json", exclude_unset=True)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options" \
+            else v
+    return out
+
+
+# Options added after studies were already run: left out of the fingerprint while at their default, so the
+# fingerprint of a spec that does not use them is the one older versions computed.
+_NEW_AT_DEFAULT: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("variants",), []),
+    (("selection", "length_range"), None),
+    (("selection", "length_side"), "response"),
+    (("selection", "length_tokenizer"), None),
+)
+
+
 class ExperimentSpec(_Strict):
     name: str = "study"
     pool: PoolSpec = Field(default_factory=PoolSpec)
@@ -132,21 +193,51 @@ class ExperimentSpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: list[EvalSpec] = Field(default_factory=lambda: [EvalSpec()], min_length=1)
     primary: str | None = None  # "<eval_set>.<method>" that analysis uses; default: the first evaluation
+    variants: list[VariantSpec] = Field(default_factory=list)  # ablations, each run as its own sub-study
 
     @model_validator(mode="after")
     def _primary(self) -> ExperimentSpec:
         names = [f"{e.eval_set}.{e.method}" for e in self.evaluate]
         if self.primary is not None and self.primary not in names:
             raise ValueError(f"primary {self.primary!r} is not one of the evaluations: {', '.join(names)}")
+        seen: set[str] = set()
+        for v in self.variants:
+            if v.name in seen:
+                raise ValueError(f"variant name {v.name!r} is used twice")
+            seen.add(v.name)
+            self.variant_spec(v.name)  # the merged spec must be valid too
         return self
+
+    def variant_spec(self, name: str) -> ExperimentSpec:
+        """The full spec of variant ``name``: the base with the variant's features/selection keys over it."""
+        v = next((v for v in self.variants if v.name == name), None)
+        if v is None:
+            raise DivscopeError(f"no variant {name!r}: the spec has {', '.join(x.name for x in self.variants) or 'none'}")
+        data = self.model_dump(mode="json")
+        data.pop("variants")
+        data["name"] = f"{self.name}/{v.name}"
+        data["features"] = _deep_merge(data["features"], v.features.model_dump(mode="json", exclude_unset=True))
+        data["selection"] = _deep_merge(data["selection"], v.selection.model_dump(mode="json", exclude_unset=True))
+        return ExperimentSpec.model_validate(data)
 
     def primary_eval(self) -> EvalSpec:
         if self.primary is None:
             return self.evaluate[0]
         return next(e for e in self.evaluate if f"{e.eval_set}.{e.method}" == self.primary)
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, variants: bool = True) -> str:
+        """Identity of the study (``variants=False``: of the base study alone, so variants can be added)."""
+        data = self.model_dump(mode="json")
+        if not variants:
+            data["variants"] = []
+        for path, default in _NEW_AT_DEFAULT:
+            *parents, key = path
+            block = data
+            for p in parents:
+                block = block[p]
+            if block.get(key, default) == default:
+                block.pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _where(loc: tuple[Any, ...]) -> str:

@@ -192,6 +192,20 @@ def fetch_vocab(name: str = "llama2", dest: str | Path | None = None) -> Path:
     return dest / VOCABS[name][0]
 
 
+def ensure_vocab(spec: str) -> None:
+    """For ``llama2`` / ``llama3`` / ``gpt2``: fetch the vocab file once (pip, ~10 s) if it is not there yet."""
+    if spec not in VOCABS:
+        return
+    try:
+        vocab_path(spec)
+    except DivscopeError:
+        from divscope.ui import console
+
+        console.print(f"tokenizer {spec}: fetching {VOCABS[spec][0]} from the {LLAMA_CPP_SDIST} source archive "
+                      f"(pip download, once) into {cache_dir() / 'vocab'}")
+        fetch_vocab(spec)
+
+
 def _resolve_tokenizer(spec: str) -> tuple[str, Path | str, str | None]:
     """spec -> (kind, location, gguf file name). kind: smollm2 | gguf | dir | hub."""
     if spec in ("smollm2", "default", ""):

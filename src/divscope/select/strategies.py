@@ -59,8 +59,12 @@ def split_strategy(strategy: str) -> tuple[str, str]:
 class Selector:
     """Selects many subsets from one workspace, reusing loaded features and engines across calls (a grid)."""
 
-    def __init__(self, ws: Workspace | str | Path, eligible: np.ndarray | None = None):
+    def __init__(self, ws: Workspace | str | Path, eligible: np.ndarray | None = None,
+                 features: dict[str, dict[str, Any]] | None = None):
+        """``features``: options per level (as for ``featurize``); the incidence used is then exactly the cached
+        entry of those options (its cache key), not the most recently featurized one."""
         self.ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+        self.features = features
         self.ws.require_pool()
         self.pool = self.ws.pool
         self.ids = self.pool.ids
@@ -79,13 +83,25 @@ class Selector:
 
             side, level = split_strategy(strategy)
             try:
-                self._incidences[strategy] = load_incidence(self.ws, side, level)
+                self._incidences[strategy] = load_incidence(self.ws, side, level, key=self.feature_key(side, level))
             except DivscopeError as e:
                 if "stale" in str(e):
                     raise
                 raise DivscopeError(f"strategy {strategy} needs {side}-{level} features: run `divscope featurize "
                                     f"{self.ws.path} --level {level} --side {side}`") from None
         return self._incidences[strategy]
+
+    def feature_key(self, side: str, level: str) -> str | None:
+        """Cache key of the requested features of (side, level), or None (= the latest) when none were given."""
+        if self.features is None or level not in self.features:
+            return None
+        from divscope.features.featurize import features_dir, resolve_config
+
+        key = resolve_config(self.ws, level, side, **self.features[level])[2]
+        if not (features_dir(self.ws, side, level) / key).is_dir():
+            raise DivscopeError(f"no {side}-{level} features for these options in {self.ws.path}: run `divscope "
+                                f"featurize {self.ws.path} --level {level} --side {side}` with them first")
+        return key
 
     def engine(self, strategy: str, seed: int) -> Any:
         key = (strategy, seed)
@@ -126,7 +142,8 @@ class Selector:
         try:
             from divscope.features.featurize import load_extra
 
-            return np.asarray(load_extra(self.ws, "response", "micro", "lengths.npy"), float)[self.rows], \
+            key = self.feature_key("response", "micro")
+            return np.asarray(load_extra(self.ws, "response", "micro", "lengths.npy", key=key), float)[self.rows], \
                 "response_tokens"
         except DivscopeError:
             return np.asarray([len(r.response) for r in self.pool.records(self.rows.tolist())], float), \

@@ -99,16 +99,32 @@ def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[
 
 def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes: list[int], levels: list[float],
              seeds: list[int], fmt: str | None = None, ext: str = ".jsonl", eligible: np.ndarray | None = None,
-             **options: Any) -> tuple[list[dict[str, Any]], int]:
-    """Write every subset of the grid (skipping finished ones); returns the manifests and how many were new."""
+             length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
+             features: dict[str, dict[str, Any]] | None = None, **options: Any) -> tuple[list[dict[str, Any]], int]:
+    """Write every subset of the grid (skipping finished ones); returns the manifests and how many were new.
+
+    ``length_range`` ("MIN:MAX"): only rows whose ``length_side`` has MIN..MAX tokens of ``length_tokenizer``
+    (inclusive) are selectable (length control). ``features``: options per level; selection then uses exactly
+    those cached features instead of the most recently featurized ones (see ``Selector``).
+    """
     from divscope.ui import progress_bar
 
-    selector = Selector(ws, eligible)
+    length = None
+    if length_range is not None:
+        from divscope.select.lengths import length_mask, length_request
+
+        ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+        mask, _ = length_mask(ws, length_range, length_side, length_tokenizer)
+        eligible = mask if eligible is None else (np.asarray(eligible, bool) & mask)
+        length = length_request(length_range, length_side, length_tokenizer)
+    selector = Selector(ws, eligible, features=features)
     cells = grid_cells(out, strategies, sizes, levels, seeds, ext)
     manifests, built = [], 0
     with progress_bar("grid", total=len(cells)) as advance:
         for c in cells:
             req = request_of(c.strategy, c.size, c.diversity, c.seed, options)
+            if length is not None:
+                req["length"] = length
             if not is_done(c.path, req, selector.pool.fingerprint):
                 sub = selector.select(c.strategy, c.size, c.diversity, c.seed, **options)
                 write_subset(selector, sub, c.path, fmt, req)

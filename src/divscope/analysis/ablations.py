@@ -1,0 +1,259 @@
+"""Ablations and controls of a study with variants (and/or length control): the tables the paper backs its
+main result with, computed from what the runner wrote.
+
+    build(DIR) -> dict      base study DIR plus DIR/variants/<name>/ (see divscope.experiment.variants)
+    write(DIR) -> dict      the same, written to DIR/ablations/ (built aside and swapped in whole)
+
+Tables:
+
+* ``slopes``: per study (base, each variant), strategy, size and score metric: the Bayesian slope of the score
+  on d (x 10^-2, posterior sd), beside the slope of mean response / instruction length (target tokens per unit
+  d) over the same subsets, so a reader sees whether length or diversity moved; with the micro band and the
+  tokenizer/unit of that study.
+* ``bands``: per study and micro strategy: unit, tokenizer, vocabulary, low/high thresholds, and how many token
+  types fall below / inside / above the band (types per band), samples left without a type, the length band.
+* ``lengths``: every evaluated subset: study, strategy, d, seed, score, mean response and instruction tokens.
+* ``predictors``: every post-hoc metric of the metric card (all computed before any training: token entropy,
+  length, Self-BLEU, distinct-n, Vendi, types covered, ...) against the score that training later measured,
+  over the subsets of every study pooled (a subset trained once and shared by several studies counts once):
+  Pearson r and Spearman rho with two-sided p, and in how many studies the within-study Spearman has the pooled
+  sign. Sorted by |Spearman|: the top rows are the metrics worth trusting before paying for training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from divscope.analysis import correlation as corr_mod
+from divscope.analysis.analyze import (
+    STRATEGIES,
+    _clean,
+    _fmt_csv,
+    _groups,
+    load_results,
+    load_study,
+    slope_rows,
+    strategy_rank,
+)
+from divscope.analysis.regression import fit
+from divscope.io.atomic import atomic_open, atomic_path, write_json
+
+OUT = "ablations"
+VARIANTS = "variants"
+SLOPE_COLUMNS = ("study", "changes", "metric", "strategy", "size", "n", "n_levels", "slope_x100", "sd_x100",
+                 "p_positive", "length_slope_response", "length_slope_instruction", "mean_response_tokens",
+                 "unit", "tokenizer", "low", "high", "types_mid", "length_range", "note")
+BAND_COLUMNS = ("study", "strategy", "side", "unit", "tokenizer", "vocab_size", "low", "high", "types_below",
+                "types_mid", "types_above", "samples_without_type", "mean_types_per_sample", "length_range",
+                "eligible")
+LENGTH_COLUMNS = ("study", "strategy", "size", "diversity", "seed", "metric", "score", "mean_response_tokens",
+                  "mean_instruction_tokens", "types_covered")
+PREDICTOR_COLUMNS = ("metric", "column", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p",
+                     "studies_same_sign", "studies", "note")
+
+
+def studies(study: str | Path) -> list[dict[str, Any]]:
+    """The base study and its variants (spec order when study.json lists them), each ``{name, dir, changes}``."""
+    study = Path(study)
+    info = load_study(study)
+    spec = info.get("spec") if isinstance(info.get("spec"), dict) else {}
+    out = [{"name": "base", "dir": study, "changes": "", "description": ""}]
+    listed = [v for v in spec.get("variants") or [] if isinstance(v, dict) and v.get("name")]
+    names = [v["name"] for v in listed]
+    vdir = study / VARIANTS
+    if vdir.is_dir():
+        names += sorted(p.name for p in vdir.iterdir() if p.is_dir() and p.name not in names)
+    by_name = {v["name"]: v for v in listed}
+    for name in names:
+        d = vdir / name
+        if not (d / "results.jsonl").is_file():
+            continue
+        v = by_name.get(name, {})
+        out.append({"name": name, "dir": d, "changes": _changes(v), "description": v.get("description", "")})
+    return out
+
+
+def _changes(variant: Mapping[str, Any]) -> str:
+    flat: list[str] = []
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict) and obj and prefix.count(".") < 2:
+            for k, x in obj.items():
+                walk(f"{prefix}.{k}" if prefix else k, x)
+        else:
+            flat.append(f"{prefix}={json.dumps(obj)}")
+
+    walk("", {k: variant.get(k) for k in ("features", "selection") if variant.get(k)})
+    return ", ".join(flat)
+
+
+def has_ablations(study: str | Path) -> bool:
+    """True when the study has variants with results, or selected under length control."""
+    st = studies(study)
+    if len(st) > 1:
+        return True
+    spec = load_study(study).get("spec") or {}
+    return bool(isinstance(spec, dict) and (spec.get("selection") or {}).get("length_range"))
+
+
+def _manifests(study_dir: Path) -> dict[str, dict[str, Any]]:
+    """strategy -> one manifest of that strategy (features config, length request, eligible count)."""
+    out: dict[str, dict[str, Any]] = {}
+    sub = study_dir / "subsets"
+    if not sub.is_dir():
+        return out
+    for path in sorted(sub.glob("*/*.manifest.json")):
+        strategy = path.parent.name
+        if strategy in out:
+            continue
+        try:
+            out[strategy] = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            continue
+    return out
+
+
+def _length_text(m: Mapping[str, Any]) -> str:
+    ln = (m.get("request") or {}).get("length")
+    if not ln:
+        return ""
+    lo, hi = ln["range"]
+    return f"{'' if lo is None else lo}:{'' if hi is None else hi} {ln['side']} tokens ({ln['tokenizer']})"
+
+
+def _band(study: str, strategy: str, m: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = m.get("features_config") or {}
+    prov = cfg.get("provenance") or {}
+    return {"study": study, "strategy": strategy, "side": strategy.split("-")[0], "unit": cfg.get("unit"),
+            "tokenizer": cfg.get("tokenizer") or ("str.split" if cfg.get("unit") == "words" else None),
+            "vocab_size": prov.get("vocab_size"), "low": cfg.get("low"), "high": cfg.get("high"),
+            "types_below": prov.get("types_below"), "types_mid": prov.get("types_mid"),
+            "types_above": prov.get("types_above"), "samples_without_type": prov.get("samples_without_type"),
+            "mean_types_per_sample": prov.get("mean_types_per_sample"), "length_range": _length_text(m),
+            "eligible": m.get("eligible")}
+
+
+def _length_slope(g: Sequence[Mapping[str, Any]], column: str) -> float | None:
+    pts = [(r["diversity"], r[column]) for r in g if isinstance(r.get(column), int | float)]
+    if len({d for d, _ in pts}) < 2:
+        return None
+    f = fit([d for d, _ in pts], [y for _, y in pts])
+    return f.slope if f.ok else None
+
+
+def _identity(r: Mapping[str, Any]) -> str:
+    """Rows of one trained subset shared by several studies have the same score and card: count them once."""
+    return json.dumps({k: v for k, v in r.items() if k == "score" or k == "metric" or k.startswith("m.")},
+                      sort_keys=True)
+
+
+def predictor_rows(per_study: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Each pre-training metric column vs score: pooled Pearson/Spearman and within-study sign agreement."""
+    pooled: dict[str, Mapping[str, Any]] = {}
+    for rows in per_study.values():
+        for r in rows:
+            pooled.setdefault(_identity(r), r)
+    all_rows = list(pooled.values())
+    columns = corr_mod.metric_columns(all_rows)
+    out = []
+    for metric in sorted({r["metric"] for r in all_rows}):
+        block = []
+        for col in columns:
+            g = [r for r in all_rows if r["metric"] == metric]
+            x = [corr_mod._num(r.get(col)) for r in g]
+            if not any(math.isfinite(v) for v in x):
+                continue
+            c = corr_mod.correlate(x, [r["score"] for r in g])
+            signs = []
+            for rows in per_study.values():
+                sg = [r for r in rows if r["metric"] == metric]
+                cs = corr_mod.correlate([corr_mod._num(r.get(col)) for r in sg], [r["score"] for r in sg])
+                if cs["spearman_rho"] is not None:
+                    signs.append(np.sign(cs["spearman_rho"]))
+            pooled_sign = np.sign(c["spearman_rho"]) if c["spearman_rho"] is not None else 0
+            block.append({"metric": metric, "column": col, "n": c["n"], "pearson_r": c["pearson_r"],
+                          "pearson_p": c["pearson_p"], "spearman_rho": c["spearman_rho"],
+                          "spearman_p": c["spearman_p"],
+                          "studies_same_sign": int(sum(1 for s in signs if pooled_sign and s == pooled_sign)),
+                          "studies": len(signs), "note": c["note"]})
+        block.sort(key=lambda c: (c["spearman_rho"] is None, -abs(c["spearman_rho"] or 0.0), c["column"]))
+        out.extend(block)
+    return out
+
+
+def build(study: str | Path) -> dict[str, Any]:
+    """Every ablation table of ``study`` (a base study directory, with or without variants)."""
+    st = studies(study)
+    slopes, bands, lengths, notes = [], [], [], []
+    per_study: dict[str, list[dict[str, Any]]] = {}
+    for s in st:
+        try:
+            rows, _ = load_results(s["dir"])
+        except Exception as e:  # a variant without a readable results file is reported, not fatal
+            notes.append(f"{s['name']}: no results ({e})")
+            continue
+        per_study[s["name"]] = rows
+        manifests = _manifests(Path(s["dir"]))
+        for strategy, m in sorted(manifests.items(), key=lambda kv: strategy_rank(kv[0])):
+            if strategy.endswith("-micro"):
+                bands.append(_band(s["name"], strategy, m))
+        srows, _ = slope_rows(rows)
+        groups = _groups((r for r in rows if r["diversity"] is not None), "metric", "size", "strategy")
+        for sr in srows:
+            g = groups[(sr["metric"], sr["size"], sr["strategy"])]
+            m = manifests.get(sr["strategy"], {})
+            cfg = m.get("features_config") or {}
+            resp = [r["m.response.mean_tokens"] for r in g if isinstance(r.get("m.response.mean_tokens"), int | float)]
+            slopes.append({"study": s["name"], "changes": s["changes"], **{k: sr[k] for k in (
+                "metric", "strategy", "size", "n", "n_levels", "slope_x100", "sd_x100", "p_positive", "note")},
+                "length_slope_response": _length_slope(g, "m.response.mean_tokens"),
+                "length_slope_instruction": _length_slope(g, "m.instruction.mean_tokens"),
+                "mean_response_tokens": float(np.mean(resp)) if resp else None,
+                "unit": cfg.get("unit"), "tokenizer": cfg.get("tokenizer") or (
+                    "str.split" if cfg.get("unit") == "words" else None),
+                "low": cfg.get("low"), "high": cfg.get("high"),
+                "types_mid": (cfg.get("provenance") or {}).get("types_mid"), "length_range": _length_text(m)})
+        for r in rows:
+            side, _, level = r["strategy"].partition("-")
+            lengths.append({"study": s["name"], **{k: r[k] for k in ("strategy", "size", "diversity", "seed",
+                                                                     "metric", "score")},
+                            "mean_response_tokens": r.get("m.response.mean_tokens"),
+                            "mean_instruction_tokens": r.get("m.instruction.mean_tokens"),
+                            "types_covered": r.get(f"m.{side}.types_{level}") if r["strategy"] in STRATEGIES
+                            else None})
+    return _clean({"studies": [{"name": s["name"], "dir": str(s["dir"]), "changes": s["changes"],
+                                "description": s["description"], "results": len(per_study.get(s["name"], []))}
+                               for s in st],
+                   "slopes": slopes, "bands": bands, "lengths": lengths,
+                   "predictors": predictor_rows(per_study), "notes": notes,
+                   "units": "slope_x100: score change per unit of d x 100; length_slope_*: change of mean length "
+                            "in target tokens per unit of d (posterior mean)"})
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    with atomic_open(path) as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else _fmt_csv(r.get(c)) for c in columns])
+
+
+def write(study: str | Path) -> dict[str, Any]:
+    """``build`` and write ``study/ablations/`` (ablations.json, slopes/bands/lengths/predictors .csv)."""
+    study = Path(study)
+    res = build(study)
+    with atomic_path(study / OUT) as tmp:
+        tmp.mkdir()
+        write_json(tmp / "ablations.json", res)
+        _write_csv(tmp / "slopes.csv", SLOPE_COLUMNS, res["slopes"])
+        _write_csv(tmp / "bands.csv", BAND_COLUMNS, res["bands"])
+        _write_csv(tmp / "lengths.csv", LENGTH_COLUMNS, res["lengths"])
+        _write_csv(tmp / "predictors.csv", PREDICTOR_COLUMNS, res["predictors"])
+    return res
