@@ -82,8 +82,9 @@ class Selector:
             from divscope.features.featurize import load_incidence
 
             side, level = split_strategy(strategy)
+            key = self.feature_key(side, level)
             try:
-                self._incidences[strategy] = load_incidence(self.ws, side, level, key=self.feature_key(side, level))
+                self._incidences[strategy] = load_incidence(self.ws, side, level, key=key)
             except DivscopeError as e:
                 if "stale" in str(e):
                     raise
