@@ -159,8 +159,12 @@ def resolve_config(ws: Workspace, level: str, side: str, **options: Any) -> tupl
 
 
 def featurize_result(ws: Workspace | str | Path, level: str, side: str, *, rebuild: bool = False,
-                     **options: Any) -> FeaturizeResult:
-    """Like :func:`featurize` but also says whether it was a cache hit, where it lives and stage times."""
+                     engine: Any = None, **options: Any) -> FeaturizeResult:
+    """Like :func:`featurize` but also says whether it was a cache hit, where it lives and stage times.
+
+    ``engine``: ``local`` (default) or ``ray`` (an ``executor.Engine`` for a cluster address): where the
+    per-sample work runs. It is not part of the cache key: both engines build the same bytes.
+    """
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     stages = Stages()
     with stages("resolve"):
@@ -177,10 +181,13 @@ def featurize_result(ws: Workspace | str | Path, level: str, side: str, *, rebui
             return FeaturizeResult(inc, path, key, "hit", stages.times)
         except ValueError as e:
             status, note = "rebuilt", str(e)
+    from divscope.features.executor import pool_texts, use_engine
+
     mod = _level_module(level)
-    with stages("read texts"):
-        texts = pool.texts(side)
-    built = mod.build(ws, side, texts, config, stages)
+    with use_engine(engine):
+        with stages("read texts"):
+            texts = pool_texts(ws, side)
+        built = mod.build(ws, side, texts, config, stages)
     inc_config = dict(config)
     inc_config["model_identity"] = identity
     inc_config["provenance"] = built.provenance
@@ -207,7 +214,7 @@ def featurize(ws: Workspace | str | Path, level: str, side: str, **options: Any)
 
     Options per level: micro ``tokenizer, unit, low, high, lowercase``; macro ``embedder, min_cluster_size,
     min_samples, noise, reduce, pca_dims, seed, impl``; meso: whatever ``build_meso`` accepts.
-    ``rebuild=True`` ignores the cache.
+    ``rebuild=True`` ignores the cache; ``engine="ray"`` runs the per-sample work on a Ray cluster.
     """
     return featurize_result(ws, level, side, **options).incidence
 

@@ -41,7 +41,6 @@ from divscope.features import models
 from divscope.features.featurize import Built, Stages
 from divscope.io.atomic import atomic_path, write_json
 from divscope.io.workspace import Workspace
-from divscope.ui import progress_bar
 
 PCA_ABOVE = 5_000
 PCA_DIMS = 50
@@ -131,27 +130,43 @@ def embeddings_dir(ws: Workspace) -> Path:
     return ws.path / "features" / "_embeddings"
 
 
+class _Embed:
+    """Chunk task: L2-normalised float32 embeddings of one chunk (model loaded once where it runs)."""
+
+    def __init__(self, embedder: str | Any, batch_size: int):
+        self.embedder = embedder  # a name (loaded where the task runs, on its GPU if it has one) or a model
+        self.batch_size = batch_size
+        self.uses_gpu = isinstance(embedder, str)
+        self._model: Any = None
+
+    def setup(self) -> None:
+        self._model = models.load_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
+
+    def __call__(self, chunk: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return np.asarray(self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
+                                                 convert_to_numpy=True, show_progress_bar=False), np.float32)
+
+
 def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = BATCH_SIZE,
                 description: str = "embed", max_chars: int = MAX_CHARS) -> np.ndarray:
-    """L2-normalised float32 embeddings of ``texts`` (sorted by length once, encoded in chunks, unsorted)."""
-    model = embedder if embedder is not None and not isinstance(embedder, str) else models.load_embedder(
-        embedder or models.DEFAULT_EMBEDDER)
-    n = len(texts)
-    dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    dim = int(dim_of())
-    out = np.zeros((n, dim), np.float32)
-    if n == 0:
-        return out
-    order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, count=n), kind="stable")
-    import torch
+    """L2-normalised float32 embeddings of ``texts``: sorted by length once, encoded in chunks of ``CHUNK``
+    (locally or on Ray: the same chunks either way, so the same bytes), put back in order."""
+    from divscope.features.executor import map_chunks
 
-    with progress_bar(description, n) as advance, torch.inference_mode():
-        for start in range(0, n, CHUNK):
-            idx = order[start:start + CHUNK]
-            chunk = [texts[i][:max_chars] for i in idx]
-            out[idx] = model.encode(chunk, batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
-            advance(len(idx))
+    embedder = embedder if embedder is not None else models.DEFAULT_EMBEDDER
+    n = len(texts)
+    order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, count=n), kind="stable")
+    chunks = [[texts[i][:max_chars] for i in order[s:s + CHUNK]] for s in range(0, n, CHUNK)]
+    parts = map_chunks(_Embed(embedder, batch_size), chunks, description)
+    if not parts:
+        dim_model = models.load_embedder(embedder) if isinstance(embedder, str) else embedder
+        dim_of = getattr(dim_model, "get_embedding_dimension", None) or dim_model.get_sentence_embedding_dimension
+        return np.zeros((0, int(dim_of())), np.float32)
+    out = np.zeros((n, parts[0].shape[1]), np.float32)
+    out[order] = np.concatenate(parts)
     return out
 
 
@@ -179,10 +194,8 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
                             f"--level macro --side {side}` first")
     if texts is None:
         texts = ws.pool.texts(side)
-    with stages("load embedder"):
-        model = models.load_embedder(embedder)
-    with stages("embed"):
-        arr = embed_texts(texts, model, description=f"{side}: embed").astype(np.float16)
+    with stages("embed"):  # the model loads where the chunks are embedded (here, or in Ray actors)
+        arr = embed_texts(texts, embedder, description=f"{side}: embed").astype(np.float16)
     with atomic_path(path) as tmp:
         tmp.mkdir()
         np.save(tmp / "embeddings.npy", arr)

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from divscope.errors import DivscopeError
-from divscope.ui import progress_bar
+from divscope.features.executor import current_engine, map_chunks, use_engine
 
 VERSION = 1
 
@@ -283,25 +283,45 @@ def tag_texts(texts: Sequence[str], tagger: Any, cache_dir: Path, chunk_size: in
                              "tagged_texts": 0, "failed_texts": 0, "errors": [],
                              "cache_file": store.path.name, "cache_corrupt_lines": store.corrupt_lines}
     items = list(todo.items())
+    chunk_keys = [[k for k, _ in items[s:s + chunk_size]] for s in range(0, len(items), chunk_size)]
+
+    def keep(i: int, result: tuple[list[list[str]], list[str | None]]) -> None:
+        tags, errors = result  # stored chunk by chunk, so an interrupted run keeps what it tagged
+        store.put_many([(k, {"tags": tg}) for k, tg, err in zip(chunk_keys[i], tags, errors, strict=True)
+                        if err is None])
+        bad = [err for err in errors if err is not None]
+        stats["tagged_texts"] += len(errors) - len(bad)
+        stats["failed_texts"] += len(bad)
+        for err in bad:
+            if len(stats["errors"]) < 5 and err not in stats["errors"]:
+                stats["errors"].append(err)
+
     if items:
-        with progress_bar(progress or "meso: tagging", total=len(items)) as advance:
-            for start in range(0, len(items), chunk_size):
-                chunk = items[start:start + chunk_size]
-                tags, errors = tagger.tag_with_status([t for _, t in chunk])
-                good = [(k, {"tags": tg}) for (k, _), tg, err in zip(chunk, tags, errors, strict=True) if err is None]
-                store.put_many(good)
-                bad = [err for err in errors if err is not None]
-                stats["tagged_texts"] += len(good)
-                stats["failed_texts"] += len(bad)
-                for err in bad:
-                    if len(stats["errors"]) < 5 and err not in stats["errors"]:
-                        stats["errors"].append(err)
-                advance(len(chunk))
+        chunks = [[t for _, t in items[s:s + chunk_size]] for s in range(0, len(items), chunk_size)]
+        engine = "local" if getattr(tagger, "name", "") == "endpoint" else current_engine()
+        with use_engine(engine):
+            map_chunks(_Tag(tagger), chunks, progress or "meso: tagging", on_result=keep)
     out = []
     for k in keys:
         rec = store.get(k)
         out.append(list(rec["tags"]) if rec is not None else [])
     return out, stats
+
+
+class _Tag:
+    """Chunk task: tags and per-text errors of one chunk. Offline tagging goes to Ray workers on the ray
+    engine; an endpoint tagger always runs here (it is network-bound and already sends ``max_concurrency``
+    requests at a time through one client, which holds a connection pool that cannot travel)."""
+
+    def __init__(self, tagger: Any):
+        self.tagger = tagger
+        self.uses_gpu = False
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, chunk: list[str]) -> tuple[list[list[str]], list[str | None]]:
+        return self.tagger.tag_with_status(chunk)
 
 
 def build_meso(texts: Sequence[str], config: dict[str, Any], cache_dir: Path

@@ -131,10 +131,22 @@ def _rows_to_csr(row_ids: list[np.ndarray], n_cols: int) -> sp.csr_matrix:
     return sp.csr_matrix((cnt.astype(np.int32), c.astype(np.int32), indptr), shape=(len(row_ids), n_cols))
 
 
-def _encode_batches(tok: Any, texts: list[str], advance: Any) -> tuple[list[sp.csr_matrix], list[np.ndarray]]:
-    backend = getattr(tok, "backend_tokenizer", None)
-    n_cols = max(len(tok), getattr(tok, "vocab_size", 0) or 0)
-    if backend is not None:
+class _Tokenize:
+    """Chunk task: per-sample token counts of one chunk as CSR parts (built where the chunk is tokenized)."""
+
+    uses_gpu = False
+
+    def __init__(self, tokenizer: str | Any, lowercase: bool = False):
+        self.tokenizer = tokenizer  # a name (loaded where the task runs) or a loaded tokenizer
+        self.lowercase = lowercase
+        self._encode: Any = None
+
+    def setup(self) -> None:
+        tok = models.load_tokenizer(self.tokenizer) if isinstance(self.tokenizer, str) else self.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None:  # slow (Python) tokenizer
+            self._encode = lambda batch: tok(batch, add_special_tokens=False)["input_ids"]
+            return
         from tokenizers import Tokenizer
 
         if backend.truncation is not None or backend.padding is not None:
@@ -142,21 +154,30 @@ def _encode_batches(tok: Any, texts: list[str], advance: Any) -> tuple[list[sp.c
             backend.no_truncation()
             backend.no_padding()
         enc = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    parts, lengths = [], []
-    for start in range(0, len(texts), BATCH):
-        batch = texts[start:start + BATCH]
-        if backend is not None:
-            ids = [np.asarray(e.ids, np.int64) for e in enc(batch, add_special_tokens=False)]
-        else:  # slow (Python) tokenizer
-            ids = [np.asarray(x, np.int64) for x in tok(batch, add_special_tokens=False)["input_ids"]]
+        self._encode = lambda batch: [e.ids for e in enc(batch, add_special_tokens=False)]
+
+    def __call__(self, chunk: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, indices, data, lengths) of the chunk's rows; column = token id (no width yet)."""
+        ids = [np.asarray(x, np.int64) for x in self._encode([t.lower() for t in chunk] if self.lowercase else chunk)]
         top = max((int(x.max()) for x in ids if len(x)), default=-1)
-        if top >= n_cols:
-            n_cols = top + 1
-        parts.append(ids)
-        lengths.append(np.fromiter((len(x) for x in ids), np.int64, count=len(ids)))
-        advance(len(batch))
-    mats = [_rows_to_csr(ids, n_cols) for ids in parts]
-    return mats, lengths
+        m = _rows_to_csr(ids, top + 1)
+        return m.indptr, m.indices, m.data, np.fromiter((len(x) for x in ids), np.int64, count=len(ids))
+
+
+def _tokenized_matrix(tok: Any, tokenizer: str, texts: list[str], lowercase: bool,
+                      description: str) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Sample x vocabulary counts and lengths, tokenized in chunks of ``BATCH`` on the current engine."""
+    from divscope.features.executor import map_chunks
+
+    chunks = [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
+    parts = map_chunks(_Tokenize(tokenizer, lowercase), chunks, description)
+    n_cols = max(len(tok), getattr(tok, "vocab_size", 0) or 0,
+                 max((int(p[1].max()) + 1 for p in parts if len(p[1])), default=0))
+    mats = [sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_cols))
+            for indptr, indices, data, _ in parts]
+    matrix = sp.vstack(mats, format="csr") if mats else sp.csr_matrix((0, n_cols), dtype=np.int32)
+    lengths = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
+    return matrix, lengths
 
 
 def _words_batches(texts: list[str], lowercase: bool, advance: Any) -> tuple[list[np.ndarray], list[str]]:
@@ -205,12 +226,8 @@ def token_counts(ws: Workspace, side: str, *, texts: list[str] | None = None, to
     else:
         with stages("load tokenizer"):
             tok = models.load_tokenizer(tokenizer)
-        with stages("tokenize"), progress_bar(f"{side}: tokenize", len(texts)) as advance:
-            mats, lens = _encode_batches(tok, [t.lower() for t in texts] if lowercase else texts, advance)
-            n_cols = max(m.shape[1] for m in mats) if mats else len(tok)
-            mats = [sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n_cols)) for m in mats]
-            matrix = sp.vstack(mats, format="csr") if mats else sp.csr_matrix((0, n_cols), dtype=np.int32)
-            lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+        with stages("tokenize"):
+            matrix, lengths = _tokenized_matrix(tok, tokenizer, texts, lowercase, f"{side}: tokenize")
     with stages("save tokens"), atomic_path(path) as tmp:
         tmp.mkdir()
         np.savez(tmp / "counts.npz", indptr=matrix.indptr.astype(np.int64), indices=matrix.indices.astype(np.int32),

@@ -179,12 +179,15 @@ def entropy_bits(counts: np.ndarray) -> float | None:
 def tokenize_stats(texts: Sequence[str], tokenizer: Any) -> TokenStats:
     """Lengths and unigram counts of ``texts`` in the target tokenizer (no special tokens, no truncation),
     with the same batched Rust encoding the micro featurizer uses."""
-    from divscope.features.micro import _encode_batches
+    from divscope.features.micro import BATCH, _Tokenize
 
-    mats, lens = _encode_batches(tokenizer, list(texts), lambda n=1: None)
-    width = max((m.shape[1] for m in mats), default=1)
+    task = _Tokenize(tokenizer)
+    task.setup()
+    texts = list(texts)
+    parts = [task(texts[i:i + BATCH]) for i in range(0, len(texts), BATCH)]
+    width = max((int(p[1].max()) + 1 for p in parts if len(p[1])), default=1)
     counts = np.zeros(width, np.int64)
-    for m in mats:
-        counts += np.bincount(m.indices, weights=m.data, minlength=width).astype(np.int64)
-    lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+    for _, indices, data, _ in parts:
+        counts += np.bincount(indices, weights=data, minlength=width).astype(np.int64)
+    lengths = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
     return TokenStats(lengths, counts, "tokenized")

@@ -1,0 +1,211 @@
+"""Where featurization's per-sample work runs: in this process (``local``) or on a Ray cluster (``ray``).
+
+Each level splits its heavy, per-sample work (tokenizing, embedding, tagging) into *chunks* of texts that it
+defines itself, exactly as the local engine processes them (e.g. macro: 1,024 texts in length order), and calls
+:func:`map_chunks` with a picklable :class:`ChunkTask`. The local engine loops over the chunks; the Ray engine
+sends the same chunks to a pool of Ray Data actors (one model load per actor, GPUs where the cluster has them)
+and gathers the results in chunk order. Because every chunk is computed by the same code on the same texts in
+the same composition, both engines produce the same bytes (tested), and the cache key never depends on the
+engine. Everything after the map (counting, bands, clustering, tag merging) runs once, in the driver.
+
+The engine is chosen per call with :func:`use_engine` (a context variable), so the level modules need no extra
+parameters: ``featurize(ws, level, side, engine="ray")`` or ``divscope featurize --engine ray``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from divscope.errors import DivscopeError
+from divscope.ui import progress_bar
+
+ENGINES = ("local", "ray")
+
+
+class ChunkTask(Protocol):
+    """A picklable unit of per-chunk work; ``setup`` loads models once per worker."""
+
+    uses_gpu: bool
+
+    def setup(self) -> None: ...
+
+    def __call__(self, chunk: list[str]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str = "local"
+    address: str | None = None  # ray: an existing cluster (``auto`` or ``ray://host:10001``); None starts one
+    num_cpus: int | None = None  # ray, local cluster only: CPUs to give it (default: all)
+
+
+_CURRENT: contextvars.ContextVar[Engine | None] = contextvars.ContextVar("divscope_engine", default=None)
+
+
+def current_engine() -> Engine:
+    return _CURRENT.get() or Engine()
+
+
+@contextlib.contextmanager
+def use_engine(engine: str | Engine | None) -> Iterator[Engine]:
+    """Run the enclosed featurization on ``engine`` (``local`` | ``ray`` | an :class:`Engine`)."""
+    eng = as_engine(engine)
+    token = _CURRENT.set(eng)
+    try:
+        yield eng
+    finally:
+        _CURRENT.reset(token)
+
+
+def as_engine(engine: str | Engine | None, address: str | None = None, num_cpus: int | None = None) -> Engine:
+    if isinstance(engine, Engine):
+        return engine
+    name = engine or "local"
+    if name not in ENGINES:
+        raise DivscopeError(f"unknown engine {name!r}: choose local or ray")
+    return Engine(name, address, num_cpus)
+
+
+def map_chunks(task: ChunkTask, chunks: Sequence[list[str]], description: str,
+               on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """``[task(c) for c in chunks]`` on the current engine, in chunk order, with a progress bar over texts.
+
+    ``on_result(i, result)`` is called as each result arrives, in order (e.g. to persist a resumable cache).
+    """
+    sizes = [len(c) for c in chunks]
+    eng = current_engine()
+    results = _ray_map(eng, task, chunks, description, sizes) if eng.name == "ray" and chunks else \
+        _local_map(task, chunks, description, sizes)
+    out = []
+    for i, res in enumerate(results):
+        if on_result is not None:
+            on_result(i, res)
+        out.append(res)
+    return out
+
+
+def _local_map(task: ChunkTask, chunks: Sequence[list[str]], description: str, sizes: list[int]) -> Iterator[Any]:
+    if chunks:
+        task.setup()
+    with progress_bar(description, sum(sizes)) as advance:
+        for chunk, n in zip(chunks, sizes, strict=True):
+            yield task(chunk)
+            advance(n)
+
+
+def pool_texts(ws: Any, side: str) -> list[str]:
+    """The ``side`` texts of every pool row, read by Ray Data from ``pool.parquet`` on the ray engine."""
+    eng = current_engine()
+    if eng.name != "ray":
+        return ws.pool.texts(side)
+    ray_init(eng)
+    import ray.data
+
+    ds = ray.data.read_parquet(str(ws.pool_path), columns=["id", "content_hash", "source", "source_id",
+                                                             "conversation", "metadata"])
+    ds = ds.map_batches(_SideTexts, fn_constructor_args=(side,), batch_format="pyarrow", batch_size=4096,
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpu_actors()))
+    texts = [row["text"] for row in ds.iter_rows()]
+    if len(texts) != len(ws.pool):
+        raise DivscopeError(f"ray read {len(texts)} rows of {ws.pool_path}, expected {len(ws.pool)}")
+    return texts
+
+
+class _SideTexts:
+    def __init__(self, side: str):
+        self.side = side
+
+    def __call__(self, batch: Any) -> dict[str, list[str]]:
+        from divscope.io.workspace import _row_to_record
+
+        return {"text": [_row_to_record(r).side(self.side) for r in batch.to_pylist()]}
+
+
+# --------------------------------------------------------------------------------------------------- ray
+
+def ray_init(eng: Engine) -> None:
+    """Connect to ``eng.address`` or start a local cluster (once per process); quiet, no dashboard."""
+    try:
+        import ray
+    except ImportError as e:
+        raise DivscopeError("the ray engine needs Ray: pip install 'divscope[ray]'") from e
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
+                              "configure_logging": False}
+    # Workers import divscope from the same place as this driver and stay offline like it.
+    env = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "DIVSCOPE_"))}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    kwargs["runtime_env"] = {"env_vars": env}
+    if eng.address:
+        ray.init(address=eng.address, **kwargs)
+    else:
+        ray.init(num_cpus=eng.num_cpus or os.cpu_count(), **kwargs)
+    import logging
+
+    import ray.data
+
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True
+    ctx.print_on_execution_start = False
+
+
+def _cpu_actors() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+class _ChunkActor:
+    """Ray Data actor: one ``setup`` (model load) per actor, then one chunk per call."""
+
+    def __init__(self, task: ChunkTask):
+        self.task = task
+        self.task.setup()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        # Results are pickled here and unpickled by the driver that sent the task (Ray's own transport is
+        # pickle too); Arrow's object columns would turn tuples of arrays into lists.
+        results = [pickle.dumps(self.task([str(t) for t in chunk]), protocol=5) for chunk in batch["texts"]]
+        return {"i": batch["i"], "out": results}
+
+
+def _ray_map(eng: Engine, task: ChunkTask, chunks: Sequence[list[str]], description: str,
+             sizes: list[int]) -> Iterator[Any]:
+    ray_init(eng)
+    import ray.data
+
+    gpus = _gpus() if task.uses_gpu else 0
+    n_actors = max(1, min(len(chunks), gpus or _cpu_actors()))
+    resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    ds = ray.data.from_items([{"i": i, "texts": list(c)} for i, c in enumerate(chunks)],
+                             override_num_blocks=len(chunks))
+    ds = ds.map_batches(_ChunkActor, fn_constructor_args=(task,), batch_size=1, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=n_actors), **resources)
+    expected = 0
+    with progress_bar(f"{description} (ray, {n_actors} {'GPU' if gpus else 'CPU'} actors)", sum(sizes)) as advance:
+        for row in ds.iter_rows():  # preserve_order: rows come back in chunk order
+            i = int(row["i"])
+            if i != expected:
+                raise DivscopeError(f"ray returned chunk {i} where {expected} was due ({description})")
+            expected += 1
+            yield pickle.loads(row["out"])
+            advance(sizes[i])
+    if expected != len(chunks):
+        raise DivscopeError(f"ray returned {expected} of {len(chunks)} chunks for {description}")
