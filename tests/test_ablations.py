@@ -347,3 +347,21 @@ def test_study_with_variants_end_to_end(tmp_path):
                           capture_output=True, text=True, env=env, timeout=3000)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_ablation_examples_validate_and_need_no_macro_or_meso():
+    from divscope.experiment.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("ablations-cpu.yaml", "ablations-gpu.yaml"):
+        spec = load_spec(root / "examples" / name)
+        assert spec.variants
+        for v in spec.variants:
+            vs = spec.variant_spec(v.name)
+            assert set(vs.selection.strategies) <= {"response-micro", "instruction-micro", "random"}
+            assert vs.train == spec.train
+    cpu = load_spec(root / "examples" / "ablations-cpu.yaml")
+    micro_cfgs = {json.dumps(cpu.variant_spec(v.name).features.micro.model_dump(), sort_keys=True)
+                  for v in cpu.variants}
+    # the base's (kept by length control), words, llama2, llama3 and two bands
+    assert len(micro_cfgs) == 6 and cpu.features.micro.model_dump() == cpu.variant_spec("length").features.micro.model_dump()
