@@ -72,6 +72,34 @@ def analyze_cmd(study: Path, a0: float | None, b0: float | None, prior_scale: fl
     res = analyze(study, _prior(a0, b0, prior_scale), figures=not no_figures)
     print_summary(res)
     console.print(f"analysis: {res['dir']}", markup=False)
+    from divscope.analysis import ablations
+
+    if ablations.has_ablations(study):
+        print_ablations(ablations.write(study))
+        console.print(f"ablations: {study / ablations.OUT}", markup=False)
+
+
+def print_ablations(ab: dict[str, Any], top: int = 6) -> None:
+    """Slopes per study with the length slopes beside them, and the best cheap predictors."""
+
+    def f(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, int | float) else "n/a"
+
+    rows = [(s["study"], s["strategy"], s["size"], f(s["slope_x100"], "+.2f"), f(s["sd_x100"], ".2f"),
+             f(s["length_slope_response"], "+.1f"), s["unit"] or "", s["tokenizer"] or "",
+             f"{s['low']}-{s['high']}" if s["low"] is not None else "", s["length_range"] or "-")
+            for s in ab["slopes"]]
+    if rows:
+        console.print(table("ablations: slope of score per unit d, x 10^-2 (delta response tokens d 0 -> 1)",
+                            ["study", "strategy", "size", "slope", "sd", "d length", "unit", "tokenizer", "band",
+                             "length control"], rows))
+    pred = [p for p in ab["predictors"] if p["spearman_rho"] is not None][:top]
+    if pred:
+        console.print(table(f"cheap predictors (before training) vs score, top {len(pred)} by |spearman|",
+                            ["metric", "column", "n", "spearman", "p", "pearson", "same sign"],
+                            [(p["metric"], p["column"], p["n"], f(p["spearman_rho"], "+.3f"),
+                              f(p["spearman_p"], ".2g"), f(p["pearson_r"], "+.3f"),
+                              f"{p['studies_same_sign']}/{p['studies']}") for p in pred]))
 
 
 @click.command("report")
