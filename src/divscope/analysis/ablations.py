@@ -60,7 +60,8 @@ PREDICTOR_COLUMNS = ("metric", "column", "n", "pearson_r", "pearson_p", "spearma
 
 
 def studies(study: str | Path) -> list[dict[str, Any]]:
-    """The base study and its variants (spec order when study.json lists them), each ``{name, dir, changes}``."""
+    """The base study and its variants with results, each ``{name, dir, changes, description}``: those the
+    study's spec lists, in its order (a variant removed from the spec is left out), else every variant folder."""
     study = Path(study)
     info = load_study(study)
     spec = info.get("spec") if isinstance(info.get("spec"), dict) else {}
@@ -68,8 +69,8 @@ def studies(study: str | Path) -> list[dict[str, Any]]:
     listed = [v for v in spec.get("variants") or [] if isinstance(v, dict) and v.get("name")]
     names = [v["name"] for v in listed]
     vdir = study / VARIANTS
-    if vdir.is_dir():
-        names += sorted(p.name for p in vdir.iterdir() if p.is_dir() and p.name not in names)
+    if "variants" not in spec and vdir.is_dir():  # no spec to say which: every variant directory
+        names += sorted(p.name for p in vdir.iterdir() if p.is_dir())
     by_name = {v["name"]: v for v in listed}
     for name in names:
         d = vdir / name
