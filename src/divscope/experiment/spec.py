@@ -267,11 +267,34 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     if not path.is_file():
         raise DivscopeError(f"{path}: no such spec file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader: plain data, never Python objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise DivscopeError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     except UnicodeDecodeError:
-        raise DivscopeError(f"{path}: not UTF-8 text") from None
+        raise DivscopeError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    if data is None:
+        raise DivscopeError(f"{path}: empty spec; write at least `name: ...` (see examples/*.yaml)")
     return parse_spec(data, str(path))
+
+
+def _unique_key_loader() -> type:
+    """yaml.SafeLoader that refuses a key given twice in one mapping: YAML keeps the last one silently, so a
+    pasted-twice ``sizes:`` would change the study without a word."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
+

@@ -442,6 +442,18 @@ class EndpointTagger(Tagger):
         return tags, errors
 
 
+def _inside(cache_dir: str | os.PathLike[str], cache_path: str | os.PathLike[str]) -> str:
+    """``cache_path`` resolved against the workspace's cache folder; an option (e.g. from a shared spec file)
+    must not make a featurize run write outside the workspace it was given."""
+    base = os.path.realpath(cache_dir)
+    path = os.path.realpath(os.path.join(base, cache_path))
+    if os.path.commonpath([base, path]) != base:
+        raise DivscopeError(f"meso option cache_path={os.fspath(cache_path)!r} points outside the workspace "
+                            f"cache folder {base}; give a relative name like 'endpoint-cache.jsonl' or leave it "
+                            "unset")
+    return path
+
+
 def make_tagger(config: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None) -> Tagger:
     """A tagger from a meso config: ``{"tagger": "offline", "method": ...}`` or ``{"tagger": "endpoint",
     "base_url": ..., "model": ..., "api_key_env": ..., "max_concurrency": ...}``."""
@@ -456,6 +468,8 @@ def make_tagger(config: dict[str, Any], cache_dir: str | os.PathLike[str] | None
         cache_path = config.get("cache_path")
         if cache_path is None and cache_dir is not None:
             cache_path = os.path.join(os.fspath(cache_dir), "endpoint-cache.jsonl")
+        elif cache_path is not None and cache_dir is not None:
+            cache_path = _inside(cache_dir, cache_path)
         return EndpointTagger(cache_path=cache_path, **opts)
     raise DivscopeError(f"unknown meso tagger {kind!r}: use tagger=offline or tagger=endpoint")
 

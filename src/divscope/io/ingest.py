@@ -161,7 +161,7 @@ def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, So
     if batch:
         writer.write_table(records_to_table(batch))
     stats.notes = {k: v for k, v in (("bom_stripped", notes.bom), ("crlf", notes.crlf),
-                                     ("unclosed_array", notes.unclosed_array)) if v}
+                                     ("unclosed_array", notes.unclosed_array), *notes.extra.items()) if v}
 
 
 def _accept(item: RawItem, source: str, shape: str | None, seen_ids: set[str],
@@ -198,11 +198,26 @@ def _report(per_source: dict[str, SourceStats], fmt: str | None, strict: bool,
     }
 
 
+# What to do when a whole input is rejected, by its most common reason (the error line names the fix).
+_FIXES = {
+    "malformed_json": "is it JSON, JSONL or Parquet? convert it, or name the container with --format",
+    "unknown_format": "records must be alpaca, ShareGPT or OpenAI-messages objects (docs/data.md); "
+                      "name the shape with --format if detection is wrong",
+    "mixed_format": "one file holds one record shape; split it or name the shape with --format",
+    "invalid_utf8": "convert the file to UTF-8",
+    "truncated": "the file ends mid-record; copy it again",
+    "record_too_large": "records are capped in size; split the record or raise max_record_chars",
+}
+
+
 def _problem(per_source: dict[str, SourceStats], strict: bool, ws: Workspace) -> str | None:
     for name, s in per_source.items():
         if s.accepted == 0:
             why = ", ".join(f"{k}: {v}" for k, v in s.by_reason.most_common(3)) or "it is empty"
-            return f"{name}: no valid record ({why}); see {ws.rejects_path}"
+            top = s.by_reason.most_common(1)[0][0] if s.by_reason else ""
+            fix = _FIXES.get(top, "give a file with at least one record" if not top else
+                             "the rejects file says what is wrong with each record")
+            return f"{name}: no valid record ({why}); {fix}; see {ws.rejects_path}"
     total = sum(s.rejected for s in per_source.values())
     if strict and total:
         return f"--strict: {total} record(s) rejected; see {ws.rejects_path}"

@@ -63,13 +63,28 @@ def printable_raw(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+# UTF-32 first: its little-endian BOM starts with UTF-16's.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _sniff_encoding(fh: BinaryIO) -> str:
+    """UTF-8 unless the file starts with a UTF-16/32 byte-order mark (Windows tools write those): such a file
+    is decoded as what it says it is instead of every record being rejected as malformed."""
+    head = fh.read(4)
+    fh.seek(0)
+    return next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+
+
 class _Buffer:
     """A sliding window of decoded text over a binary file, with line counting that only moves forward."""
 
     def __init__(self, fh: BinaryIO, chunk_chars: int):
         self.fh = fh
         self.chunk = chunk_chars
-        self.dec = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self.encoding = _sniff_encoding(fh)
+        self.dec = codecs.getincrementaldecoder(self.encoding)(
+            "surrogateescape" if self.encoding == "utf-8" else "replace")
         self.buf = ""
         self.eof = False
         self.line_no = 1
@@ -128,6 +143,8 @@ def iter_json_values(
         if b.buf.startswith("\ufeff"):
             notes.bom = True
             b.buf = b.buf[1:]
+        if b.encoding != "utf-8":
+            notes.extra["decoded_" + b.encoding.replace("-", "")] = 1
         if "\r\n" in b.buf[:chunk_chars]:
             notes.crlf = True
         pos = _skip_ws(b, 0)
@@ -188,7 +205,8 @@ def iter_json_values(
             pos = end
             if has_invalid_utf8(raw):
                 yield RawItem(name, index, line, printable_raw(raw), problem=(
-                    "invalid_utf8", "record contains bytes that are not valid UTF-8"))
+                    "invalid_utf8", "record contains bytes that are not valid UTF-8 (convert the file to UTF-8, "
+                    "e.g. iconv -f latin1 -t utf-8)"))
             else:
                 yield RawItem(name, index, line, raw, value=value)
             index += 1

@@ -169,6 +169,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     with atomic_path(run / "model") as tmp:
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        _stable_adapter_config(tmp / "adapter_config.json")
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     steps_run = state.global_step - (int(Path(resume).name.split("-")[-1]) if resume else 0)
@@ -184,6 +185,17 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     summary["eval_overlap"] = eval_overlap(records)
     write_json(done, summary)
     return TrainResult(run, summary)
+
+
+def _stable_adapter_config(path: Path) -> None:
+    """PEFT keeps ``target_modules`` as a set and writes it in hash order, which changes from one process to the
+    next; sorted, the same training gives the same bytes (a resumed run matches an uninterrupted one)."""
+    if not path.is_file():
+        return
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def eval_overlap(records: list[Record]) -> list[str]:
