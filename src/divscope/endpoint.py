@@ -356,7 +356,7 @@ class EndpointClient:
             raise _AttemptError("connection", f"connection error: {type(e).__name__}: {e}", True) from e
         status = resp.status_code
         if status != 200:
-            snippet = " ".join(resp.text[:300].split())
+            snippet = " ".join(self._redact(resp.text)[:300].split())  # redact, then cut: no key prefix
             retry_after = _parse_retry_after(resp.headers.get("retry-after"))
             if status == 429:
                 raise _AttemptError("http_429", f"HTTP 429 rate limited: {snippet}", True, retry_after)
@@ -368,14 +368,14 @@ class EndpointClient:
         try:
             data = resp.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            snippet = " ".join(resp.text[:200].split())
+            snippet = " ".join(self._redact(resp.text)[:200].split())
             raise _AttemptError("bad_response", f"response body is not JSON: {snippet!r}", True) from e
         try:
             choice = data["choices"][0]
             content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError) as e:
             raise _AttemptError("bad_response",
-                                f"response lacks choices[0].message.content: {str(data)[:200]!r}", True) from e
+                                f"response lacks choices[0].message.content: {self._redact(str(data))[:200]!r}", True) from e
         if not isinstance(content, str):
             raise _AttemptError("bad_response", f"choices[0].message.content is {type(content).__name__}, "
                                 "not a string", True)
