@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from divscope.features.executor import engine_options
 from divscope.ui import console
 
 
@@ -31,13 +32,18 @@ def _finish(summary: dict) -> None:
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Study directory; rerun the same command to continue after a kill.")
-def run_cmd(spec: Path, out: Path) -> None:
+@engine_options(cell_cpus=True)
+def run_cmd(spec: Path, out: Path, engine: str, ray_address: str | None, ray_cpus: int | None,
+            cell_cpus: int | None) -> None:
     """Run the study described by SPEC (YAML): ingest, featurize, grid, metric cards, train, evaluate,
-    analyze, report. Every finished piece is kept, so a rerun continues where it stopped."""
+    analyze, report. Every finished piece is kept, so a rerun continues where it stopped (on either engine).
+    With --engine ray, featurization runs on Ray Data and every grid cell is a Ray task."""
     from divscope.experiment.runner import run_study
     from divscope.experiment.spec import load_spec
+    from divscope.features.executor import as_engine
 
-    _finish(run_study(load_spec(spec), out, command=shlex.join(["divscope", *sys.argv[1:]])))
+    eng = as_engine(engine, ray_address, ray_cpus, cell_cpus)
+    _finish(run_study(load_spec(spec), out, command=shlex.join(["divscope", *sys.argv[1:]]), engine=eng))
 
 
 @click.command("demo")

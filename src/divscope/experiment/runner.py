@@ -246,9 +246,21 @@ def _check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
                       "divscope_version": __version__})
 
 
-def run_study(spec: ExperimentSpec, out: str | os.PathLike[str], command: str = "divscope run") -> dict[str, Any]:
-    """Run (or continue) the study and its variants; returns a summary with the report path."""
-    out = Path(out)
+def run_study(spec: ExperimentSpec, out: str | os.PathLike[str], command: str = "divscope run",
+              engine: Any = None) -> dict[str, Any]:
+    """Run (or continue) the study and its variants; returns a summary with the report path.
+
+    ``engine``: ``local`` (default) or ``ray`` / an ``executor.Engine``: featurization runs on Ray Data and
+    every cell is a Ray task. The engine is not part of the study: a study started on one continues on the
+    other, with the same files.
+    """
+    from divscope.features.executor import use_engine
+
+    with use_engine(engine):
+        return _run_study(spec, Path(out), command)
+
+
+def _run_study(spec: ExperimentSpec, out: Path, command: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _check_study(out, spec, command)
     ws = Workspace(out / "ws")
@@ -340,22 +352,42 @@ def _metrics(cells: list[Cell]) -> None:
         card_for_path(c.subset)
 
 
-def _train_and_evaluate(out: Path, spec: ExperimentSpec, cells: list[Cell]) -> int:
+def _train_and_evaluate(out: Path, spec: ExperimentSpec, cells: list[Cell], engine: Any = None) -> int:
+    """Train and evaluate every cell, here one at a time or as Ray tasks; a failed cell is recorded, not fatal."""
+    from divscope.features.executor import as_engine, current_engine
+
     status_dir = out / "cells"
     status_dir.mkdir(exist_ok=True)
-    failed = 0
+    eng = current_engine() if engine is None else as_engine(engine)
     with _Board(cells) as board:
-        for c in cells:
-            sfile = status_dir / (c.id.replace("/", "__") + ".json")
-            try:
-                _run_cell(c, spec)
-                c.status = "done"
-                write_json(sfile, {"cell": c.id, "status": "done", "results": c.results})
-            except Exception as e:  # one broken cell must not stop the study; it is reported, not hidden
-                failed += 1
-                user = isinstance(e, DivscopeError)
-                c.status, c.error = "failed", str(e) if user else f"{type(e).__name__}: {e}"
-                write_json(sfile, {"cell": c.id, "status": "failed", "error": c.error,
-                                   "traceback": "" if user else traceback.format_exc()})
-            board.update(c)
-    return failed
+        if eng.name == "ray" and cells:
+            from divscope.experiment.distributed import run_cells_ray
+
+            run_cells_ray(eng, spec, cells, lambda c, outcome: _finish_cell(status_dir, c, outcome, board))
+        else:
+            for c in cells:
+                _finish_cell(status_dir, c, run_cell_safely(c, spec), board)
+    return sum(c.status == "failed" for c in cells)
+
+
+def run_cell_safely(cell: Cell, spec: ExperimentSpec) -> dict[str, Any]:
+    """Run one cell; the outcome (results, or the error and traceback) as a dict that can travel."""
+    try:
+        _run_cell(cell, spec)
+        return {"status": "done", "results": cell.results}
+    except Exception as e:  # one broken cell must not stop the study; it is reported, not hidden
+        user = isinstance(e, DivscopeError)
+        return {"status": "failed", "results": cell.results, "error": str(e) if user else f"{type(e).__name__}: {e}",
+                "traceback": "" if user else traceback.format_exc()}
+
+
+def _finish_cell(status_dir: Path, c: Cell, outcome: dict[str, Any], board: _Board) -> None:
+    c.results = dict(outcome.get("results") or {})
+    c.status, c.error = outcome["status"], outcome.get("error", "")
+    sfile = status_dir / (c.id.replace("/", "__") + ".json")
+    if c.status == "done":
+        write_json(sfile, {"cell": c.id, "status": "done", "results": c.results})
+    else:
+        write_json(sfile, {"cell": c.id, "status": "failed", "error": c.error,
+                           "traceback": outcome.get("traceback", "")})
+    board.update(c)

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from divscope.features.executor import engine_options
+
 
 def _parse_kv(items: tuple[str, ...]) -> dict[str, Any]:
     from divscope.errors import DivscopeError
@@ -57,10 +59,12 @@ def _parse_kv(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--meso-option", "meso_options", multiple=True, metavar="KEY=VALUE",
               help="meso: any option of the meso featurizer (repeatable; VALUE parsed as JSON if it can be).")
 @click.option("--rebuild", is_flag=True, help="Ignore cached features and build again.")
+@engine_options()
 def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str | None, lowercase: bool | None,
               low: int | None, high: int | None, embedder: str | None, min_cluster_size: int | None,
               min_samples: int | None, noise: str | None, reduce: str | None, seed: int | None,
-              tagger: str | None, meso_options: tuple[str, ...], rebuild: bool) -> None:
+              tagger: str | None, meso_options: tuple[str, ...], rebuild: bool, engine: str,
+              ray_address: str | None, ray_cpus: int | None) -> None:
     """Compute the sample x type incidence of workspace WS for each LEVEL x SIDE (cached: a second run with
     the same options loads it without loading any model).
 
@@ -69,10 +73,12 @@ def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str 
     meso   intent tags -> normalised tag clusters (several per sample)
     micro  mid-frequency token types of the target tokenizer (many per sample)
     """
+    from divscope.features.executor import as_engine
     from divscope.features.featurize import featurize_result
     from divscope.io.workspace import Workspace
     from divscope.ui import console, table
 
+    eng = as_engine(engine, ray_address, ray_cpus)
     workspace = Workspace(ws)
     workspace.require_pool()
     levels = ["macro", "meso", "micro"] if level == "all" else [level]
@@ -87,7 +93,7 @@ def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str 
     for lv in levels:
         for sd in sides:
             opts = {k: v for k, v in per_level[lv].items() if v is not None}
-            res = featurize_result(workspace, lv, sd, rebuild=rebuild, **opts)
+            res = featurize_result(workspace, lv, sd, rebuild=rebuild, engine=eng, **opts)
             inc = res.incidence
             tps = inc.types_per_sample()
             times = ", ".join(f"{k} {v:.1f}s" for k, v in res.times.items() if v >= 0.05) or "-"

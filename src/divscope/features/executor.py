@@ -43,6 +43,7 @@ class Engine:
     name: str = "local"
     address: str | None = None  # ray: an existing cluster (``auto`` or ``ray://host:10001``); None starts one
     num_cpus: int | None = None  # ray, local cluster only: CPUs to give it (default: all)
+    cpus_per_cell: int | None = None  # ray, ``divscope run``: CPUs per grid cell task (default 1; +1 GPU if any)
 
 
 _CURRENT: contextvars.ContextVar[Engine | None] = contextvars.ContextVar("divscope_engine", default=None)
@@ -54,8 +55,8 @@ def current_engine() -> Engine:
 
 @contextlib.contextmanager
 def use_engine(engine: str | Engine | None) -> Iterator[Engine]:
-    """Run the enclosed featurization on ``engine`` (``local`` | ``ray`` | an :class:`Engine`)."""
-    eng = as_engine(engine)
+    """Run the enclosed work on ``engine`` (``local`` | ``ray`` | an :class:`Engine`; None: keep the current)."""
+    eng = current_engine() if engine is None else as_engine(engine)
     token = _CURRENT.set(eng)
     try:
         yield eng
@@ -63,13 +64,19 @@ def use_engine(engine: str | Engine | None) -> Iterator[Engine]:
         _CURRENT.reset(token)
 
 
-def as_engine(engine: str | Engine | None, address: str | None = None, num_cpus: int | None = None) -> Engine:
+def as_engine(engine: str | Engine | None, address: str | None = None, num_cpus: int | None = None,
+              cpus_per_cell: int | None = None) -> Engine:
     if isinstance(engine, Engine):
         return engine
     name = engine or "local"
     if name not in ENGINES:
         raise DivscopeError(f"unknown engine {name!r}: choose local or ray")
-    return Engine(name, address, num_cpus)
+    if name == "local" and (address or num_cpus or cpus_per_cell):
+        raise DivscopeError("--ray-address / --ray-cpus / --cell-cpus need --engine ray")
+    for label, v in (("--ray-cpus", num_cpus), ("--cell-cpus", cpus_per_cell)):
+        if v is not None and v < 1:
+            raise DivscopeError(f"{label} must be >= 1")
+    return Engine(name, address, num_cpus, cpus_per_cell)
 
 
 def map_chunks(task: ChunkTask, chunks: Sequence[list[str]], description: str,
@@ -209,3 +216,26 @@ def _ray_map(eng: Engine, task: ChunkTask, chunks: Sequence[list[str]], descript
             advance(sizes[i])
     if expected != len(chunks):
         raise DivscopeError(f"ray returned {expected} of {len(chunks)} chunks for {description}")
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+def engine_options(cell_cpus: bool = False) -> Callable[[Any], Any]:
+    """``--engine``, ``--ray-address``, ``--ray-cpus`` (and ``--cell-cpus`` for run) as one click decorator."""
+    import click
+
+    def deco(f: Any) -> Any:
+        if cell_cpus:
+            f = click.option("--cell-cpus", type=int, default=None,
+                             help="ray: CPUs per grid cell task (default 1; each cell also gets a GPU if the "
+                                  "cluster has any).")(f)
+        f = click.option("--ray-cpus", type=int, default=None,
+                         help="ray: CPUs of the local cluster started when no --ray-address is given "
+                              "(default: all).")(f)
+        f = click.option("--ray-address", default=None,
+                         help="ray: an existing cluster (auto, or ray://HEAD:10001); default: start a local one.")(f)
+        return click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                            help="Where the per-sample work runs: this process, or a Ray cluster (same results; "
+                                 "see README, 'Running on a cluster').")(f)
+
+    return deco

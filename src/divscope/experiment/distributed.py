@@ -1,0 +1,70 @@
+"""Grid cells as Ray tasks (``divscope run --engine ray``).
+
+Each cell (train + evaluate one subset) is one Ray task with declared resources: one GPU where the cluster has
+GPUs, otherwise ``cpus_per_cell`` CPUs. The task runs exactly the code of the local engine
+(:func:`divscope.experiment.runner.run_cell_safely`) and writes into the same run folder, so results, status
+files, ``analyze`` and ``report`` do not depend on the engine. That needs ``OUT`` on a filesystem every node
+sees (a local cluster always does; on a real cluster, a shared mount).
+
+Failures: a user error inside a cell (``DivscopeError``, e.g. an unreadable subset) comes back as a failed
+outcome and is not retried; a crashed worker, a lost node or any other exception is retried by Ray up to
+``max_retries`` times. Training resumes from its last checkpoint, so a retry does not start over. What still
+fails is recorded as a failed cell, as locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from divscope.errors import DivscopeError
+from divscope.features.executor import Engine, ray_init
+
+MAX_RETRIES = 2
+
+
+class _Retry(Exception):
+    """An unexpected error inside a cell: raised out of the task so that Ray retries it."""
+
+
+def _cell_task(cell: Any, spec: Any, cpus: int) -> dict[str, Any]:
+    import torch
+
+    from divscope.experiment.runner import run_cell_safely
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, cpus))  # the CPUs Ray granted this task, not every core of the node
+    outcome = run_cell_safely(cell, spec)
+    if outcome["status"] == "failed" and outcome.get("traceback"):
+        raise _Retry(f"{outcome['error']}\n{outcome['traceback']}")
+    return outcome
+
+
+def run_cells_ray(eng: Engine, spec: Any, cells: list[Any], finish: Callable[[Any, dict[str, Any]], None],
+                  cpus_per_cell: int | None = None, max_retries: int = MAX_RETRIES) -> None:
+    """Submit every cell, call ``finish(cell, outcome)`` in the driver as each completes (any order)."""
+    ray_init(eng)
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = max(1, cpus_per_cell or eng.cpus_per_cell or 1)
+    options: dict[str, Any] = {"num_cpus": cpus, "max_retries": max_retries, "retry_exceptions": [_Retry]}
+    if gpus:
+        options["num_gpus"] = 1
+    remote = ray.remote(_cell_task).options(**options)
+    spec_ref = ray.put(spec)
+    pending = {}
+    for c in cells:
+        pending[remote.remote(c, spec_ref, cpus)] = c
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            c = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except Exception as e:  # retries exhausted, or the task could not run at all
+                cause = getattr(e, "cause", None) or e
+                msg = str(cause).split("\n", 1)[0]
+                outcome = {"status": "failed", "error": msg if isinstance(cause, DivscopeError)
+                           else f"{type(cause).__name__}: {msg}", "traceback": str(e)}
+            finish(c, outcome)
