@@ -172,7 +172,7 @@ def test_fingerprints_of_specs_without_the_new_options_are_unchanged():
 
     root = Path(__file__).resolve().parents[1]
     assert parse_spec({}).fingerprint() == "411d3017aa5b182d"  # as computed before variants existed
-    assert load_spec(root / "examples" / "reproduce-cpu.yaml").fingerprint() == "e2c5701b805a0ff0"
+    assert load_spec(root / "src" / "divscope" / "data" / "specs" / "demo.yaml").fingerprint() == "76b40d23cbabd96d"
     assert load_spec(root / "examples" / "paper.yaml").fingerprint() == "eb1b71499ca8b940"
     with_len = parse_spec({"selection": {"length_range": "10:20"}})
     assert with_len.fingerprint() != parse_spec({}).fingerprint()
