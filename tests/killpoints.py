@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# JSON keys whose values are wall-clock facts (times, how much was reused): dropped before comparing bytes.
-VOLATILE_KEYS = frozenset({"time", "times", "built_at", "seconds", "cache_hits", "requests_sent"})
+# JSON keys that record how a run went rather than what it produced (wall times, how much was reused or
+# resumed, the mean loss of the steps this process ran): dropped before comparing bytes.
+VOLATILE_KEYS = frozenset({"time", "times", "built_at", "seconds", "cache_hits", "requests_sent", "load_seconds",
+                           "train_seconds", "seconds_per_step", "seconds_per_item", "train_seconds_per_step",
+                           "resumed_from", "train_loss"})
 
 
 def env() -> dict[str, str]:
@@ -33,10 +36,13 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "divscope.cli", *args]
 
 
-def run_to_end(argv: list[str], timeout: float = 900) -> float:
-    """Run a stage uninterrupted; returns its wall time (raises with its output if it fails)."""
+def run_to_end(argv: list[str], timeout: float = 900, log: list[str] | None = None) -> float:
+    """Run a stage uninterrupted; returns its wall time (raises with its output if it fails). Its stdout and
+    stderr are appended to ``log`` when given."""
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env())
+    if log is not None:
+        log += [proc.stdout, proc.stderr]
     if proc.returncode != 0:
         raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return time.monotonic() - t0
@@ -104,7 +110,9 @@ def _visible(path: Path, root: Path) -> bool:
 
 
 def normalise(rel: str, data: bytes) -> bytes:
-    """JSON files lose their volatile keys (``VOLATILE_KEYS``); anything else is compared as is."""
+    """JSON and JSONL files lose their volatile keys (``VOLATILE_KEYS``); anything else is compared as is."""
+    if rel.endswith(".jsonl"):
+        return b"\n".join(normalise(rel[:-1], line) for line in data.split(b"\n"))
     if not rel.endswith(".json"):
         return data
     try:
@@ -166,5 +174,18 @@ def diff(got: dict[str, bytes], want: dict[str, bytes]) -> list[str]:
     """What differs between two snapshots (empty list = byte-identical)."""
     out = [f"missing {k}" for k in sorted(set(want) - set(got))]
     out += [f"extra {k}" for k in sorted(set(got) - set(want))]
-    out += [f"differs {k}" for k in sorted(set(got) & set(want)) if got[k] != want[k]]
+    out += [f"differs {k}{_keys_differing(got[k], want[k])}" for k in sorted(set(got) & set(want))
+            if got[k] != want[k]]
     return out
+
+
+def _keys_differing(a: bytes, b: bytes) -> str:
+    """For JSON objects, which top-level keys differ (to make a failure readable)."""
+    try:
+        x, y = json.loads(a), json.loads(b)
+    except ValueError:
+        return ""
+    if not (isinstance(x, dict) and isinstance(y, dict)):
+        return ""
+    keys = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
+    return f" (keys {', '.join(f'{k}: {x.get(k)!r:.80} vs {y.get(k)!r:.80}' for k in keys)})"
