@@ -164,7 +164,17 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
     resume = _last_checkpoint(ckpt_dir)
     t0 = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=resume)
+    if _finished_checkpoint(resume):
+        # Killed after its last checkpoint (e.g. while saving the model): the Trainer, resumed at max_steps,
+        # would still run one more step (it checks for the end after a step), so load that checkpoint instead.
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(str(resume)) / "trainer_state.json"))
+        logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        train_loss = sum(logged) / len(logged) if logged else float("nan")
+    else:
+        train_loss = trainer.train(resume_from_checkpoint=resume).training_loss
     train_s = time.perf_counter() - t0
     with atomic_path(run / "model") as tmp:
         trainer.save_model(str(tmp))
@@ -177,7 +187,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
         "divscope_version": __version__, "source": source, "config": asdict(cfg), "data_fingerprint": fp,
         "samples": len(records), "samples_without_loss_tokens": dropped,
         "train_ids": [r.id for r in records], "global_step": state.global_step, "resumed_from": resume,
-        "losses": losses, "train_loss": out.training_loss, "load_seconds": round(load_s, 2),
+        "losses": losses, "train_loss": train_loss, "load_seconds": round(load_s, 2),
         "train_seconds": round(train_s, 2),
         "seconds_per_step": round(train_s / steps_run, 3) if steps_run > 0 else None,
         "device": str(model.device), "model_dir": "model",
@@ -185,6 +195,14 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     summary["eval_overlap"] = eval_overlap(records)
     write_json(done, summary)
     return TrainResult(run, summary)
+
+
+def _finished_checkpoint(resume: str | None) -> bool:
+    """Whether checkpoint ``resume`` already holds every training step."""
+    if not resume:
+        return False
+    state = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))
+    return 0 < int(state.get("max_steps") or 0) <= int(state.get("global_step") or 0)
 
 
 def _stable_adapter_config(path: Path) -> None:
