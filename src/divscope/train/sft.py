@@ -164,7 +164,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
     resume = _last_checkpoint(ckpt_dir)
     t0 = time.perf_counter()
-    if _finished_checkpoint(resume):
+    if _finished_checkpoint(resume, cfg.max_steps):
         # Killed after its last checkpoint (e.g. while saving the model): the Trainer, resumed at max_steps,
         # would still run one more step (it checks for the end after a step), so load that checkpoint instead.
         from transformers import TrainerState
@@ -197,12 +197,14 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     return TrainResult(run, summary)
 
 
-def _finished_checkpoint(resume: str | None) -> bool:
-    """Whether checkpoint ``resume`` already holds every training step."""
+def _finished_checkpoint(resume: str | None, max_steps: int) -> bool:
+    """Whether checkpoint ``resume`` already holds every step: ``max_steps``, or for an epoch-bounded run the
+    total the Trainer computed and stored in the checkpoint."""
     if not resume:
         return False
     state = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))
-    return 0 < int(state.get("max_steps") or 0) <= int(state.get("global_step") or 0)
+    target = max_steps if max_steps > 0 else int(state.get("max_steps") or 0)
+    return 0 < target <= int(state.get("global_step") or 0)
 
 
 def _stable_adapter_config(path: Path) -> None:
