@@ -70,9 +70,9 @@ def make_incidence(n: int, n_types: int, target_nnz: int, a: float = 1.0, seed: 
 
 
 def _load(path: str) -> sp.csr_matrix:
-    with np.load(path) as z:
-        return sp.csr_matrix((np.ones(len(z["indices"]), np.bool_), z["indices"], z["indptr"]),
-                             shape=tuple(z["shape"]))
+    with np.load(path) as z:  # int32 index arrays, as Incidence.load reads a cache entry
+        return sp.csr_matrix((np.ones(len(z["indices"]), np.bool_), z["indices"], z["indptr"].astype(np.int32)),
+                             shape=tuple(z["shape"]), copy=False)
 
 
 def _vm(field: str) -> int | None:
@@ -113,9 +113,11 @@ def child(path: str, n_select: int, seed: int) -> None:
     m = _load(path)
     inc = Incidence(m, [f"tok{i}" for i in range(m.shape[1])], "micro", "response")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM is this process's own peak; ru_maxrss can carry the parent's peak across fork + exec on Linux.
+    load_peak = _vm("VmHWM")
     reset = _reset_peak_rss()
     out: dict = {"warmup_s": warm, "numba_cache_present": cached, "rss_loaded_kib": rss_loaded,
-                 "rss_after_load_kib": _vm("VmRSS"), "peak_reset": reset}
+                 "load_peak_kib": load_peak, "rss_after_load_kib": _vm("VmRSS"), "peak_reset": reset}
     t0 = time.perf_counter()
     eng = Engine(inc, seed=seed)
     out["construct_s"] = time.perf_counter() - t0

@@ -7,7 +7,8 @@
    Zipf type frequencies, 128 types per sample as at 117K samples x 30K types x 15M nonzeros; the number of
    types grows as sqrt(n), Heaps' law), N = 8.5% of the pool (10K of 117K as in the paper) at 7 levels. Each
    size runs in a fresh child process (``bench_select.py --child``) that reports construction + pruning + 7
-   levels and its peak RSS. Printed with the growth ratios of time and of nonzeros between sizes: growth no
+   levels and its own peak RSS (VmHWM: loading the incidence, then the engine run; ``ru_maxrss`` would
+   include the generator's peak in the parent, which Linux carries across fork + exec). Printed with the growth ratios of time and of nonzeros between sizes: growth no
    worse than linear in nonzeros means time ratio <= nonzero ratio.
 2. Featurization: micro (tokenize with the target tokenizer) and macro (MiniLM embeddings) of the response side
    of ``builtin:study?n=FEAT_N``, through ``featurize(..., engine="local")`` and ``engine="ray"`` (a local Ray
@@ -52,7 +53,10 @@ def engine_at(n: int, seed: int) -> dict:
     if proc.returncode != 0:
         sys.exit(proc.stderr)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    peak = max(res["peak_rss_kib"], res["rss_loaded_kib"]) / 2**20
+    if res.get("load_peak_kib") and res.get("engine_peak_kib"):
+        peak = max(res["load_peak_kib"], res["engine_peak_kib"]) / 2**20  # this process's own (VmHWM)
+    else:
+        peak = max(res["peak_rss_kib"], res["rss_loaded_kib"]) / 2**20
     return {"n": n, "types": shape[1], "nnz": nnz, "N": n_select, "generate_s": gen,
             "engine_s": res["total_s"], "prune_s": res["prune_s"], "peak_gib": peak,
             "engine_own_gib": (res["engine_peak_kib"] - res["rss_after_load_kib"]) / 2**20

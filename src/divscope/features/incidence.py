@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from divscope.io.atomic import atomic_path, write_json
 
 LEVELS = ("macro", "meso", "micro")
+_HASH_CHUNK = 1 << 22
 SIDES = ("instruction", "response")
 
 
@@ -32,10 +33,16 @@ class Incidence:
     fingerprint: str = ""
 
     def __post_init__(self) -> None:
+        # Canonical boolean CSR with the narrowest index type, copying only what needs to change: at a
+        # million samples the matrix is the largest object in memory (benchmarks/scaling.py).
         m = self.matrix
-        if not sp.isspmatrix_csr(m) and not isinstance(m, sp.csr_array):
+        if not isinstance(m, sp.csr_matrix):
             m = sp.csr_matrix(m)
-        m = sp.csr_matrix(m, dtype=np.bool_)
+        if m.dtype != np.bool_:
+            m = m.astype(np.bool_)
+        if max(m.nnz, *m.shape) < 2**31 and (m.indices.dtype != np.int32 or m.indptr.dtype != np.int32):
+            m = sp.csr_matrix((m.data, m.indices.astype(np.int32), m.indptr.astype(np.int32)), shape=m.shape,
+                              copy=False)
         m.sum_duplicates()
         m.eliminate_zeros()
         m.sort_indices()
@@ -63,8 +70,9 @@ class Incidence:
         h.update(json.dumps([self.level, self.side, self.config, self.pool_fingerprint], sort_keys=True,
                             default=str).encode())
         m = self.matrix
-        for arr in (np.asarray(m.shape, np.int64), m.indptr.astype(np.int64), m.indices.astype(np.int64)):
-            h.update(arr.tobytes())
+        for arr in (np.asarray(m.shape, np.int64), m.indptr, m.indices):
+            for start in range(0, len(arr), _HASH_CHUNK):  # the int64 bytes, a slice at a time (no full copy)
+                h.update(arr[start:start + _HASH_CHUNK].astype(np.int64).tobytes())
         h.update("\x00".join(self.type_names).encode())
         return h.hexdigest()[:16]
 
@@ -92,8 +100,10 @@ class Incidence:
         meta = json.loads((directory / "incidence.json").read_text(encoding="utf-8"))
         with np.load(directory / "matrix.npz", allow_pickle=False) as z:
             shape = tuple(int(x) for x in z["shape"])
-            indices = z["indices"]
-            m = sp.csr_matrix((np.ones(len(indices), np.bool_), indices, z["indptr"]), shape=shape)
+            indices, indptr = z["indices"], z["indptr"]
+            if max(len(indices), *shape) < 2**31:  # int32 like indices, or scipy widens both to int64
+                indptr = indptr.astype(np.int32)
+            m = sp.csr_matrix((np.ones(len(indices), np.bool_), indices, indptr), shape=shape, copy=False)
         inc = Incidence(m, meta["type_names"], meta["level"], meta["side"], meta["config"],
                         meta["pool_fingerprint"], "")
         if inc.fingerprint != meta["fingerprint"]:
