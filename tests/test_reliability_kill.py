@@ -131,13 +131,18 @@ def test_half_written_cache_under_final_name_is_rebuilt(feat_case, cache: str) -
     shutil.rmtree(feats, ignore_errors=True)
     side_dir = feats / ("_tokens/instruction" if cache == "tokens" else "instruction-micro")
     name = "counts.npz" if cache == "tokens" else "matrix.npz"
-    assert kill_at(argv, KillPoint(cache, when=appears(side_dir, f".*.tmp/*/{name}")))
-    tmp_entry = next(side_dir.glob(f".*.tmp/*/{name}")).parent
-    (tmp_entry / "meta.json").unlink(missing_ok=True)
-    (tmp_entry / "entry.json").unlink(missing_ok=True)
-    half = tmp_entry / name
+    kill_at(argv, KillPoint(cache, when=appears(side_dir, f".*.tmp/*/{name}")))
+    caught = list(side_dir.glob(f".*.tmp/*/{name}"))
+    if caught:  # the kill landed mid-write: move the temporary under the final name
+        entry = caught[0].parent
+        entry = shutil.move(entry, side_dir / entry.name)
+    else:  # the write was too quick to catch: damage the finished entry the same way
+        entry = next(p for p in side_dir.glob(f"*/{name}") if not p.parent.name.startswith(".")).parent
+    entry = Path(entry)
+    (entry / "meta.json").unlink(missing_ok=True)
+    (entry / "entry.json").unlink(missing_ok=True)
+    half = entry / name
     half.write_bytes(half.read_bytes()[: max(1, half.stat().st_size // 2)])
-    shutil.move(tmp_entry, side_dir / tmp_entry.name)
     log: list[str] = []
     run_to_end(argv, log=log)
     assert diff(snapshot(feats), ref) == []
