@@ -7,6 +7,30 @@ from __future__ import annotations
 POOL_N = 240  # samples in the shared real-data pool of the ``pool_dir`` / ``ws`` fixtures (tests/conftest.py)
 
 
+def tiny_study(strategies: str = "[instruction-micro, random]", max_len: int = 48, limit: int = 4,
+               name: str = "tiny") -> str:
+    """A study spec small enough for a test: 200 real pairs, 2 levels, 8 samples, 1 training step."""
+    return f"""
+name: {name}
+pool:
+  source: builtin:sharegpt-pairs?n=200&seed=4
+selection:
+  strategies: {strategies}
+  levels: 2
+  sizes: [8]
+  baseline_seeds: [0]
+train:
+  max_steps: 1
+  batch_size: 4
+  max_len: {max_len}
+evaluate:
+  - eval_set: alpaca_eval
+    method: nll
+    limit: {limit}
+    max_len: 96
+"""
+
+
 def real_pairs(n: int) -> list[dict]:
     """The first n real ShareGPT pairs that pass the demo filter (streams only the head of the file)."""
     from divscope.io.builtin import PairFilter, iter_builtin

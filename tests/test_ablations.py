@@ -19,6 +19,7 @@ from divscope.features.featurize import featurize, featurize_result
 from divscope.select.lengths import length_mask, parse_length_range
 from divscope.select.strategies import Selector
 from divscope.select.subsets import run_grid
+from helpers import tiny_study
 
 pytestmark = pytest.mark.usefixtures("divscope_cache")  # tests/conftest.py: session-wide temp model cache
 
@@ -274,25 +275,7 @@ def test_ablation_tables_and_report(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ end to end
 
-TINY = """
-name: tiny-ablations
-pool:
-  source: builtin:sharegpt-pairs?n=200&seed=4
-selection:
-  strategies: [response-micro, random]
-  levels: 2
-  sizes: [8]
-  baseline_seeds: [0]
-train:
-  max_steps: 1
-  batch_size: 4
-  max_len: 64
-evaluate:
-  - eval_set: alpaca_eval
-    method: nll
-    limit: 3
-    max_len: 96
-variants:
+TINY = tiny_study("[response-micro, random]", max_len=64, limit=3, name="tiny-ablations") + """variants:
   - name: words
     features: {micro: {unit: words}}
   - name: length

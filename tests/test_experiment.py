@@ -12,25 +12,9 @@ from pathlib import Path
 
 import pytest
 
-TINY = """
-name: tiny
-pool:
-  source: builtin:sharegpt-pairs?n=200&seed=4
-selection:
-  strategies: [instruction-micro, random]
-  levels: 2
-  sizes: [8]
-  baseline_seeds: [0]
-train:
-  max_steps: 1
-  batch_size: 4
-  max_len: 48
-evaluate:
-  - eval_set: alpaca_eval
-    method: nll
-    limit: 4
-    max_len: 96
-"""
+from helpers import tiny_study
+
+TINY = tiny_study()
 
 
 def _run(spec: Path, out: Path) -> subprocess.Popen:

@@ -22,7 +22,6 @@ Tables:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -35,15 +34,15 @@ from divscope.analysis import correlation as corr_mod
 from divscope.analysis.analyze import (
     STRATEGIES,
     _clean,
-    _fmt_csv,
     _groups,
+    _write_csv,
     load_results,
     load_study,
     slope_rows,
     strategy_rank,
 )
 from divscope.analysis.regression import fit
-from divscope.io.atomic import atomic_open, atomic_path, write_json
+from divscope.io.atomic import atomic_path, write_json
 
 OUT = "ablations"
 VARIANTS = "variants"
@@ -236,14 +235,6 @@ def build(study: str | Path) -> dict[str, Any]:
                    "predictors": predictor_rows(per_study), "notes": notes,
                    "units": "slope_x100: score change per unit of d x 100; length_slope_*: change of mean length "
                             "in target tokens per unit of d (posterior mean)"})
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    with atomic_open(path) as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow(["" if r.get(c) is None else _fmt_csv(r.get(c)) for c in columns])
 
 
 def write(study: str | Path) -> dict[str, Any]:
