@@ -144,7 +144,6 @@ def ray_init(eng: Engine) -> None:
         raise DivscopeError("the ray engine needs Ray: pip install 'divscope[ray]'") from e
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                               "configure_logging": False}
     # Workers import divscope from the same place as this driver and stay offline like it.
