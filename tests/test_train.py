@@ -110,3 +110,19 @@ def test_train_loss_decreases_and_kill_resume_is_identical(samples, tmp_path: Pa
     # A finished run is not redone.
     again = train(samples, tmp_path / "full", TrainConfig(**CFG))
     assert again.summary == full.summary
+
+
+def test_train_threads_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from divscope.errors import DivscopeError
+    from divscope.train.sft import train_threads
+
+    monkeypatch.delenv("DIVSCOPE_TRAIN_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert train_threads() == max(1, os.cpu_count() or 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert train_threads() == 3
+    monkeypatch.setenv("DIVSCOPE_TRAIN_THREADS", "5")  # the specific variable wins over OpenMP's
+    assert train_threads() == 5
+    monkeypatch.setenv("DIVSCOPE_TRAIN_THREADS", "two")
+    with pytest.raises(DivscopeError, match="DIVSCOPE_TRAIN_THREADS='two'"):
+        train_threads()

@@ -28,12 +28,16 @@ class _Retry(Exception):
 
 
 def _cell_task(cell: Any, spec: Any, cpus: int) -> dict[str, Any]:
+    import os
+
     import torch
 
     from divscope.experiment.runner import run_cell_safely
 
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, cpus))  # the CPUs Ray granted this task, not every core of the node
+        # the CPUs Ray granted this task, not every core of the node (training reads this variable)
+        os.environ["DIVSCOPE_TRAIN_THREADS"] = str(max(1, cpus))
+        torch.set_num_threads(max(1, cpus))
     outcome = run_cell_safely(cell, spec)
     if outcome["status"] == "failed" and outcome.get("traceback"):
         raise _Retry(f"{outcome['error']}\n{outcome['traceback']}")

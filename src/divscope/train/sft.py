@@ -74,6 +74,24 @@ class TrainResult:
         return self.run_dir / "model"
 
 
+def train_threads() -> int:
+    """Torch threads for training: ``DIVSCOPE_TRAIN_THREADS``, else ``OMP_NUM_THREADS``, else every core.
+
+    Honouring the environment lets two jobs share a machine without oversubscribing it (torch's CPU kernels
+    slow down several-fold when threads outnumber free cores) and lets Ray's per-task CPU grant hold.
+    """
+    for var in ("DIVSCOPE_TRAIN_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                n = int(value)
+            except ValueError:
+                raise DivscopeError(f"{var}={value!r} is not a whole number of threads") from None
+            if n >= 1:
+                return n
+    return max(1, os.cpu_count() or 1)
+
+
 def data_fingerprint(records: list[Record]) -> str:
     h = hashlib.sha256()
     for r in records:
@@ -135,7 +153,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     from divscope.train.model import load_causal_lm
 
     set_seed(cfg.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(train_threads())
     t_load = time.perf_counter()
     model, tokenizer = load_causal_lm(cfg.model, device=cfg.device)
     load_s = time.perf_counter() - t_load
