@@ -348,3 +348,21 @@ def test_ablation_examples_validate_and_need_no_macro_or_meso():
                   for v in cpu.variants}
     # the base's (kept by length control), words, llama2, llama3 and two bands
     assert len(micro_cfgs) == 6 and cpu.features.micro.model_dump() == cpu.variant_spec("length").features.micro.model_dump()
+
+
+def test_predictors_count_a_subset_shared_by_variants_once() -> None:
+    from scipy import stats
+
+    from divscope.analysis import ablations
+
+    # the same trained random subset appears in two studies; only its featurizer-dependent type count differs
+    def row(score: float, tokens: float, types: float) -> dict:
+        return {"metric": "alpaca_eval.nll", "score": score, "m.response.mean_tokens": tokens,
+                "m.response.types_micro": types}
+
+    base = [row(-2.10, 100.0, 10.0), row(-2.05, 300.0, 30.0), row(-2.08, 200.0, 20.0)]
+    words = [row(-2.12, 50.0, 90.0), row(-2.08, 200.0, 75.0)]  # the second is base's third, other type count
+    preds = {p["column"]: p for p in ablations.predictor_rows({"base": base, "words": words})}
+    assert preds["m.response.mean_tokens"]["n"] == 4
+    x, y = [100.0, 300.0, 200.0, 50.0], [-2.10, -2.05, -2.08, -2.12]
+    assert preds["m.response.mean_tokens"]["pearson_r"] == pytest.approx(stats.pearsonr(x, y).statistic)
