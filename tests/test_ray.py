@@ -66,11 +66,14 @@ def test_ray_featurization_is_byte_identical(tmp_path: Path, ray_engine) -> None
 
 
 @pytest.mark.slow
-def test_ray_grid_of_two_cells_matches_local(tmp_path: Path, ray_engine) -> None:
+def test_ray_grid_of_two_cells_matches_local(tmp_path: Path, ray_engine, monkeypatch: pytest.MonkeyPatch) -> None:
     from divscope.experiment.runner import run_study
     from divscope.experiment.spec import parse_spec
 
     spec = parse_spec(TWO_CELLS)
+    # a Ray cell trains on the CPUs granted to it (1 by default); the local run is given as many threads, since
+    # CPU float reductions, hence the trained bytes, depend on the thread count
+    monkeypatch.setenv("DIVSCOPE_TRAIN_THREADS", "1")
     local = run_study(spec, tmp_path / "local")
     remote = run_study(spec, tmp_path / "ray", engine=ray_engine)
     assert local["cells"] == remote["cells"] == 2 and local["failed"] == remote["failed"] == 0
