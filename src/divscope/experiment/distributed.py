@@ -35,9 +35,9 @@ def _cell_task(cell: Any, spec: Any, cpus: int) -> dict[str, Any]:
     from divscope.experiment.runner import run_cell_safely
 
     if not torch.cuda.is_available():
-        # the CPUs Ray granted this task, not every core of the node (training reads this variable)
-        os.environ["DIVSCOPE_TRAIN_THREADS"] = str(max(1, cpus))
-        torch.set_num_threads(max(1, cpus))
+        threads = max(1, cpus)  # the CPUs Ray granted this task, not every core of the node
+        os.environ["DIVSCOPE_TRAIN_THREADS"] = str(threads)  # train() sets torch's threads from it
+        torch.set_num_threads(threads)  # evaluation of an already trained cell runs without train()
     outcome = run_cell_safely(cell, spec)
     if outcome["status"] == "failed" and outcome.get("traceback"):
         raise _Retry(f"{outcome['error']}\n{outcome['traceback']}")
