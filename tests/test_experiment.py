@@ -32,7 +32,7 @@ def test_run_killed_and_resumed(tmp_path: Path) -> None:
     cells = out / "cells"
     deadline = time.time() + 900
     while proc.poll() is None and time.time() < deadline and not (cells.is_dir() and any(cells.iterdir())):
-        time.sleep(0.5)
+        time.sleep(0.05)
     assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
