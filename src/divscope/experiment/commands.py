@@ -50,7 +50,7 @@ def run_cmd(spec: Path, out: Path, engine: str, ray_address: str | None, ray_cpu
 @click.option("--out", "-o", default="divscope-demo", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))
 def demo_cmd(out: Path) -> None:
-    """The whole study on the builtin demo pool, scaled to finish in about 15 minutes on 2 CPU cores; ends
+    """The whole study on the builtin demo pool, scaled to finish in under 15 minutes on 2 CPU cores; ends
     with the path of its HTML report. The spec it runs: divscope/data/specs/demo.yaml."""
     from divscope.experiment.runner import run_study
     from divscope.experiment.spec import load_spec
