@@ -25,8 +25,8 @@ from openai_server import Fault, OpenAIServer
 pytestmark = pytest.mark.reliability
 
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05}
-# Per attempt. Generous enough that a healthy answer never times out when the test process stalls (a full
-# garbage collection late in the suite once took a healthy request past 0.5 s); the slow fault sleeps longer.
+# Per attempt. Generous enough that a healthy answer does not time out when the test process stalls (late in
+# the full suite a healthy request once went past 0.5 s); the slow fault sleeps longer than this.
 TIMEOUT = 1.5
 SLOW_S = 2.5
 
