@@ -6,18 +6,27 @@
 - ``pool_dir`` / ``ws``: the real-data pool of ``helpers.POOL_N`` samples, ingested once per session; ``ws`` is a
   fresh copy of it for each test (modules that need another workspace define their own ``ws``).
 - ``tiny_run``: a LoRA run trained for one step, trained once per session and copied fresh for each module.
+
+Hypothesis draws the same examples on every run (profile ``deterministic``), so a red CI is reproducible and
+never a new random draw; ``HYPOTHESIS_PROFILE=explore pytest`` draws fresh examples to hunt for new bugs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import divscope
 from divscope.io.workspace import Workspace
 from helpers import POOL_N, real_pairs
+
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,12 @@ def delays(stage: str, count: int, duration: float) -> list[KillPoint]:
 
 def appears(root: Path, pattern: str, at_least: int = 1) -> Callable[[], bool]:
     """A trigger: at least ``at_least`` paths match ``root.glob(pattern)``."""
-    return lambda: sum(1 for _ in root.glob(pattern)) >= at_least
+    def check() -> bool:
+        try:
+            return sum(1 for _ in root.glob(pattern)) >= at_least
+        except OSError:  # a temporary folder vanished while glob walked it (the stage renamed it): look again
+            return False
+    return check
 
 
 def lines_in(path: Path, at_least: int) -> Callable[[], bool]:

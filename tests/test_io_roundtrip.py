@@ -69,6 +69,14 @@ def test_roundtrip(fmt: str, name: str, recs: list[Record]) -> None:
     assert [comparable(r) for r in back] == [comparable(r) for r in recs]
 
 
+@pytest.mark.parametrize(("fmt", "name"), [("parquet", "out.parquet"), ("hf", "out")])
+def test_metadata_key_with_nul_round_trips(tmp_path: Path, fmt: str, name: str) -> None:
+    """Found by hypothesis: a metadata key holding NUL broke the HF ``datasets`` writer (CastError)."""
+    recs = [Record.make([Turn("user", "0"), Turn("assistant", "0")], metadata={"\x00": False, "a\x00b": 1})]
+    back, rejects = divscope.read_records(write_records(recs, tmp_path / name, fmt=fmt))
+    assert rejects == [] and [comparable(r) for r in back] == [comparable(r) for r in recs]
+
+
 @pytest.mark.parametrize("shape", ["alpaca", "sharegpt", "openai"])
 def test_columnar_shapes_and_ingest(tmp_path: Path, shape: str) -> None:
     recs = [Record.make([Turn("user", "q"), Turn("assistant", "a")], metadata={"score": 1, "tags": ["x"]}),

@@ -99,7 +99,8 @@ def _columnar(records: Iterable[Record], shape: str) -> Any:
         for k, v in row.items():
             if k not in RESERVED_KEYS:
                 types.setdefault(k, set()).add(_scalar_type(v))
-    as_column = {k for k, ts in types.items() if len(ts) == 1 and None not in ts}
+    # A NUL in a column name does not survive HF datasets' schema round trip: such keys travel as JSON too.
+    as_column = {k for k, ts in types.items() if len(ts) == 1 and None not in ts and "\x00" not in k}
     out = []
     for row in rows:
         nested = dict(row.pop("divscope_metadata", {}) or {})
