@@ -96,12 +96,37 @@ def test_llamafactory_entries(tmp_path: Path) -> None:
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["a"] == {"file_name": "a.json", "formatting": "alpaca",
                          "columns": {"prompt": "instruction", "query": "input", "response": "output",
-                                     "system": "system", "history": "history"}}
+                                     "system": "system"}}
     assert info["b"]["columns"] == {"messages": "conversations"}
     assert info["c"]["tags"]["role_tag"] == "role" and info["c"]["file_name"] == "c.jsonl"
     # The alpaca file is what LLaMA-Factory's alpaca converter expects: one JSON array of objects.
     [row] = json.loads((tmp_path / "a.json").read_text())
     assert row == {"system": "s", "instruction": "q", "input": "", "output": "a"}
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "sharegpt", "openai"])
+def test_exports_load_as_their_llamafactory_entry_declares(tmp_path: Path, fmt: str) -> None:
+    """What LLaMA-Factory's loader does: HF datasets' JSON loader, then every declared column of every row.
+
+    Before: an alpaca file without system prompt or history declared both (``KeyError: 'history'``), and a
+    metadata key holding 4 in one record and "4" in another broke datasets 4.0's schema inference."""
+    import datasets
+
+    recs = [Record.make([Turn("user", "q1"), Turn("assistant", "a1")], metadata={"score": 4, "src": "x"}),
+            Record.make([Turn("user", "q2"), Turn("assistant", "a2")], metadata={"score": "4", "src": "y"})]
+    path = tmp_path / ("d.jsonl" if fmt == "openai" else "d.json")
+    write_records(recs, path, fmt=fmt)
+    entry = json.loads((tmp_path / "dataset_info.json").read_text())["d"]
+    ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    for row in ds:
+        for column in entry["columns"].values():
+            assert column in row, f"{fmt}: declared column {column!r} missing"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if fmt == "openai" else \
+        json.loads(path.read_text())
+    for key in {k for row in rows for k in row} - RESERVED_KEYS:
+        assert len({type(row.get(key)) for row in rows}) == 1, f"{key!r} changes type between rows"
+    back, _ = divscope.read_records(path, fmt=fmt)
+    assert [r.metadata for r in back] == [{"score": 4, "src": "x"}, {"score": "4", "src": "y"}]
 
 
 def test_export_cli_and_unknown_format(tmp_path: Path) -> None:

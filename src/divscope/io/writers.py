@@ -54,33 +54,33 @@ def write_records(
         raise DivscopeError(f"unknown shape {shape!r}: choose from {', '.join(SHAPES)}")
     if fmt in SHAPES:
         shape = fmt
-        _write_json(records, path, shape, jsonl=path.suffix.lower() == ".jsonl" or shape == "openai")
+    rows = _typed_rows(records, shape)
+    if fmt in SHAPES:
+        _write_json(rows, path, jsonl=path.suffix.lower() == ".jsonl" or shape == "openai")
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
-        table = _columnar(records, shape)
         with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(_columnar(rows), tmp, compression="zstd")
     else:
         import datasets
 
-        table = _columnar(records, shape)
         with atomic_path(path) as tmp:
-            datasets.Dataset(table).save_to_disk(str(tmp))
+            datasets.Dataset(_columnar(rows)).save_to_disk(str(tmp))
     if llamafactory and fmt != "hf":
-        add_llamafactory_entry(path, shape)
+        add_llamafactory_entry(path, shape, columns={k for row in rows for k in row})
     return path
 
 
-def _write_json(records: Iterable[Record], path: Path, shape: str, jsonl: bool) -> None:
+def _write_json(rows: list[dict[str, Any]], path: Path, jsonl: bool) -> None:
     with atomic_open(path) as fh:
         if jsonl:
-            for r in records:
-                fh.write(json.dumps(to_dict(r, shape), ensure_ascii=False) + "\n")
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             return
         fh.write("[")  # one record per line inside the array: valid JSON that still diffs and streams well
-        for i, r in enumerate(records):
-            fh.write(("," if i else "") + "\n" + json.dumps(to_dict(r, shape), ensure_ascii=False))
+        for i, row in enumerate(rows):
+            fh.write(("," if i else "") + "\n" + json.dumps(row, ensure_ascii=False))
         fh.write("\n]\n")
 
 
@@ -88,20 +88,20 @@ def _scalar_type(v: Any) -> type | None:
     return type(v) if isinstance(v, (str, int, float, bool)) else None
 
 
-def _columnar(records: Iterable[Record], shape: str) -> Any:
-    """Rows for Parquet/Arrow: metadata scalars of one consistent type get a column each; anything else
-    (nested values, nulls, mixed types) travels as JSON in ``divscope_metadata`` so the schema stays valid."""
-    import pyarrow as pa
+def _typed_rows(records: Iterable[Record], shape: str) -> list[dict[str, Any]]:
+    """Rows in ``shape`` whose every metadata key holds one scalar type across the file.
 
+    Readers that infer a schema need that: Arrow/Parquet, HF ``datasets`` and its JSON loader (datasets 4.0, which
+    LLaMA-Factory pins, fails on ``score: 4`` in one row and ``"4"`` in another). Anything else (nested values,
+    nulls, mixed types, names holding NUL, which a datasets schema cannot carry) travels as JSON text in
+    ``divscope_metadata``, which every divscope reader unpacks back into metadata."""
     rows = [to_dict(r, shape) for r in records]
     types: dict[str, set[type | None]] = {}
     for row in rows:
         for k, v in row.items():
             if k not in RESERVED_KEYS:
                 types.setdefault(k, set()).add(_scalar_type(v))
-    # A NUL in a column name does not survive HF datasets' schema round trip: such keys travel as JSON too.
     as_column = {k for k, ts in types.items() if len(ts) == 1 and None not in ts and "\x00" not in k}
-    out = []
     for row in rows:
         nested = dict(row.pop("divscope_metadata", {}) or {})
         for k in list(row):
@@ -109,16 +109,24 @@ def _columnar(records: Iterable[Record], shape: str) -> Any:
                 nested[k] = row.pop(k)
         if nested:
             row["divscope_metadata"] = json.dumps(nested, ensure_ascii=False, sort_keys=True)
-        out.append(row)
-    keys = list(dict.fromkeys(k for row in out for k in row))  # from_pylist alone only looks at the first row
+    return rows
+
+
+def _columnar(rows: list[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    keys = list(dict.fromkeys(k for row in rows for k in row))  # from_pylist alone only looks at the first row
     try:
-        return pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in out])
+        return pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise DivscopeError(f"cannot lay these records out as columns: {e}") from None
 
 
-def add_llamafactory_entry(path: Path, shape: str) -> Path:
-    """Add (or replace) this file's entry in the ``dataset_info.json`` beside it, keeping other entries."""
+def add_llamafactory_entry(path: Path, shape: str, columns: set[str] | None = None) -> Path:
+    """Add (or replace) this file's entry in the ``dataset_info.json`` beside it, keeping other entries.
+
+    ``columns``: the keys the file holds; optional alpaca columns it lacks are not declared (LLaMA-Factory reads
+    every declared column and raises ``KeyError`` on a missing one)."""
     info_path = path.parent / DATASET_INFO
     info: dict[str, Any] = {}
     if info_path.exists():
@@ -126,16 +134,16 @@ def add_llamafactory_entry(path: Path, shape: str) -> Path:
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             raise DivscopeError(f"{info_path}: exists but is not valid JSON; fix or remove it") from None
-    info[path.stem] = llamafactory_entry(path.name, shape)
+    info[path.stem] = llamafactory_entry(path.name, shape, columns)
     write_json(info_path, info)
     return info_path
 
 
-def llamafactory_entry(file_name: str, shape: str) -> dict[str, Any]:
+def llamafactory_entry(file_name: str, shape: str, columns: set[str] | None = None) -> dict[str, Any]:
     if shape == "alpaca":
-        return {"file_name": file_name, "formatting": "alpaca",
-                "columns": {"prompt": "instruction", "query": "input", "response": "output",
-                            "system": "system", "history": "history"}}
+        cols = {"prompt": "instruction", "query": "input", "response": "output"}
+        cols.update({k: k for k in ("system", "history") if columns is None or k in columns})
+        return {"file_name": file_name, "formatting": "alpaca", "columns": cols}
     if shape == "sharegpt":
         return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "conversations"}}
     return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "messages"},
