@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the markdown tables here as well")
     args = ap.parse_args()
 
-    from divscope.experiment import runner
+    from divscope.experiment import study as runner
     from divscope.experiment.spec import load_spec
     from divscope.features.featurize import featurize_result
     from divscope.features.micro import token_lengths
@@ -36,7 +36,7 @@ def main() -> None:
     spec = load_spec(args.spec)
     ws = Workspace(args.ws)
     if not ws.pool_path.exists():
-        runner._ingest(spec, ws)
+        runner.ingest_pool(spec, ws)
     eligible = runner.eligible_rows(spec, ws)
     resp_len = token_lengths(ws, "response", target_tokenizer(spec.train.model))
     lines = [f"# Selection-side ablations of `{args.spec}` (no training)", "",
@@ -47,7 +47,7 @@ def main() -> None:
     per_level = ["", "| study | strategy | d | k | types covered | mean response tokens |", "|---|---|---|---|---|---|"]
     studies = [("base", spec)] + [(v.name, spec.variant_spec(v.name)) for v in spec.variants]
     for name, s in studies:
-        runner._featurize(s, ws, [])  # vocab fetch only
+        runner.featurize_study(s, ws, [])  # vocab fetch only
         opts = runner.feature_options(s)["micro"]
         t0 = time.perf_counter()
         res = featurize_result(ws, "micro", "response", **opts)

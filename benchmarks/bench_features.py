@@ -47,7 +47,8 @@ def main() -> None:
     import numpy as np
 
     import divscope
-    from divscope.features import macro, micro, models
+    from divscope import models
+    from divscope.features import macro, micro
     from divscope.io.workspace import Workspace
 
     ws_dir = args.ws or Path(tempfile.mkdtemp(prefix="divscope-bench-"))

@@ -98,7 +98,7 @@ def _reset_peak_rss() -> bool:
 def child(path: str, n_select: int, seed: int) -> None:
     """Fast engine at full size; prints one JSON line."""
     from divscope.features.incidence import Incidence
-    from divscope.select import Engine, _kernels
+    from divscope.select import Engine, kernels
 
     t = time.perf_counter()
     tiny = sp.random(50, 8, density=0.3, random_state=0, format="csr").astype(bool)
@@ -106,9 +106,9 @@ def child(path: str, n_select: int, seed: int) -> None:
     warm = time.perf_counter() - t
     misses = 0
     for name in ("prune", "sample", "sort_column", "mix64"):
-        stats = getattr(getattr(_kernels, name), "stats", None)
+        stats = getattr(getattr(kernels, name), "stats", None)
         misses += sum(stats.cache_misses.values()) if stats is not None else 0
-    cached = _kernels.HAVE_NUMBA and misses == 0
+    cached = kernels.HAVE_NUMBA and misses == 0
 
     m = _load(path)
     inc = Incidence(m, [f"tok{i}" for i in range(m.shape[1])], "micro", "response")

@@ -66,7 +66,7 @@ def engine_at(n: int, seed: int) -> dict:
 def featurization(n: int) -> list[dict]:
     import ray
 
-    from divscope.features.executor import Engine, ray_init
+    from divscope.backend import Backend, ray_init
     from divscope.features.featurize import featurize_result
     from divscope.io.ingest import ingest
 
@@ -74,7 +74,7 @@ def featurization(n: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("local", "ray"):
             ingest([f"builtin:study?n={n}"], Path(tmp) / name)
-        eng = Engine("ray", num_cpus=os.cpu_count())
+        eng = Backend("ray", num_cpus=os.cpu_count())
         t = time.perf_counter()
         ray_init(eng)
         startup = time.perf_counter() - t

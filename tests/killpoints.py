@@ -4,7 +4,7 @@ A stage runs as a real ``divscope`` subprocess; it is killed with SIGKILL (its w
 point: a seeded delay, or the moment a chosen file appears. After the kill every file visible under its final
 name must already be complete (byte-identical to the uninterrupted run's file), and a rerun must end with
 final outputs byte-identical to the uninterrupted run. Half-written temporaries live in hidden ``.name.*.tmp``
-folders (``divscope.io.atomic``), which are not outputs and are skipped here.
+folders (``divscope.store.atomic``), which are not outputs and are skipped here.
 """
 
 from __future__ import annotations

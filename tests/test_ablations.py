@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from divscope import models
 from divscope.errors import DivscopeError
 from divscope.experiment.spec import parse_spec
-from divscope.features import micro, models
+from divscope.features import micro
 from divscope.features.featurize import featurize, featurize_result
 from divscope.select.lengths import length_mask, parse_length_range
 from divscope.select.strategies import Selector
@@ -139,7 +140,7 @@ def test_tokenizer_switch_changes_the_type_vocabulary(ws, llama_vocabs):
     spec = parse_spec({"selection": {"strategies": ["instruction-micro"]},
                        "features": {"micro": {"low": 2, "high": 30}},
                        "variants": [{"name": "llama3", "features": {"micro": {"tokenizer": "llama3"}}}]})
-    from divscope.experiment.runner import feature_options
+    from divscope.experiment.study import feature_options
 
     sel = Selector(ws, features=feature_options(spec.variant_spec("llama3")))
     assert sel.incidence("instruction-micro").fingerprint == incs["llama3"].fingerprint
@@ -219,7 +220,7 @@ def test_variant_spec_errors_name_the_key(data, message):
 
 def _fake_variant(study: Path, name: str, shift: float, seed: int) -> None:
     from divscope.analysis import synthetic_results
-    from divscope.io.atomic import write_json
+    from divscope.store.atomic import write_json
 
     rows = synthetic_results(sizes=(1000,), seeds=(0,), strategies=("response-micro",), baselines=("random",),
                              random_seeds=2, seed=seed)

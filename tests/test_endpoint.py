@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from divscope.endpoint import EndpointClient, JsonlStore, _chat_url, extract_json
+from divscope.endpoint import EndpointClient, chat_url
 from divscope.errors import DivscopeError
+from divscope.jsonrepair import extract_json
+from divscope.store import JsonlStore
 from openai_server import (
     Fault,
     OpenAIServer,
@@ -61,7 +63,7 @@ def test_base_url_forms(openai_server, base):
 
 def test_bad_base_url_is_user_error():
     with pytest.raises(DivscopeError):
-        _chat_url("localhost:8000")
+        chat_url("localhost:8000")
     with pytest.raises(DivscopeError):
         EndpointClient("http://x/v1", "")
 
@@ -222,7 +224,7 @@ def test_cache_survives_kill_9(tmp_path):
     cache = tmp_path / "c.jsonl"
     code = textwrap.dedent(f"""
         import sys
-        from divscope.endpoint import JsonlStore
+        from divscope.store import JsonlStore
         s = JsonlStore({str(cache)!r})
         print("ready", flush=True)
         i = 0

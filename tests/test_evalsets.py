@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from divscope import DivscopeError
-from divscope.evaluate.contamination import find_overlap, normalize
-from divscope.evaluate.evalsets import load_eval_set
+from divscope.io.contamination import find_overlap, normalize
+from divscope.io.evalsets import load_eval_set
 
 
 @pytest.mark.parametrize(("name", "n", "with_ref"), [("alpaca_eval", 805, 805), ("vicuna", 80, 80),

@@ -64,24 +64,24 @@ def test_run_killed_and_resumed(tmp_path: Path) -> None:
 
 def test_run_refuses_a_different_study_in_the_same_dir(tmp_path: Path) -> None:
     from divscope import DivscopeError
-    from divscope.experiment.runner import _check_study
     from divscope.experiment.spec import parse_spec
+    from divscope.experiment.study import check_study
 
-    _check_study(tmp_path, parse_spec({"name": "a"}), "cmd")
-    _check_study(tmp_path, parse_spec({"name": "a"}), "cmd")
+    check_study(tmp_path, parse_spec({"name": "a"}), "cmd")
+    check_study(tmp_path, parse_spec({"name": "a"}), "cmd")
     with pytest.raises(DivscopeError, match="holds another study"):
-        _check_study(tmp_path, parse_spec({"name": "b"}), "cmd")
+        check_study(tmp_path, parse_spec({"name": "b"}), "cmd")
 
 
 def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> None:
     """A study.json from an older version lacks options added since; at their defaults it is the same study."""
-    from divscope.experiment.runner import _check_study
     from divscope.experiment.spec import parse_spec
+    from divscope.experiment.study import check_study
 
     spec = parse_spec({"name": "a"})
-    _check_study(tmp_path, spec, "cmd")
+    check_study(tmp_path, spec, "cmd")
     stored = json.loads((tmp_path / "study.json").read_text())
     del stored["spec"]["train"]["gradient_checkpointing"]  # as if written before that option existed
     stored["spec_fingerprint"] = "from-an-older-version"
     (tmp_path / "study.json").write_text(json.dumps(stored))
-    _check_study(tmp_path, spec, "cmd")
+    check_study(tmp_path, spec, "cmd")

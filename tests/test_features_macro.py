@@ -7,8 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import macro, models
+from divscope.features import macro
 from divscope.features.featurize import featurize, featurize_result, load_extra
 from divscope.io.workspace import Workspace
 from helpers import POOL_N as N

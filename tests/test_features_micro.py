@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import micro, models
+from divscope.features import micro
 from divscope.features.featurize import featurize, featurize_result, load_extra
 from helpers import POOL_N as N
 

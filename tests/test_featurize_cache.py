@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import divscope
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import models
 from divscope.features.commands import featurize as featurize_cmd
 from divscope.features.featurize import (
     features_dir,
@@ -20,6 +20,7 @@ from divscope.features.featurize import (
     load_extra,
     load_incidence,
 )
+from divscope.features.micro import default_bands
 from divscope.io.workspace import Workspace
 from helpers import POOL_N as N
 from helpers import real_pairs
@@ -54,7 +55,7 @@ def test_key_depends_on_options_and_latest_is_what_was_asked_last(ws):
     assert load_incidence(ws, "instruction", "micro").fingerprint == a.incidence.fingerprint
     assert load_incidence(ws, "instruction", "micro", key=b.key).fingerprint == b.incidence.fingerprint
     # explicit values equal to the scaled defaults are the same request
-    low, high = fz.level_module("micro").default_bands(N)
+    low, high = default_bands(N)
     assert featurize_result(ws, "micro", "instruction").key == featurize_result(
         ws, "micro", "instruction", low=low, high=high).key
     lengths = load_extra(ws, "instruction", "micro", "lengths.npy")

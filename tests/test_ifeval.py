@@ -8,8 +8,8 @@ import json
 import pytest
 
 from divscope.errors import DivscopeError
-from divscope.evaluate.evalsets import EvalItem, load_eval_set
 from divscope.evaluate.ifeval import accuracy, check_answers
+from divscope.io.evalsets import EvalItem, load_eval_set
 
 
 def item(ids: list[str], kwargs: list[dict], prompt: str = "Answer the question.") -> EvalItem:

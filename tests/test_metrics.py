@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 import divscope
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import models
 from divscope.features.featurize import featurize, load_incidence
 from divscope.io.record import Record, Turn
 from divscope.io.workspace import Workspace

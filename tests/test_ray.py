@@ -23,9 +23,9 @@ TWO_CELLS = {
 
 @pytest.fixture(scope="module")
 def ray_engine():
-    from divscope.features.executor import Engine, ray_init
+    from divscope.backend import Backend, ray_init
 
-    eng = Engine("ray", num_cpus=2)
+    eng = Backend("ray", num_cpus=2)
     ray_init(eng)
     yield eng
     ray.shutdown()

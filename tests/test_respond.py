@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import divscope
-from divscope.endpoint import JsonlStore
 from divscope.errors import DivscopeError
 from divscope.evaluate.respond import CACHE_FILE, FAILURES_FILE, respond
+from divscope.store import JsonlStore
 from openai_server import (
     Fault,
     OpenAIServer,

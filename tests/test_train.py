@@ -78,8 +78,8 @@ def _train_subprocess(subset: Path, run: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_train_loss_decreases_and_kill_resume_is_identical(samples, tmp_path: Path) -> None:
     from divscope.evaluate.nll import mean_nll
-    from divscope.evaluate.runs import load_run_model
     from divscope.train.model import load_causal_lm
+    from divscope.train.run import Run
     from divscope.train.sft import TrainConfig, train
 
     subset = divscope.write_records(samples, tmp_path / "subset.jsonl")
@@ -89,7 +89,7 @@ def test_train_loss_decreases_and_kill_resume_is_identical(samples, tmp_path: Pa
 
     full = train(samples, tmp_path / "full", TrainConfig(**CFG))
     assert full.summary["global_step"] == 6 and full.summary["resumed_from"] is None
-    after = mean_nll(*load_run_model(tmp_path / "full"), convs, max_len=96).mean_nll
+    after = mean_nll(*Run.open(tmp_path / "full").load(), convs, max_len=96).mean_nll
     assert after < before - 0.05, (before, after)
 
     # Kill a second, identical run once its first checkpoint is complete, then rerun it.

@@ -4,10 +4,9 @@ The Python API mirrors the CLI: ``ingest`` a pool into a workspace, read it back
 subset with ``write_records``.
 """
 
-__version__ = "0.1.0"
-
-from divscope.errors import DivscopeError  # noqa: E402
-from divscope.io import (  # noqa: E402
+from divscope._version import __version__
+from divscope.errors import DivscopeError
+from divscope.io import (
     Pool,
     Record,
     Turn,

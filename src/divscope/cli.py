@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from divscope import __version__
+from divscope._version import __version__
 from divscope.errors import DivscopeError
 from divscope.ui import console, err_console
 

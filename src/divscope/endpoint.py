@@ -25,16 +25,13 @@ Tagging (meso level), LLM judging and response regeneration all go through :clas
   line, then ``flush`` + ``fsync``) keyed by ``sha256(model, messages, params)``. The file survives ``kill -9``
   at any point: a half-written last line is detected on load and ignored (and a newline is appended before
   the next record, so it never corrupts a later one). A rerun never re-asks a cached request; failures are
-  not cached, so a rerun retries exactly them. Identical requests within one batch are sent once.
-
-``extract_json`` is the tolerant parser for model replies that should contain JSON.
+  not cached, so a rerun retries exactly them. Identical requests within one batch are sent once. The cache is
+  a :class:`divscope.store.JsonlStore`; ``divscope.jsonrepair.extract_json`` parses replies that hold JSON.
 """
 
 from __future__ import annotations
 
-import ast
 import email.utils
-import fcntl
 import hashlib
 import json
 import os
@@ -42,7 +39,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +48,7 @@ from typing import Any
 import httpx
 
 from divscope.errors import DivscopeError
+from divscope.store.jsonl import JsonlStore
 from divscope.ui import progress_bar
 
 Messages = list[dict[str, Any]]
@@ -99,107 +97,11 @@ class _AttemptError(Exception):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Kill-safe append-only JSONL store
-# --------------------------------------------------------------------------------------------------------------
-
-
-class JsonlStore:
-    """An append-only JSONL key -> record map that survives ``kill -9`` at any point.
-
-    Each record is one line ``{"key": ..., ...}`` written with a single ``write`` under an exclusive
-    ``flock``, then flushed and fsynced. On load, a line that is not complete JSON (the half-written last line
-    of a killed run) is ignored and counted in ``corrupt_lines``; if the file does not end in a newline one is
-    appended before the next record. Later records for the same key win. Thread-safe; several processes may
-    append to the same file (the lock serialises their writes).
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._data: dict[str, dict[str, Any]] = {}
-        self.corrupt_lines = 0
-        self._needs_newline = False
-        self._load()
-
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        raw = self.path.read_bytes()
-        if not raw:
-            return
-        self._needs_newline = not raw.endswith(b"\n")
-        for line in raw.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                self.corrupt_lines += 1
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("key"), str):
-                self._data[rec["key"]] = rec
-            else:
-                self.corrupt_lines += 1
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self._data.get(key)
-
-    def keys(self) -> Iterator[str]:
-        return iter(list(self._data))
-
-    def put(self, key: str, record: dict[str, Any]) -> None:
-        self.put_many([(key, record)])
-
-    def put_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Append several records with one write + fsync (all lines, or a detectable partial last one)."""
-        lines = []
-        recs = []
-        for key, record in items:
-            rec = {"key": key, **{k: v for k, v in record.items() if k != "key"}}
-            lines.append(json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
-            recs.append(rec)
-        if not lines:
-            return
-        payload = ("\n".join(lines) + "\n").encode("utf-8")
-        with self._lock:
-            with open(self.path, "ab") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-                try:
-                    if self._needs_newline or self._tail_is_partial(fh):
-                        fh.write(b"\n")
-                        self._needs_newline = False
-                    fh.write(payload)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                finally:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            for rec in recs:
-                self._data[rec["key"]] = rec
-
-    @staticmethod
-    def _tail_is_partial(fh: Any) -> bool:
-        """True when another writer left the file without a final newline (checked under the lock)."""
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            return False
-        with open(fh.name, "rb") as rd:
-            rd.seek(size - 1)
-            return rd.read(1) != b"\n"
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The client
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _chat_url(base_url: str) -> str:
+def chat_url(base_url: str) -> str:
     url = base_url.strip().rstrip("/")
     if not url:
         raise DivscopeError("endpoint base_url is empty: pass e.g. --base-url http://localhost:8000/v1")
@@ -260,7 +162,7 @@ class EndpointClient:
         if max_retries < 0:
             raise DivscopeError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = base_url
-        self.url = _chat_url(base_url)
+        self.url = chat_url(base_url)
         self.model = model
         self.api_key_env = api_key_env
         self.max_concurrency = int(max_concurrency)
@@ -539,140 +441,3 @@ class _null_bar:
 
     def __exit__(self, *exc: Any) -> None:
         return None
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Tolerant JSON extraction
-# --------------------------------------------------------------------------------------------------------------
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)```", re.S)
-_TRAILING_COMMA = re.compile(r",(\s*[\]}])")
-
-
-def extract_json(text: str | None, default: Any = None) -> Any:
-    """The first JSON list or object in a model reply, or ``default`` when there is none.
-
-    Tolerates: surrounding prose; Markdown code fences (a fenced block is tried first); trailing commas;
-    single-quoted strings and Python literals (``True``/``False``/``None``, via ``ast.literal_eval``); a reply
-    cut off inside a list (the complete leading elements are kept). Candidates are tried in order of their
-    opening bracket, so ``"see [1]: {...}"`` still finds the object when ``[1]`` is not what was meant only if
-    it fails to parse; a scalar is never returned.
-    """
-    if not text:
-        return default
-    blocks = [m.group(2) for m in _FENCE.finditer(text)]
-    # An unterminated fence (reply cut off): take everything after the opening fence.
-    if not blocks and "```" in text:
-        blocks = [re.sub(r"^```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?", "", text[text.index("```"):])]
-    for source in [*blocks, text]:
-        found = _first_json(source)
-        if found is not None:
-            return found
-    return default
-
-
-def _first_json(text: str) -> Any:
-    pos = 0
-    n = len(text)
-    while pos < n:
-        starts = [i for i in (text.find("[", pos), text.find("{", pos)) if i >= 0]
-        if not starts:
-            return None
-        start = min(starts)
-        end = _match_bracket(text, start)
-        if end is not None:
-            value = _loads_tolerant(text[start:end + 1])
-            if isinstance(value, (list, dict)):
-                return value
-        else:
-            value = _salvage_truncated(text[start:])
-            if value is not None:
-                return value
-        pos = start + 1
-    return None
-
-
-def _match_bracket(text: str, start: int) -> int | None:
-    """Index of the bracket closing ``text[start]``, string-aware (both quote styles), or None."""
-    stack: list[str] = []
-    pairs = {"[": "]", "{": "}"}
-    quote: str | None = None
-    i = start
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in "\"'":
-            # A single quote inside a word (don't, it's) is an apostrophe, not a string delimiter.
-            if c == "'" and i > 0 and text[i - 1].isalnum() and i + 1 < n and text[i + 1].isalnum():
-                pass
-            else:
-                quote = c
-        elif c in pairs:
-            stack.append(pairs[c])
-        elif c in "]}":
-            if not stack or stack[-1] != c:
-                return None
-            stack.pop()
-            if not stack:
-                return i
-        i += 1
-    return None
-
-
-def _loads_tolerant(s: str) -> Any:
-    try:
-        return json.loads(s)
-    except json.JSONDecodeError:
-        pass
-    fixed = _TRAILING_COMMA.sub(r"\1", s)
-    try:
-        return json.loads(fixed)
-    except json.JSONDecodeError:
-        pass
-    py = re.sub(r"\btrue\b", "True", fixed)
-    py = re.sub(r"\bfalse\b", "False", py)
-    py = re.sub(r"\bnull\b", "None", py)
-    try:
-        return ast.literal_eval(py)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-
-
-def _salvage_truncated(s: str) -> Any:
-    """For a list cut off mid-way (``[{...}, {...}, {"tag": "x``), keep its complete elements."""
-    if not s.startswith("["):
-        return None
-    # Walk the top-level elements, remembering the end of the last complete one.
-    depth = 0
-    quote: str | None = None
-    last_complete = None
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-        elif c in "[{":
-            depth += 1
-        elif c in "]}":
-            depth -= 1
-            if depth == 1:
-                last_complete = i
-        elif c == "," and depth == 1:
-            last_complete = i - 1
-        i += 1
-    if last_complete is None:
-        return None
-    value = _loads_tolerant(s[:last_complete + 1].rstrip().rstrip(",") + "]")
-    return value if isinstance(value, list) and value else None

@@ -28,7 +28,7 @@ console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _show_progress() -> bool:
+def show_progress() -> bool:
     flag = os.environ.get("DIVSCOPE_PROGRESS")
     if flag is not None:
         return flag not in ("0", "", "false")
@@ -40,7 +40,7 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Any]:
     """A rich progress bar; yields ``advance(n=1)``."""
     columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=err_console, disable=not _show_progress(), transient=False) as prog:
+    with Progress(*columns, console=err_console, disable=not show_progress(), transient=False) as prog:
         task = prog.add_task(description, total=total, rate="")
 
         pending = 0

@@ -33,16 +33,16 @@ import numpy as np
 from divscope.analysis import correlation as corr_mod
 from divscope.analysis.analyze import (
     STRATEGIES,
-    _clean,
-    _groups,
-    _write_csv,
+    clean,
+    group_rows,
     load_results,
     load_study,
     slope_rows,
     strategy_rank,
+    write_csv,
 )
 from divscope.analysis.regression import fit
-from divscope.io.atomic import atomic_path, write_json
+from divscope.store.atomic import atomic_path, write_json
 
 OUT = "ablations"
 VARIANTS = "variants"
@@ -172,14 +172,14 @@ def predictor_rows(per_study: Mapping[str, Sequence[Mapping[str, Any]]]) -> list
         block = []
         for col in columns:
             g = [r for r in all_rows if r["metric"] == metric]
-            x = [corr_mod._num(r.get(col)) for r in g]
+            x = [corr_mod.as_number(r.get(col)) for r in g]
             if not any(math.isfinite(v) for v in x):
                 continue
             c = corr_mod.correlate(x, [r["score"] for r in g])
             signs = []
             for rows in per_study.values():
                 sg = [r for r in rows if r["metric"] == metric]
-                cs = corr_mod.correlate([corr_mod._num(r.get(col)) for r in sg], [r["score"] for r in sg])
+                cs = corr_mod.correlate([corr_mod.as_number(r.get(col)) for r in sg], [r["score"] for r in sg])
                 if cs["spearman_rho"] is not None:
                     signs.append(np.sign(cs["spearman_rho"]))
             pooled_sign = np.sign(c["spearman_rho"]) if c["spearman_rho"] is not None else 0
@@ -210,7 +210,7 @@ def build(study: str | Path) -> dict[str, Any]:
             if strategy.endswith("-micro"):
                 bands.append(_band(s["name"], strategy, m))
         srows, _ = slope_rows(rows)
-        groups = _groups((r for r in rows if r["diversity"] is not None), "metric", "size", "strategy")
+        groups = group_rows((r for r in rows if r["diversity"] is not None), "metric", "size", "strategy")
         for sr in srows:
             g = groups[(sr["metric"], sr["size"], sr["strategy"])]
             m = manifests.get(sr["strategy"], {})
@@ -233,7 +233,7 @@ def build(study: str | Path) -> dict[str, Any]:
                             "mean_instruction_tokens": r.get("m.instruction.mean_tokens"),
                             "types_covered": r.get(f"m.{side}.types_{level}") if r["strategy"] in STRATEGIES
                             else None})
-    return _clean({"studies": [{"name": s["name"], "dir": str(s["dir"]), "changes": s["changes"],
+    return clean({"studies": [{"name": s["name"], "dir": str(s["dir"]), "changes": s["changes"],
                                 "description": s["description"], "results": len(per_study.get(s["name"], []))}
                                for s in st],
                    "slopes": slopes, "bands": bands, "lengths": lengths,
@@ -249,8 +249,8 @@ def write(study: str | Path) -> dict[str, Any]:
     with atomic_path(study / OUT) as tmp:
         tmp.mkdir()
         write_json(tmp / "ablations.json", res)
-        _write_csv(tmp / "slopes.csv", SLOPE_COLUMNS, res["slopes"])
-        _write_csv(tmp / "bands.csv", BAND_COLUMNS, res["bands"])
-        _write_csv(tmp / "lengths.csv", LENGTH_COLUMNS, res["lengths"])
-        _write_csv(tmp / "predictors.csv", PREDICTOR_COLUMNS, res["predictors"])
+        write_csv(tmp / "slopes.csv", SLOPE_COLUMNS, res["slopes"])
+        write_csv(tmp / "bands.csv", BAND_COLUMNS, res["bands"])
+        write_csv(tmp / "lengths.csv", LENGTH_COLUMNS, res["lengths"])
+        write_csv(tmp / "predictors.csv", PREDICTOR_COLUMNS, res["predictors"])
     return res

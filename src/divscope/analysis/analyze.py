@@ -31,7 +31,7 @@ from divscope.analysis import correlation as corr_mod
 from divscope.analysis import plots
 from divscope.analysis.regression import PAPER_SIZE, PAPER_SLOPES_10K, Fit, Prior, fit
 from divscope.errors import DivscopeError
-from divscope.io.atomic import atomic_open, atomic_path, write_json
+from divscope.store.atomic import atomic_open, atomic_path, write_json
 
 ANALYSIS_VERSION = 1
 STRATEGIES = tuple(f"{side}-{level}" for side in ("instruction", "response") for level in ("macro", "meso", "micro"))
@@ -161,15 +161,15 @@ def _r(v: Any, digits: int = 12) -> Any:
     return v
 
 
-def _clean(obj: Any) -> Any:
+def clean(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     return _r(obj)
 
 
-def _groups(rows: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple, list[Mapping[str, Any]]]:
+def group_rows(rows: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple, list[Mapping[str, Any]]]:
     out: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in rows:
         out.setdefault(tuple(r[k] for k in keys), []).append(r)
@@ -181,7 +181,7 @@ def slope_rows(rows: Sequence[Mapping[str, Any]], prior: Prior | None = None
     """One row per (metric, size, strategy) with any diversity level; the fits keyed the same way."""
     fits: dict[tuple[str, int, str], Fit] = {}
     out = []
-    groups = _groups((r for r in rows if r["diversity"] is not None), "metric", "size", "strategy")
+    groups = group_rows((r for r in rows if r["diversity"] is not None), "metric", "size", "strategy")
     for (metric, size, strategy), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
                                                                               strategy_rank(kv[0][2]))):
         f = fit([r["diversity"] for r in g], [r["score"] for r in g], prior)
@@ -203,7 +203,7 @@ def slope_rows(rows: Sequence[Mapping[str, Any]], prior: Prior | None = None
 def baseline_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample std (ddof=1; 0 for one run) of every strategy run without a diversity level."""
     out = []
-    groups = _groups((r for r in rows if r["diversity"] is None), "metric", "size", "strategy")
+    groups = group_rows((r for r in rows if r["diversity"] is None), "metric", "size", "strategy")
     for (metric, size, strategy), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
                                                                               strategy_rank(kv[0][2]))):
         s = np.array([r["score"] for r in g])
@@ -238,8 +238,8 @@ def best_rows(rows: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str
         return max(g, key=lambda r: r["score"])  # first of equals in canonical order
 
     out: dict[str, Any] = {}
-    for (metric,), g in sorted(_groups(rows, "metric").items()):
-        per = {k[0]: v for k, v in _groups(g, "strategy").items()}
+    for (metric,), g in sorted(group_rows(rows, "metric").items()):
+        per = {k[0]: v for k, v in group_rows(g, "strategy").items()}
         out[metric] = {"overall": entry(top(g), "overall"),
                        "per_strategy": [entry(top(per[s]), s) for s in sorted(per, key=strategy_rank)],
                        "random": [{k: b[k] for k in ("size", "n", "mean", "std")} for b in baselines
@@ -251,7 +251,7 @@ def slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("._") or "x"
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     with atomic_open(path) as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(columns)
@@ -295,7 +295,7 @@ def analyze(study: str | Path, prior: Prior | None = None, figures: bool = True)
             for size in sizes:
                 sel = [r for r in rows if r["metric"] == metric and r["size"] == size]
                 pts = {s: ([r["diversity"] for r in g], [r["score"] for r in g])
-                       for (s,), g in _groups((r for r in sel if r["diversity"] is not None), "strategy").items()}
+                       for (s,), g in group_rows((r for r in sel if r["diversity"] is not None), "strategy").items()}
                 if not any(s in pts for s in STRATEGIES):
                     continue
                 f = {s: fits[(metric, size, s)] for s in pts}
@@ -317,23 +317,23 @@ def analyze(study: str | Path, prior: Prior | None = None, figures: bool = True)
     out = study / OUT
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        write_json(tmp / "slopes.json", _clean(slopes))
-        _write_csv(tmp / "slopes.csv", SLOPE_COLUMNS, slopes)
-        write_json(tmp / "correlations.json", _clean(correlations))
-        _write_csv(tmp / "correlations.csv", CORR_COLUMNS, correlations)
-        write_json(tmp / "baselines.json", _clean(baselines))
-        _write_csv(tmp / "baselines.csv", BASELINE_COLUMNS, baselines)
-        write_json(tmp / "best.json", _clean(best))
-        _write_csv(tmp / "best.csv", BEST_COLUMNS,
+        write_json(tmp / "slopes.json", clean(slopes))
+        write_csv(tmp / "slopes.csv", SLOPE_COLUMNS, slopes)
+        write_json(tmp / "correlations.json", clean(correlations))
+        write_csv(tmp / "correlations.csv", CORR_COLUMNS, correlations)
+        write_json(tmp / "baselines.json", clean(baselines))
+        write_csv(tmp / "baselines.csv", BASELINE_COLUMNS, baselines)
+        write_json(tmp / "best.json", clean(best))
+        write_csv(tmp / "best.csv", BEST_COLUMNS,
                    [e for m in best.values() for e in [m["overall"], *m["per_strategy"]]])
-        _write_csv(tmp / "results.csv", BASE_COLUMNS + tuple(columns), rows)
+        write_csv(tmp / "results.csv", BASE_COLUMNS + tuple(columns), rows)
         (tmp / "figures").mkdir()
         for name, data in figs.items():
             with atomic_open(tmp / "figures" / name, "wb") as fh:
                 fh.write(data)
-        write_json(tmp / "summary.json", _clean(summary))
-    return {**_clean(summary), "dir": str(out), "slopes": _clean(slopes), "correlations": _clean(correlations),
-            "baselines": _clean(baselines), "best": _clean(best), "fits": fits}
+        write_json(tmp / "summary.json", clean(summary))
+    return {**clean(summary), "dir": str(out), "slopes": clean(slopes), "correlations": clean(correlations),
+            "baselines": clean(baselines), "best": clean(best), "fits": fits}
 
 
 def is_current(study: str | Path, prior: Prior | None = None) -> bool:

@@ -30,7 +30,7 @@ def metric_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(cols)
 
 
-def _num(v: Any) -> float:
+def as_number(v: Any) -> float:
     if isinstance(v, bool) or v is None:
         return math.nan
     try:
@@ -81,10 +81,10 @@ def correlations(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     out: list[dict[str, Any]] = []
     for metric in sorted(by_metric):
         group = by_metric[metric]
-        y = [_num(r.get("score")) for r in group]
+        y = [as_number(r.get("score")) for r in group]
         block = []
         for col in columns:
-            x = [_num(r.get(col)) for r in group]
+            x = [as_number(r.get(col)) for r in group]
             if not any(math.isfinite(v) for v in x):
                 continue
             side, _, name = col[len(METRIC_PREFIX):].partition(".")

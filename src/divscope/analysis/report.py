@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from divscope import __version__
+from divscope._version import __version__
 from divscope.analysis.analyze import OUT, analyze, is_current, load_results, load_study, slug
 from divscope.analysis.plots import score_label
 from divscope.analysis.regression import PAPER_SIZE, Prior
-from divscope.io.atomic import atomic_open
+from divscope.store.atomic import atomic_open
 
 REPORT = "report.html"
 MAIN_METRICS = ("m.response.mean_tokens", "m.instruction.mean_tokens", "m.response.distinct_2",

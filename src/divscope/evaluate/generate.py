@@ -14,7 +14,7 @@
   running, 1 thread decoded SmolLM2-135M about 5x faster than 2 (threads spin-waiting for a descheduled peer);
   on an idle machine with more cores a higher value may pay off (docs/evaluation.md has the measurements).
 * **Cache**: with ``cache_path``, each finished answer is appended to a kill-safe JSONL store
-  (:class:`divscope.endpoint.JsonlStore`) keyed by ``sha256(model identity, item id, turns, settings)``;
+  (:class:`divscope.store.JsonlStore`) keyed by ``sha256(model identity, item id, turns, settings)``;
   a rerun (or another method on the same run) never regenerates it.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from divscope.evaluate.evalsets import EvalItem
+from divscope.io.evalsets import EvalItem
 from divscope.ui import progress_bar
 
 
@@ -193,7 +193,7 @@ def generate_answers(model: Any, items: Sequence[EvalItem], cfg: GenConfig, mode
     ``model`` is a ``(model, tokenizer)`` pair or a function returning one, called only when some answer is
     not cached yet (a fully cached rerun loads no model). ``model_id`` identifies the model in the cache key.
     """
-    from divscope.endpoint import JsonlStore
+    from divscope.store import JsonlStore
 
     stats = stats if stats is not None else GenStats()
     loaded: list[Any] = [] if callable(model) else [model]
@@ -249,19 +249,11 @@ def generate_answers(model: Any, items: Sequence[EvalItem], cfg: GenConfig, mode
     return [tuple(a) for a in answers]
 
 
-def run_model_id(summary: dict[str, Any]) -> str:
-    """Identity of a finished training run's model, for the generation cache key."""
-    blob = json.dumps({"config": summary.get("config"), "data": summary.get("data_fingerprint"),
-                       "model_dir": summary.get("model_dir", "model")}, sort_keys=True, default=str)
-    return "run:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def answers_for_run(run_dir: str | os.PathLike[str], items: Sequence[EvalItem], cfg: GenConfig,
                     device: str | None = None, stats: GenStats | None = None) -> list[tuple[str, ...]]:
     """A training run's answers to ``items``, cached in ``RUN/eval/generations.jsonl``."""
-    from divscope.evaluate.runs import load_run_model, run_summary
+    from divscope.train.run import Run
 
-    run = Path(run_dir)
-    summary = run_summary(run)
-    return generate_answers(lambda: load_run_model(run, device), items, cfg, run_model_id(summary),
-                            cache_path=run / "eval" / "generations.jsonl", stats=stats)
+    run = Run.open(run_dir)
+    return generate_answers(lambda: run.load(device), items, cfg, run.model_id,
+                            cache_path=run.path / "eval" / "generations.jsonl", stats=stats)

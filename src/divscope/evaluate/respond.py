@@ -34,14 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from divscope import __version__
+from divscope._version import __version__
 from divscope.endpoint import EndpointClient
 from divscope.errors import DivscopeError
-from divscope.io.atomic import atomic_open, write_json
 from divscope.io.ingest import ingest
 from divscope.io.record import Record
 from divscope.io.shapes import to_dict
 from divscope.io.workspace import Workspace
+from divscope.store.atomic import atomic_open, write_json
 
 FAILURES_FILE = "respond_failures.jsonl"
 CACHE_FILE = "cache/respond.jsonl"

@@ -17,35 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from divscope import __version__
+from divscope._version import __version__
 from divscope.errors import DivscopeError
-from divscope.evaluate.evalsets import EvalItem, load_eval_set
-from divscope.io.atomic import write_json
-from divscope.train.sft import TRAIN_FILE
+from divscope.io.evalsets import EvalItem, load_eval_set
+from divscope.store.atomic import write_json
+from divscope.train.run import Run
 
 METHODS = ("nll", "judge", "ifeval")
-
-
-def run_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / TRAIN_FILE
-    if not path.is_file():
-        raise DivscopeError(f"{run_dir}: not a finished training run (no {TRAIN_FILE}); run `divscope train` first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def load_run_model(run_dir: Path, device: str | None = None) -> tuple[Any, Any]:
-    """The fine-tuned model of a run: base + LoRA adapter, or the full model."""
-    from divscope.train.model import load_causal_lm
-
-    summary = run_summary(run_dir)
-    cfg = summary["config"]
-    model_dir = run_dir / summary.get("model_dir", "model")
-    if cfg["method"] == "lora":
-        from peft import PeftModel
-
-        base, tok = load_causal_lm(cfg["model"], device=device)
-        return PeftModel.from_pretrained(base, str(model_dir)), tok
-    return load_causal_lm(str(model_dir), device=device)
 
 
 def sample_items(items: list[EvalItem], limit: int | None, seed: int) -> list[EvalItem]:
@@ -75,7 +53,8 @@ def evaluate_run(run_dir: str | Path, eval_set: str = "alpaca_eval", method: str
     run_dir = Path(run_dir)
     if method not in METHODS:
         raise DivscopeError(f"--method must be one of {', '.join(METHODS)}")
-    summary = run_summary(run_dir)
+    run = Run.open(run_dir)
+    summary = run.summary
     params = {"eval_set": eval_set, "method": method, "limit": limit, "seed": seed, "max_len": max_len,
               **{k: v for k, v in options.items() if k != "api_key"}}
     out = result_path(run_dir, eval_set, method)
@@ -116,7 +95,7 @@ def _nll(run_dir: Path, items: list[EvalItem], max_len: int, batch_size: int, de
         convs.append(conv)
     if not convs:
         raise DivscopeError("no item of this eval set has reference answers; nll needs them (try alpaca_eval)")
-    model, tok = load_run_model(run_dir, device)
+    model, tok = Run.open(run_dir).load(device)
     res = mean_nll(model, tok, convs, max_len=max_len, batch_size=batch_size)
     return {"metric": "nll", "score": -res.mean_nll, "mean_nll": res.mean_nll, "perplexity": res.perplexity,
             "tokens": res.tokens, "items": res.items, "skipped": res.skipped, "seconds": round(res.seconds, 2),

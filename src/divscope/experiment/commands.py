@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from divscope.features.executor import engine_options
+from divscope.backend import engine_options
 from divscope.ui import console
 
 
@@ -38,11 +38,11 @@ def run_cmd(spec: Path, out: Path, engine: str, ray_address: str | None, ray_cpu
     """Run the study described by SPEC (YAML): ingest, featurize, grid, metric cards, train, evaluate,
     analyze, report. Every finished piece is kept, so a rerun continues where it stopped (on either engine).
     With --engine ray, featurization runs on Ray Data and every grid cell is a Ray task."""
+    from divscope.backend import as_backend
     from divscope.experiment.runner import run_study
     from divscope.experiment.spec import load_spec
-    from divscope.features.executor import as_engine
 
-    eng = as_engine(engine, ray_address, ray_cpus, cell_cpus)
+    eng = as_backend(engine, ray_address, ray_cpus, cell_cpus)
     _finish(run_study(load_spec(spec), out, command=shlex.join(["divscope", *sys.argv[1:]]), engine=eng))
 
 

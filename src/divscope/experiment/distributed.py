@@ -2,7 +2,7 @@
 
 Each cell (train + evaluate one subset) is one Ray task with declared resources: one GPU where the cluster has
 GPUs, otherwise ``cpus_per_cell`` CPUs. The task runs exactly the code of the local engine
-(:func:`divscope.experiment.runner.run_cell_safely`) and writes into the same run folder, so results, status
+(:func:`divscope.experiment.cells.run_cell_safely`) and writes into the same run folder, so results, status
 files, ``analyze`` and ``report`` do not depend on the engine. That needs ``OUT`` on a filesystem every node
 sees (a local cluster always does; on a real cluster, a shared mount).
 
@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from divscope.backend import Backend, ray_init
 from divscope.errors import DivscopeError
-from divscope.features.executor import Engine, ray_init
+from divscope.experiment.cells import Cell, run_cell_safely
+from divscope.experiment.spec import ExperimentSpec
 
 MAX_RETRIES = 2
 
@@ -27,12 +29,11 @@ class _Retry(Exception):
     """An unexpected error inside a cell: raised out of the task so that Ray retries it."""
 
 
-def _cell_task(cell: Any, spec: Any, cpus: int) -> dict[str, Any]:
+def _cell_task(cell: Cell, spec: ExperimentSpec, cpus: int) -> dict[str, Any]:
     import os
 
     import torch
 
-    from divscope.experiment.runner import run_cell_safely
 
     if not torch.cuda.is_available():
         threads = max(1, cpus)  # the CPUs Ray granted this task, not every core of the node
@@ -44,7 +45,7 @@ def _cell_task(cell: Any, spec: Any, cpus: int) -> dict[str, Any]:
     return outcome
 
 
-def run_cells_ray(eng: Engine, spec: Any, cells: list[Any], finish: Callable[[Any, dict[str, Any]], None],
+def run_cells_ray(eng: Backend, spec: ExperimentSpec, cells: list[Cell], finish: Callable[[Cell, dict[str, Any]], None],
                   cpus_per_cell: int | None = None, max_retries: int = MAX_RETRIES) -> None:
     """Submit every cell, call ``finish(cell, outcome)`` in the driver as each completes (any order)."""
     ray_init(eng)

@@ -5,7 +5,7 @@
     inc = load_incidence("WS", "response", "micro")     # the most recently featurized one
 
 Heavy libraries (torch, transformers, sentence-transformers, scikit-learn) load only when a level is built.
-``divscope.features.models`` resolves tokenizers / embedders offline; ``macro.load_embeddings`` and
+``divscope.models`` resolves tokenizers / embedders offline; ``macro.load_embeddings`` and
 ``micro.token_lengths`` give the cached embeddings and target-tokenizer lengths of a pool side.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from divscope.features.executor import engine_options
+from divscope.backend import engine_options
 
 
 def _parse_kv(items: tuple[str, ...]) -> dict[str, Any]:
@@ -73,12 +73,12 @@ def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str 
     meso   intent tags -> normalised tag clusters (several per sample)
     micro  mid-frequency token types of the target tokenizer (many per sample)
     """
-    from divscope.features.executor import as_engine
+    from divscope.backend import as_backend
     from divscope.features.featurize import featurize_result
     from divscope.io.workspace import Workspace
     from divscope.ui import console, table
 
-    eng = as_engine(engine, ray_address, ray_cpus)
+    eng = as_backend(engine, ray_address, ray_cpus)
     workspace = Workspace(ws)
     workspace.require_pool()
     levels = ["macro", "meso", "micro"] if level == "all" else [level]

@@ -13,70 +13,38 @@ computed from model files without loading the model, so a cache hit loads no mod
 one directory rename (``atomic_path``), so a killed build leaves no entry; an entry whose matrix fingerprint,
 extra-file hash, pool fingerprint or row count does not check out is treated as absent and rebuilt.
 
-Levels are plugged in through ``LEVELS``: each maps to a module path imported lazily, which must define
-``normalize(options, n_samples) -> dict``, ``identity(config) -> str`` and
-``build(ws, side, texts, config, stages) -> Built``. ``meso`` goes through :mod:`divscope.features.meso`'s
-``build_meso(texts, config, cache_dir)`` via the adapter at the bottom of this file.
+Levels are ``Featurizer`` objects (:mod:`divscope.features.base`): ``normalize(options, n_samples) -> dict``,
+``identity(config) -> str`` and ``build(ws, side, texts, config, stages) -> Built``. The three levels are
+registered below; another one registers with ``register_featurizer``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from divscope.errors import DivscopeError
-from divscope.features.incidence import Incidence
-from divscope.io.atomic import atomic_path, write_json
+from divscope.features.base import Stages, featurizer, level_names, register_featurizer
+from divscope.features.incidence import SIDES, Incidence
+from divscope.features.macro import MacroFeaturizer
+from divscope.features.meso import MesoFeaturizer
+from divscope.features.micro import MicroFeaturizer
 from divscope.io.workspace import Workspace
+from divscope.store.atomic import atomic_path, write_json
 
-LEVEL_NAMES = ("macro", "meso", "micro")
-SIDE_NAMES = ("instruction", "response")
 CACHE_VERSION = 1
 ENTRY_FILE = "entry.json"
 LATEST_FILE = "latest.json"
 
-# level -> "module:attribute prefix" (imported only when that level is used)
-LEVELS: dict[str, str] = {
-    "micro": "divscope.features.micro",
-    "macro": "divscope.features.macro",
-    "meso": "divscope.features.featurize:_MesoAdapter",
-}
-
-
-@dataclass
-class Built:
-    """What a level's ``build`` returns: the incidence parts plus extra arrays stored beside it."""
-
-    matrix: sp.csr_matrix
-    type_names: list[str]
-    provenance: dict[str, Any] = field(default_factory=dict)
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class Stages:
-    """Wall time per named stage, in order (``with stages("tokenize"): ...``)."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+for _f in (MacroFeaturizer(), MesoFeaturizer(), MicroFeaturizer()):
+    register_featurizer(_f)
 
 
 @dataclass
@@ -93,17 +61,8 @@ class FeaturizeResult:
         return self.status == "hit"
 
 
-def _level_module(level: str) -> Any:
-    if level not in LEVELS:
-        raise DivscopeError(f"unknown level {level!r}: choose one of {', '.join(LEVEL_NAMES)}")
-    target = LEVELS[level]
-    mod_name, _, attr = target.partition(":")
-    mod = importlib.import_module(mod_name)
-    return getattr(mod, attr) if attr else mod
-
-
 def _check_side(side: str) -> None:
-    if side not in SIDE_NAMES:
+    if side not in SIDES:
         raise DivscopeError(f"unknown side {side!r}: choose instruction or response")
 
 
@@ -151,10 +110,10 @@ def _record_latest(ws: Workspace, side: str, level: str, key: str) -> None:
 def resolve_config(ws: Workspace, level: str, side: str, **options: Any) -> tuple[dict[str, Any], str, str]:
     """(normalised config, model identity, cache key) for a request, without loading any model."""
     _check_side(side)
-    mod = _level_module(level)
+    level_featurizer = featurizer(level)
     pool = ws.pool
-    config = mod.normalize(dict(options), len(pool))
-    identity = mod.identity(config)
+    config = level_featurizer.normalize(dict(options), len(pool))
+    identity = level_featurizer.identity(config)
     return config, identity, cache_key(pool.fingerprint, level, side, config, identity)
 
 
@@ -162,7 +121,7 @@ def featurize_result(ws: Workspace | str | Path, level: str, side: str, *, rebui
                      engine: Any = None, **options: Any) -> FeaturizeResult:
     """Like :func:`featurize` but also says whether it was a cache hit, where it lives and stage times.
 
-    ``engine``: ``local`` (default) or ``ray`` (an ``executor.Engine`` for a cluster address): where the
+    ``engine``: ``local`` (default) or ``ray`` (an ``backend.Backend`` for a cluster address): where the
     per-sample work runs. It is not part of the cache key: both engines build the same bytes.
     """
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
@@ -181,13 +140,13 @@ def featurize_result(ws: Workspace | str | Path, level: str, side: str, *, rebui
             return FeaturizeResult(inc, path, key, "hit", stages.times)
         except ValueError as e:
             status, note = "rebuilt", str(e)
-    from divscope.features.executor import pool_texts, use_engine
+    from divscope.backend import use_backend
+    from divscope.io.workspace import pool_texts
 
-    mod = _level_module(level)
-    with use_engine(engine):
+    with use_backend(engine):
         with stages("read texts"):
             texts = pool_texts(ws, side)
-        built = mod.build(ws, side, texts, config, stages)
+        built = featurizer(level).build(ws, side, texts, config, stages)
     inc_config = dict(config)
     inc_config["model_identity"] = identity
     inc_config["provenance"] = built.provenance
@@ -232,8 +191,7 @@ def latest_entry(ws: Workspace | str | Path, side: str, level: str) -> Path:
     """The cache folder of the most recently featurized (side, level) incidence."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     _check_side(side)
-    if level not in LEVEL_NAMES:
-        raise DivscopeError(f"unknown level {level!r}: choose one of {', '.join(LEVEL_NAMES)}")
+    featurizer(level)  # an unknown level is a one-line error
     d = features_dir(ws, side, level)
     latest = d / LATEST_FILE
     if latest.is_file():
@@ -278,8 +236,8 @@ def clear_cache(ws: Workspace | str | Path, side: str | None = None, level: str 
     """Remove cached incidences (all, or of one side / level); returns how many entries were removed."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     removed = 0
-    for s in [side] if side else SIDE_NAMES:
-        for lv in [level] if level else LEVEL_NAMES:
+    for s in [side] if side else SIDES:
+        for lv in [level] if level else level_names():
             d = features_dir(ws, s, lv)
             if d.is_dir():
                 removed += len(list_entries(ws, s, lv))
@@ -301,54 +259,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return str(o)
-
-
-# ------------------------------------------------------------------------------------------------- meso
-
-class _MesoAdapter:
-    """Bridges the registry to ``divscope.features.meso.build_meso(texts, config, cache_dir)``.
-
-    The meso module is imported only when the meso level is used. Options are passed through as given
-    (after JSON normalisation); if the module defines ``normalize_config(options, n_samples)`` or
-    ``config_identity(config)`` (e.g. the tagger model's identity), they are used for the cache key.
-    """
-
-    @staticmethod
-    def _module() -> Any:
-        try:
-            return importlib.import_module("divscope.features.meso")
-        except ModuleNotFoundError as e:
-            if e.name == "divscope.features.meso":
-                raise DivscopeError("the meso level is not available in this build "
-                                    "(divscope.features.meso is missing)") from e
-            raise
-
-    @classmethod
-    def normalize(cls, options: dict[str, Any], n_samples: int) -> dict[str, Any]:
-        mod = cls._module()
-        options = {k: v for k, v in options.items() if v is not None}
-        if hasattr(mod, "normalize_config"):
-            options = mod.normalize_config(options, n_samples)
-        return _jsonable(options)
-
-    @classmethod
-    def identity(cls, config: dict[str, Any]) -> str:
-        mod = cls._module()
-        if hasattr(mod, "config_identity"):
-            return str(mod.config_identity(config))
-        return f"meso:{getattr(mod, 'VERSION', getattr(mod, '__version__', '0'))}"
-
-    @classmethod
-    def build(cls, ws: Workspace, side: str, texts: list[str], config: dict[str, Any], stages: Stages) -> Built:
-        mod = cls._module()
-        with stages("tag+cluster"):
-            matrix, names, prov = mod.build_meso(texts, dict(config), ws.subdir("cache", "meso"))
-        prov = dict(prov or {})
-        prov.pop("run", None)  # cache hits and timings of this build: not part of what the features are
-        return Built(sp.csr_matrix(matrix), list(names), prov)
-
-
-def level_module(level: str) -> Any:
-    """The registry entry for ``level`` (imports it)."""
-    return _level_module(level)
-

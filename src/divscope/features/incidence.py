@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from divscope.io.atomic import atomic_path, write_json
+from divscope.store.atomic import atomic_path, write_json
 
 LEVELS = ("macro", "meso", "micro")
 _HASH_CHUNK = 1 << 22

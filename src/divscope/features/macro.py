@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import models
-from divscope.features.featurize import Built, Stages
-from divscope.io.atomic import atomic_path, write_json
+from divscope.features.base import Built, Stages
 from divscope.io.workspace import Workspace
+from divscope.store.atomic import atomic_path, write_json
 
 PCA_ABOVE = 5_000
 PCA_DIMS = 50
@@ -118,6 +118,15 @@ def build(ws: Workspace, side: str, texts: list[str], config: dict[str, Any], st
     return Built(matrix, names, prov, {"labels.npy": labels.astype(np.int32), "hdbscan_labels.npy": raw})
 
 
+class MacroFeaturizer:
+    """The macro level behind the ``Featurizer`` protocol (registered by ``divscope.features.featurize``)."""
+
+    level = "macro"
+    normalize = staticmethod(normalize)
+    identity = staticmethod(identity)
+    build = staticmethod(build)
+
+
 # ------------------------------------------------------------------------------------------- embeddings
 
 def _emb_key(ws: Workspace, side: str, embedder: str) -> str:
@@ -154,7 +163,7 @@ def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = 
                 description: str = "embed", max_chars: int = MAX_CHARS) -> np.ndarray:
     """L2-normalised float32 embeddings of ``texts``: sorted by length once, encoded in chunks of ``CHUNK``
     (locally or on Ray: the same chunks either way, so the same bytes), put back in order."""
-    from divscope.features.executor import map_chunks
+    from divscope.backend import map_chunks
 
     embedder = embedder if embedder is not None else models.DEFAULT_EMBEDDER
     n = len(texts)

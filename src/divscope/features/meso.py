@@ -7,7 +7,7 @@ Pipeline (docs/meso.md has the details and measured numbers):
    OpenAI-compatible server). Raw tags are cached per text in ``cache_dir/tags-<tagger>-<identity>.jsonl``
    (key = sha256 of the text; the file name carries the hash of the tagger's identity, so another tagger or
    another setting never reads these tags). The cache is the kill-safe append-only JSONL of
-   :class:`divscope.endpoint.JsonlStore`, written after every chunk: a rerun or a crashed run never re-tags a
+   :class:`divscope.store.JsonlStore`, written after every chunk: a rerun or a crashed run never re-tags a
    text; endpoint failures are not cached (a rerun retries exactly them).
 2. **Normalise** each tag: Unicode NFKC, lower case, ``_ - /`` to spaces, other punctuation dropped (``+`` and
    ``#`` kept for c++/c#, dots kept inside words: node.js), whitespace collapsed, each word lemmatised with
@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from divscope.backend import current_backend, map_chunks, use_backend
 from divscope.errors import DivscopeError
-from divscope.features.executor import current_engine, map_chunks, use_engine
+from divscope.features.base import Built, Stages
 
 VERSION = 1
 
@@ -87,7 +88,7 @@ def normalize_config(options: dict[str, Any], n_samples: int) -> dict[str, Any]:
 
 def config_identity(config: dict[str, Any]) -> str:
     """What, besides the config, determines the output: module version, spaCy model, embedder identity."""
-    from divscope.features.tagging import SPACY_MODEL, _embedder_identity
+    from divscope.features.tagging import SPACY_MODEL, tag_embedder_identity
 
     try:
         import spacy
@@ -95,7 +96,7 @@ def config_identity(config: dict[str, Any]) -> str:
         sp_version = spacy.__version__
     except ImportError:  # pragma: no cover
         sp_version = "none"
-    return f"meso:{VERSION}:spacy-{sp_version}:{SPACY_MODEL}:{_embedder_identity()}"
+    return f"meso:{VERSION}:spacy-{sp_version}:{SPACY_MODEL}:{tag_embedder_identity()}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,10 +158,10 @@ def normalize_tags(tag_lists: Sequence[Sequence[str]], lemmatize: bool = True,
         uniq = sorted({t for ts in cleaned for t in ts if t})
         store = None
         if cache_dir is not None:
-            from divscope.endpoint import JsonlStore
-            from divscope.features.tagging import _spacy_versions
+            from divscope.features.tagging import spacy_versions
+            from divscope.store import JsonlStore
 
-            ident = hashlib.sha256(f"{VERSION}:{_spacy_versions()}".encode()).hexdigest()[:16]
+            ident = hashlib.sha256(f"{VERSION}:{spacy_versions()}".encode()).hexdigest()[:16]
             store = JsonlStore(Path(cache_dir) / f"tag-lemmas-{ident}.jsonl")
             for t in uniq:
                 rec = store.get(t)
@@ -216,10 +217,10 @@ def merge_tags(tags: Sequence[str], counts: Sequence[int], threshold: float,
 def cached_tag_embeddings(tags: Sequence[str], cache_dir: Path) -> np.ndarray:
     """Embeddings of ``tags`` through ``cache_dir/tag-embeddings-<embedder>.npz`` (rewritten atomically with the
     union of old and new tags), so a rebuild with another ``min_count`` or threshold embeds only new tags."""
-    from divscope.features.tagging import _embedder_identity, embed
-    from divscope.io.atomic import atomic_path
+    from divscope.features.tagging import embed, tag_embedder_identity
+    from divscope.store.atomic import atomic_path
 
-    ident = hashlib.sha256(_embedder_identity().encode()).hexdigest()[:16]
+    ident = hashlib.sha256(tag_embedder_identity().encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"tag-embeddings-{ident}.npz"
     known: dict[str, int] = {}
     vecs = np.zeros((0, 384), np.float32)
@@ -270,7 +271,7 @@ def tag_cache_path(cache_dir: Path, identity: dict[str, Any]) -> Path:
 def tag_texts(texts: Sequence[str], tagger: Any, cache_dir: Path, chunk_size: int = 1000,
               progress: str | None = "meso: tagging") -> tuple[list[list[str]], dict[str, Any]]:
     """Raw tags per text through the per-text cache; returns (tags, stats). Failed texts get []."""
-    from divscope.endpoint import JsonlStore
+    from divscope.store import JsonlStore
 
     store = JsonlStore(tag_cache_path(cache_dir, tagger.identity()))
     keys = [_sha(t or "") for t in texts]
@@ -298,8 +299,8 @@ def tag_texts(texts: Sequence[str], tagger: Any, cache_dir: Path, chunk_size: in
 
     if items:
         chunks = [[t for _, t in items[s:s + chunk_size]] for s in range(0, len(items), chunk_size)]
-        engine = "local" if getattr(tagger, "name", "") == "endpoint" else current_engine()
-        with use_engine(engine):
+        engine = "local" if getattr(tagger, "name", "") == "endpoint" else current_backend()
+        with use_backend(engine):
             map_chunks(_Tag(tagger), chunks, progress or "meso: tagging", on_result=keep)
     out = []
     for k in keys:
@@ -423,3 +424,24 @@ def build_meso(texts: Sequence[str], config: dict[str, Any], cache_dir: Path
                 "timings": {**timings, "total_s": round(time.perf_counter() - t_start, 3)}},
     }
     return m, names, prov
+
+
+class MesoFeaturizer:
+    """The meso level behind the ``Featurizer`` protocol: ``build_meso`` with its tag caches in ``WS/cache/meso``."""
+
+    level = "meso"
+
+    @staticmethod
+    def normalize(options: dict[str, Any], n_samples: int) -> dict[str, Any]:
+        cfg = normalize_config({k: v for k, v in options.items() if v is not None}, n_samples)
+        return json.loads(json.dumps(cfg, sort_keys=True, default=str))  # the cache key's exact JSON form
+
+    identity = staticmethod(config_identity)
+
+    @staticmethod
+    def build(ws: Any, side: str, texts: list[str], config: dict[str, Any], stages: Stages) -> Built:
+        with stages("tag+cluster"):
+            matrix, names, prov = build_meso(texts, dict(config), ws.subdir("cache", "meso"))
+        prov = dict(prov or {})
+        prov.pop("run", None)  # cache hits and timings of this build: not part of what the features are
+        return Built(sp.csr_matrix(matrix), list(names), prov)

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import models
-from divscope.features.featurize import Built, Stages
-from divscope.io.atomic import atomic_path, write_json
+from divscope.features.base import Built, Stages
 from divscope.io.workspace import Workspace
+from divscope.store.atomic import atomic_path, write_json
 from divscope.ui import progress_bar
 
 PAPER_LOW, PAPER_HIGH, PAPER_POOL = 10, 500, 117_000
@@ -94,6 +94,15 @@ def build(ws: Workspace, side: str, texts: list[str], config: dict[str, Any], st
     return Built(matrix, names, prov, {"lengths.npy": counts.lengths})
 
 
+class MicroFeaturizer:
+    """The micro level behind the ``Featurizer`` protocol (registered by ``divscope.features.featurize``)."""
+
+    level = "micro"
+    normalize = staticmethod(normalize)
+    identity = staticmethod(identity)
+    build = staticmethod(build)
+
+
 # ------------------------------------------------------------------------------------------- counting
 
 @dataclass
@@ -131,7 +140,7 @@ def _rows_to_csr(row_ids: list[np.ndarray], n_cols: int) -> sp.csr_matrix:
     return sp.csr_matrix((cnt.astype(np.int32), c.astype(np.int32), indptr), shape=(len(row_ids), n_cols))
 
 
-class _Tokenize:
+class TokenizeTask:
     """Chunk task: per-sample token counts of one chunk as CSR parts (built where the chunk is tokenized)."""
 
     uses_gpu = False
@@ -167,10 +176,10 @@ class _Tokenize:
 def _tokenized_matrix(tok: Any, tokenizer: str, texts: list[str], lowercase: bool,
                       description: str) -> tuple[sp.csr_matrix, np.ndarray]:
     """Sample x vocabulary counts and lengths, tokenized in chunks of ``BATCH`` on the current engine."""
-    from divscope.features.executor import map_chunks
+    from divscope.backend import map_chunks
 
     chunks = [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
-    parts = map_chunks(_Tokenize(tokenizer, lowercase), chunks, description)
+    parts = map_chunks(TokenizeTask(tokenizer, lowercase), chunks, description)
     n_cols = max(len(tok), getattr(tok, "vocab_size", 0) or 0,
                  max((int(p[1].max()) + 1 for p in parts if len(p[1])), default=0))
     mats = [sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_cols))

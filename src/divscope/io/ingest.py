@@ -18,15 +18,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from divscope import __version__
+from divscope._version import __version__
 from divscope.errors import DivscopeError
 from divscope.io import builtin
-from divscope.io.atomic import atomic_open, atomic_path, write_json
 from divscope.io.jsonstream import RawItem, StreamNotes
 from divscope.io.readers import iter_python, iter_raw, split_format
 from divscope.io.record import Record
 from divscope.io.shapes import RecordProblem, detect_shape, from_dict
 from divscope.io.workspace import POOL_SCHEMA, Workspace, fingerprint_rows, records_to_table
+from divscope.store.atomic import atomic_open, atomic_path, write_json
 from divscope.ui import progress_bar
 
 BATCH = 4096

@@ -46,7 +46,7 @@ def records_to_table(records: Sequence[Record]) -> pa.Table:
     }, schema=POOL_SCHEMA)
 
 
-def _row_to_record(row: dict[str, Any]) -> Record:
+def row_to_record(row: dict[str, Any]) -> Record:
     return Record(
         id=row["id"],
         conversation=tuple(Turn(t["role"], t["content"]) for t in row["conversation"]),
@@ -86,11 +86,11 @@ class Pool:
     def iter_records(self, batch_size: int = 4096) -> Iterator[Record]:
         for batch in self.table.to_batches(max_chunksize=batch_size):
             for row in batch.to_pylist():
-                yield _row_to_record(row)
+                yield row_to_record(row)
 
     def records(self, rows: Sequence[int] | None = None) -> list[Record]:
         table = self.table if rows is None else self.table.take(pa.array(rows, pa.int64()))
-        return [_row_to_record(r) for r in table.to_pylist()]
+        return [row_to_record(r) for r in table.to_pylist()]
 
     def texts(self, side: str) -> list[str]:
         """The instruction or response side of every sample (DESIGN.md's derived views)."""
@@ -131,3 +131,31 @@ class Workspace:
         if not self.report_path.exists():
             return {}
         return json.loads(self.report_path.read_text(encoding="utf-8"))
+
+
+def pool_texts(ws: Workspace, side: str) -> list[str]:
+    """The ``side`` texts of every pool row, read by Ray Data from ``pool.parquet`` on the ray engine."""
+    from divscope.backend import cpu_actors, current_backend, ray_init
+
+    eng = current_backend()
+    if eng.name != "ray":
+        return ws.pool.texts(side)
+    ray_init(eng)
+    import ray.data
+
+    ds = ray.data.read_parquet(str(ws.pool_path), columns=["id", "content_hash", "source", "source_id",
+                                                             "conversation", "metadata"])
+    ds = ds.map_batches(_SideTexts, fn_constructor_args=(side,), batch_format="pyarrow", batch_size=4096,
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpu_actors()))
+    texts = [row["text"] for row in ds.iter_rows()]
+    if len(texts) != len(ws.pool):
+        raise DivscopeError(f"ray read {len(texts)} rows of {ws.pool_path}, expected {len(ws.pool)}")
+    return texts
+
+
+class _SideTexts:
+    def __init__(self, side: str):
+        self.side = side
+
+    def __call__(self, batch: Any) -> dict[str, list[str]]:
+        return {"text": [row_to_record(r).side(self.side) for r in batch.to_pylist()]}

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from divscope.errors import DivscopeError
-from divscope.io.atomic import atomic_open, atomic_path, write_json
 from divscope.io.record import Record
 from divscope.io.shapes import RESERVED_KEYS, SHAPES, to_dict
+from divscope.store.atomic import atomic_open, atomic_path, write_json
 
 WRITE_FORMATS = (*SHAPES, "parquet", "hf")
 DATASET_INFO = "dataset_info.json"

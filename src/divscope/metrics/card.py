@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import models
 from divscope.features.incidence import LEVELS, SIDES
-from divscope.io.atomic import write_json
 from divscope.io.record import Record
 from divscope.io.workspace import Workspace
 from divscope.metrics import lexical, semantic
 from divscope.select.subsets import MANIFEST_SUFFIX, manifest_path
+from divscope.store.atomic import write_json
 
 METRICS_VERSION = 1
 DIGITS = 6  # every float in a card is rounded to 6 decimals

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
+from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features import models
 
 SHORT = {"distinct_1": "d1", "distinct_2": "d2", "distinct_3": "d3", "mean_cosine_distance": "cos",
          "mean_tokens": "tok", "compression_ratio": "zlib", "self_bleu": "sBLEU", "token_entropy_bits": "H",
@@ -63,7 +63,7 @@ def _none_blank(v: Any) -> Any:
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    from divscope.io.atomic import atomic_open
+    from divscope.store.atomic import atomic_open
 
     with atomic_open(path) as fh:
         w = csv.writer(fh, lineterminator="\n")
@@ -73,7 +73,6 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
 
 
 def _directory(directory: Path, options: dict[str, Any], force: bool) -> None:
-    from divscope.io.atomic import write_json
     from divscope.metrics.card import (
         SIDES,
         Resources,
@@ -83,6 +82,7 @@ def _directory(directory: Path, options: dict[str, Any], force: bool) -> None:
         summary_columns,
         summary_row,
     )
+    from divscope.store.atomic import write_json
     from divscope.ui import console, table, track
 
     subsets = find_subsets(directory)

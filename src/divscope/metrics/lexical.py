@@ -179,9 +179,9 @@ def entropy_bits(counts: np.ndarray) -> float | None:
 def tokenize_stats(texts: Sequence[str], tokenizer: Any) -> TokenStats:
     """Lengths and unigram counts of ``texts`` in the target tokenizer (no special tokens, no truncation),
     with the same batched Rust encoding the micro featurizer uses."""
-    from divscope.features.micro import BATCH, _Tokenize
+    from divscope.features.micro import BATCH, TokenizeTask
 
-    task = _Tokenize(tokenizer)
+    task = TokenizeTask(tokenizer)
     task.setup()
     texts = list(texts)
     parts = [task(texts[i:i + BATCH]) for i in range(0, len(texts), BATCH)]

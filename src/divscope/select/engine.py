@@ -35,14 +35,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from divscope.errors import DivscopeError
-from divscope.select import _kernels
+from divscope.select import kernels
 
 __all__ = ["Engine", "Selection", "level_to_k", "reference_prune", "reference_select", "reference_select_levels"]
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, vectorised over a uint64 array (wrap-around arithmetic)."""
-    return _kernels.mix64(np.ascontiguousarray(np.asarray(x, dtype=np.uint64).reshape(-1)))
+    return kernels.mix64(np.ascontiguousarray(np.asarray(x, dtype=np.uint64).reshape(-1)))
 
 
 def _hash_strings(values) -> np.ndarray:
@@ -211,7 +211,7 @@ class Engine:
         if pr is None:
             cindptr, crows = self._csc()
             tie_rank = _type_rank(self._type_hash, _salts(seed)[0])
-            order, removal_step, leave_step = _kernels.prune(
+            order, removal_step, leave_step = kernels.prune(
                 self._indptr, self._indices, cindptr, crows, self._counts, tie_rank, self._counts > 0)
             k_max = len(order)
             hist = np.bincount(leave_step, minlength=k_max + 1)
@@ -282,7 +282,7 @@ class Engine:
         pr = self._pruning(seed)
         crows_sorted, is_sorted, skey, tkey, typeless_sorted = self._candidate_order(seed)
         cindptr, _ = self._csc()
-        ids, c = _kernels.sample(self._indptr, self._indices, cindptr, crows_sorted, is_sorted, skey, tkey,
+        ids, c = kernels.sample(self._indptr, self._indices, cindptr, crows_sorted, is_sorted, skey, tkey,
                                  pr.removal_step, pr.leave_step, pr.tie_rank, k_max - k, n, typeless_sorted)
         if len(ids) != n:  # pragma: no cover - excluded by k_range
             raise AssertionError(f"engine bug: chose {len(ids)} of {n} from a pool of {pr.pool_sizes[k]}")

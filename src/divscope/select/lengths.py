@@ -80,7 +80,7 @@ def length_mask(ws: Workspace | str | Path, length_range: Any, side: str = "resp
 
 def length_request(length_range: Any, side: str, tokenizer: str | None) -> dict[str, Any]:
     """What a manifest records about the length band (part of the subset request)."""
-    from divscope.features import models
+    from divscope import models
 
     lo, hi = parse_length_range(length_range)
     tok = tokenizer or models.DEFAULT_TOKENIZER

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from divscope import __version__
+from divscope._version import __version__
 from divscope.errors import DivscopeError
-from divscope.io.atomic import write_json
 from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
 from divscope.select.strategies import STRATEGIES, Selector, Subset
+from divscope.store.atomic import write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
 

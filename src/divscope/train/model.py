@@ -11,8 +11,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from divscope import models as _models
 from divscope.errors import DivscopeError
-from divscope.features import models as _models
 
 DEFAULT_MODEL = "smollm2"
 
@@ -41,7 +41,7 @@ def model_identity(spec: str = DEFAULT_MODEL) -> str:
         return _models.tokenizer_identity("smollm2").replace("tokenizer:", "model:", 1)
     p = Path(spec).expanduser()
     if p.is_dir():
-        return _models._identity_of_path(p, "model")
+        return _models.identity_of_path(p, "model")
     return f"model:{spec}"
 
 
@@ -50,7 +50,7 @@ def _smollm2_folder() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from divscope.io.atomic import atomic_path
+    from divscope.store.atomic import atomic_path
 
     gguf = _models.smollm2_gguf()
     digest = hashlib.sha256(model_identity("smollm2").encode()).hexdigest()[:12]

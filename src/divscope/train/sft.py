@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from divscope import __version__
+from divscope._version import __version__
 from divscope.errors import DivscopeError
-from divscope.io.atomic import atomic_path, write_json
+from divscope.io.contamination import find_overlap
+from divscope.io.evalsets import EVAL_SETS, load_eval_set
 from divscope.io.record import Record
-
-TRAIN_FILE = "train.json"
+from divscope.store.atomic import atomic_path, write_json
+from divscope.train.run import TRAIN_FILE, Run
 
 
 @dataclass
@@ -62,16 +63,6 @@ class TrainConfig:
                 raise DivscopeError(f"{name} must be >= 1")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise DivscopeError("give --epochs > 0 or --max-steps > 0")
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    summary: dict[str, Any]
-
-    @property
-    def model_dir(self) -> Path:
-        return self.run_dir / "model"
 
 
 def train_threads() -> int:
@@ -131,7 +122,7 @@ def build_dataset(records: list[Record], tokenizer: Any, max_len: int) -> tuple[
 
 
 def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainConfig | None = None,
-          source: str = "") -> TrainResult:
+          source: str = "") -> Run:
     """Fine-tune on ``records`` into ``run_dir``; returns at once if the run is already complete."""
     cfg = config or TrainConfig()
     cfg.validate()
@@ -141,7 +132,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     if done.is_file():
         summary = json.loads(done.read_text(encoding="utf-8"))
         if summary.get("data_fingerprint") == fp and summary.get("config") == asdict(cfg):
-            return TrainResult(run, summary)
+            return Run(run, summary)
         raise DivscopeError(f"{run} holds a finished run with other data or settings; choose another --out")
     if not records:
         raise DivscopeError("the training subset is empty")
@@ -212,7 +203,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     }
     summary["eval_overlap"] = eval_overlap(records)
     write_json(done, summary)
-    return TrainResult(run, summary)
+    return Run(run, summary)
 
 
 def _finished_checkpoint(resume: str | None, max_steps: int) -> bool:
@@ -238,9 +229,6 @@ def _stable_adapter_config(path: Path) -> None:
 
 def eval_overlap(records: list[Record]) -> list[str]:
     """Ids of shipped eval items whose prompts overlap this training data: evaluation skips them."""
-    from divscope.evaluate.contamination import find_overlap
-    from divscope.evaluate.evalsets import EVAL_SETS, load_eval_set
-
     texts = [r.instruction for r in records]
     ids: set[str] = set()
     for name in EVAL_SETS:

