@@ -62,7 +62,8 @@ def _trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import torch
 
-    from divscope.train.sft import TrainConfig, train
+    from divscope.train.settings import TrainSettings
+    from divscope.train.sft import train
 
     ws = tmp_path_factory.mktemp("ws")
     divscope.ingest("builtin:demo", ws)
@@ -72,7 +73,7 @@ def _trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.set_num_threads(1)
         mp.setattr(torch, "set_num_threads", lambda n: None)
         train(divscope.Workspace(ws).pool.records()[:4], run,
-              TrainConfig(max_steps=1, batch_size=2, max_len=64, save_steps=100, seed=0))
+              TrainSettings(max_steps=1, batch_size=2, max_len=64, save_steps=100, seed=0))
     torch.set_num_threads(before)
     return run
 

@@ -83,7 +83,7 @@ def test_select_cli_length_range(ws, tmp_path):
     m = json.loads(out.with_name(out.name + ".manifest.json").read_text())
     assert ((lengths[m["rows"]] >= lo) & (lengths[m["rows"]] <= hi)).all()
     proc = subprocess.run(cmd[:-4] + ["--length-range", "9:3"], capture_output=True, text=True, env=env)
-    assert proc.returncode != 0 and "error: length range '9:3': MAX (3) is below MIN (9)" in proc.stderr
+    assert proc.returncode != 0 and "error: --length-range: length range '9:3': MAX (3) is below MIN (9)" in proc.stderr
 
 
 # ------------------------------------------------------------------------------------------------ word unit
@@ -175,7 +175,10 @@ def test_fingerprints_of_specs_without_the_new_options_are_unchanged():
     root = Path(__file__).resolve().parents[1]
     assert parse_spec({}).fingerprint() == "411d3017aa5b182d"  # as computed before variants existed
     assert load_spec(root / "src" / "divscope" / "data" / "specs" / "demo.yaml").fingerprint() == "76b40d23cbabd96d"
-    assert load_spec(root / "examples" / "paper.yaml").fingerprint() == "eb1b71499ca8b940"
+    for name, digest in (("reproduce-cpu", "51be5353a8e858ab"), ("ablations-cpu", "7b1bad7e998ac3d9")):
+        assert load_spec(root / "examples" / f"{name}.yaml").fingerprint() == digest  # docs/results/*/study.json
+    # paper.yaml (never run) changed once: its judge settings moved from evaluate[].options to fields of their own
+    assert load_spec(root / "examples" / "paper.yaml").fingerprint() == "07425f72e974df77"
     with_len = parse_spec({"selection": {"length_range": "10:20"}})
     assert with_len.fingerprint() != parse_spec({}).fingerprint()
 

@@ -12,8 +12,9 @@ import divscope
 from divscope import DivscopeError
 from divscope.cli import main
 from divscope.select.baselines import distance_filter, k_center, random_subset
+from divscope.select.settings import levels_of
 from divscope.select.strategies import Selector, parse_strategies
-from divscope.select.subsets import levels_of, run_grid
+from divscope.select.subsets import run_grid
 
 
 @pytest.fixture(scope="module")

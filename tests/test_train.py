@@ -68,8 +68,8 @@ def test_trl_collator_labels_follow_the_masks(tokenizer, samples) -> None:
 
 
 def _train_subprocess(subset: Path, run: Path) -> subprocess.Popen:
-    code = ("import json,sys; from divscope.io import read_records; from divscope.train.sft import train, "
-            "TrainConfig; recs,_=read_records(sys.argv[1]); train(recs, sys.argv[2], TrainConfig(**json.loads("
+    code = ("import json,sys; from divscope.io import read_records; from divscope.train.sft import train; "
+            "from divscope.train.settings import TrainSettings; recs,_=read_records(sys.argv[1]); train(recs, sys.argv[2], TrainSettings(**json.loads("
             "sys.argv[3])))")
     return subprocess.Popen([sys.executable, "-c", code, str(subset), str(run), json.dumps(CFG)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -80,14 +80,15 @@ def test_train_loss_decreases_and_kill_resume_is_identical(samples, tmp_path: Pa
     from divscope.evaluate.nll import mean_nll
     from divscope.train.model import load_causal_lm
     from divscope.train.run import Run
-    from divscope.train.sft import TrainConfig, train
+    from divscope.train.settings import TrainSettings
+    from divscope.train.sft import train
 
     subset = divscope.write_records(samples, tmp_path / "subset.jsonl")
     convs = [r.messages() for r in samples]
     base, tok = load_causal_lm("smollm2")
     before = mean_nll(base, tok, convs, max_len=96).mean_nll
 
-    full = train(samples, tmp_path / "full", TrainConfig(**CFG))
+    full = train(samples, tmp_path / "full", TrainSettings(**CFG))
     assert full.summary["global_step"] == 6 and full.summary["resumed_from"] is None
     after = mean_nll(*Run.open(tmp_path / "full").load(), convs, max_len=96).mean_nll
     assert after < before - 0.05, (before, after)
@@ -101,14 +102,14 @@ def test_train_loss_decreases_and_kill_resume_is_identical(samples, tmp_path: Pa
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "train.json").exists()
-    resumed = train(divscope.read_records(subset)[0], tmp_path / "killed", TrainConfig(**CFG))
+    resumed = train(divscope.read_records(subset)[0], tmp_path / "killed", TrainSettings(**CFG))
     assert resumed.summary["resumed_from"] is not None
     assert resumed.summary["global_step"] == 6
     a = (tmp_path / "full" / "model" / "adapter_model.safetensors").read_bytes()
     b = (tmp_path / "killed" / "model" / "adapter_model.safetensors").read_bytes()
     assert a == b
     # A finished run is not redone.
-    again = train(samples, tmp_path / "full", TrainConfig(**CFG))
+    again = train(samples, tmp_path / "full", TrainSettings(**CFG))
     assert again.summary == full.summary
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from divscope.errors import DivscopeError
-from divscope.experiment.spec import EvalSpec, ExperimentSpec
+from divscope.experiment.spec import ExperimentSpec
 
 
 @dataclass
@@ -29,28 +29,22 @@ class Cell:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def eval_name(e: EvalSpec) -> str:
-    return f"{e.eval_set}.{e.method}"
-
-
 def run_cell(cell: Cell, spec: ExperimentSpec) -> None:
     from divscope.evaluate.runs import evaluate_run
     from divscope.io import read_records
-    from divscope.train.sft import TrainConfig, train
+    from divscope.train.sft import train
 
     records, rejects = read_records(cell.subset)
     if rejects:
         raise DivscopeError(f"{cell.subset}: {len(rejects)} invalid records")
-    t = spec.train
-    cfg = TrainConfig(**t.model_dump())  # every TrainSpec field is a TrainConfig field of the same name
     cell.status = "training"
-    res = train(records, cell.run_dir, cfg, source=str(cell.subset))
+    res = train(records, cell.run_dir, spec.train, source=str(cell.subset))
     cell.results["train_seconds_per_step"] = res.summary.get("seconds_per_step")
-    for e in spec.evaluate:
-        cell.status = f"evaluating {eval_name(e)}"
-        r = evaluate_run(cell.run_dir, e.eval_set, e.method, limit=e.limit, seed=t.seed, max_len=e.max_len,
-                         batch_size=e.batch_size, **e.options)
-        cell.results[eval_name(e)] = r["score"]
+    for e in spec.evaluate:  # items are drawn with the evaluation's own seed (recorded in the result's params)
+        cell.status = f"evaluating {e.name}"
+        r = evaluate_run(cell.run_dir, e.eval_set, e.method, limit=e.limit, seed=e.seed, max_len=e.max_len,
+                         batch_size=e.batch_size, device=e.device, **e.method_options())
+        cell.results[e.name] = r["score"]
 
 
 def run_cell_safely(cell: Cell, spec: ExperimentSpec) -> dict[str, Any]:

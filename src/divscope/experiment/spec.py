@@ -9,19 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
 
 from divscope.errors import DivscopeError
+from divscope.evaluate.settings import EvalSettings
+from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
+from divscope.metrics.settings import MetricSettings
+from divscope.select.settings import GridSettings
+from divscope.settings import parse
+from divscope.train.settings import TrainSettings
 
 
 class _Strict(BaseModel):
@@ -40,114 +45,18 @@ class PoolSpec(_Strict):
         return [v] if isinstance(v, str) else v
 
 
-class MicroSpec(_Strict):
-    tokenizer: str = "smollm2"
-    unit: Literal["tokens", "words"] = "tokens"
-    low: int | None = None
-    high: int | None = None
-
-
-class MacroSpec(_Strict):
-    embedder: str = "minilm"
-    min_cluster_size: int | None = None
-    noise: Literal["nearest", "own"] = "nearest"
-
-
-class MesoSpec(_Strict):
-    tagger: Literal["offline", "endpoint"] = "offline"
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
 class FeaturesSpec(_Strict):
-    micro: MicroSpec = Field(default_factory=MicroSpec)
-    macro: MacroSpec = Field(default_factory=MacroSpec)
-    meso: MesoSpec = Field(default_factory=MesoSpec)
+    """Each level's section is that level's settings object (the options of ``divscope featurize``)."""
+
+    micro: MicroSettings = Field(default_factory=MicroSettings)
+    macro: MacroSettings = Field(default_factory=MacroSettings)
+    meso: MesoSettings = Field(default_factory=MesoSettings)
 
 
-class SelectionSpec(_Strict):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    strategies: list[str] = Field(default_factory=lambda: ["all", "random"])
-    levels: int | list[float] = 7
-    sizes: list[int] = Field(default_factory=lambda: [1000], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    baseline_seeds: list[int] | None = None  # default: seeds
-    side: Literal["instruction", "response"] = "instruction"  # k-center / distance baselines
-    score_column: str | None = None
-    threshold: float = 0.1
-    # Length control (the paper's ablation): only pool rows whose length_side lies in [min, max] target tokens
-    # (inclusive; null = open end) are selectable. "MIN:MAX" or [MIN, MAX]. length_tokenizer: null = the
-    # tokenizer of train.model (the target model).
-    length_range: list[int | None] | None = None
-    length_side: Literal["instruction", "response"] = "response"
-    length_tokenizer: str | None = None
-
-    @field_validator("length_range", mode="before")
-    @classmethod
-    def _length_range(cls, v: Any) -> Any:
-        from divscope.select.lengths import parse_length_range
-
-        if v is None:
-            return None
-        try:
-            return list(parse_length_range(v))
-        except DivscopeError as e:
-            raise ValueError(str(e)) from None
-
-    @field_validator("strategies")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        from divscope.select.strategies import parse_strategies
-
-        try:
-            return parse_strategies(",".join(v))
-        except DivscopeError as e:
-            raise ValueError(str(e)) from None
-
-    @field_validator("levels")
-    @classmethod
-    def _levels(cls, v: int | list[float]) -> int | list[float]:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("levels must be >= 1 (7 in the paper)")
-        if isinstance(v, list) and (not v or any(not 0 <= x <= 1 for x in v)):
-            raise ValueError("explicit levels must lie in [0, 1]")
-        return v
-
-    @field_validator("sizes")
-    @classmethod
-    def _sizes(cls, v: list[int]) -> list[int]:
-        if any(x < 1 for x in v):
-            raise ValueError("sizes must be >= 1")
-        return v
-
-    def level_values(self) -> list[float]:
-        from divscope.select.subsets import levels_of
-
-        return levels_of(self.levels) if isinstance(self.levels, int) else list(self.levels)
-
-
-class TrainSpec(_Strict):
-    model: str = "smollm2"
-    method: Literal["lora", "full"] = "lora"
-    epochs: float = 1.0
-    max_steps: int = -1
-    lr: float | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_len: int = 256
-    lora_r: int = 8
-    seed: int = 0
-    save_steps: int = 50
-    gradient_checkpointing: bool = False
-
-
-class EvalSpec(_Strict):
-    eval_set: str = "alpaca_eval"
-    method: Literal["nll", "judge", "ifeval"] = "nll"
-    limit: int | None = 100
-    max_len: int = 512
-    batch_size: int = 8
-    options: dict[str, Any] = Field(default_factory=dict)
+# The stages' settings objects are the spec's sections: one source for the CLI options and the spec fields.
+SelectionSpec = GridSettings
+TrainSpec = TrainSettings
+EvalSpec = EvalSettings
 
 
 class VariantSpec(_Strict):
@@ -176,13 +85,37 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 # Options added after studies were already run: left out of the fingerprint while at their default, so the
-# fingerprint of a spec that does not use them is the one older versions computed.
-_NEW_AT_DEFAULT: tuple[tuple[tuple[str, ...], Any], ...] = (
-    (("variants",), []),
-    (("selection", "length_range"), None),
-    (("selection", "length_side"), "response"),
-    (("selection", "length_tokenizer"), None),
+# fingerprint of a spec that does not use them is the one older versions computed ("*": every list element).
+_NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
+    ("variants",), ("metrics",),
+    ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
+    ("features", "micro", "lowercase"),
+    *(("features", "macro", k) for k in ("min_samples", "reduce", "dims", "seed", "impl", "name_words")),
+    *(("features", "meso", k) for k in ("min_count", "merge_threshold", "max_kept_tags", "lemmatize",
+                                        "max_failure_rate", "chunk_size")),
+    *(("train", k) for k in ("warmup_ratio", "weight_decay", "lora_alpha", "lora_dropout", "logging_steps",
+                             "device", "extra")),
+    *(("evaluate", "*", k) for k in ("seed", "device", "max_new_tokens", "endpoint", "judge_model", "api_key_env",
+                                     "concurrency")),
 )
+
+
+def _defaults() -> dict[str, Any]:
+    return ExperimentSpec().model_dump(mode="json") | {"evaluate": [EvalSettings().model_dump(mode="json")]}
+
+
+def _drop_at_default(data: Any, default: Any, path: tuple[str, ...]) -> None:
+    *parents, key = path
+    blocks, defaults = [data], [default]
+    for p in parents:
+        if p == "*":
+            blocks = [x for b in blocks for x in b]
+            defaults = [defaults[0][0]] * len(blocks)
+        else:
+            blocks, defaults = [b[p] for b in blocks], [d[p] for d in defaults]
+    for block, dflt in zip(blocks, defaults, strict=True):
+        if key in block and block[key] == dflt.get(key):
+            block.pop(key)
 
 
 class ExperimentSpec(_Strict):
@@ -192,12 +125,13 @@ class ExperimentSpec(_Strict):
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: list[EvalSpec] = Field(default_factory=lambda: [EvalSpec()], min_length=1)
+    metrics: MetricSettings = Field(default_factory=MetricSettings)  # every metric card of the study
     primary: str | None = None  # "<eval_set>.<method>" that analysis uses; default: the first evaluation
     variants: list[VariantSpec] = Field(default_factory=list)  # ablations, each run as its own sub-study
 
     @model_validator(mode="after")
     def _primary(self) -> ExperimentSpec:
-        names = [f"{e.eval_set}.{e.method}" for e in self.evaluate]
+        names = [e.name for e in self.evaluate]
         if self.primary is not None and self.primary not in names:
             raise ValueError(f"primary {self.primary!r} is not one of the evaluations: {', '.join(names)}")
         seen: set[str] = set()
@@ -223,25 +157,17 @@ class ExperimentSpec(_Strict):
     def primary_eval(self) -> EvalSpec:
         if self.primary is None:
             return self.evaluate[0]
-        return next(e for e in self.evaluate if f"{e.eval_set}.{e.method}" == self.primary)
+        return next(e for e in self.evaluate if e.name == self.primary)
 
     def fingerprint(self, variants: bool = True) -> str:
         """Identity of the study (``variants=False``: of the base study alone, so variants can be added)."""
         data = self.model_dump(mode="json")
         if not variants:
             data["variants"] = []
-        for path, default in _NEW_AT_DEFAULT:
-            *parents, key = path
-            block = data
-            for p in parents:
-                block = block[p]
-            if block.get(key, default) == default:
-                block.pop(key, None)
+        defaults = _defaults()
+        for path in _NEW_AT_DEFAULT:
+            _drop_at_default(data, defaults, path)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _where(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
 
 
 def parse_spec(data: Any, origin: str = "spec") -> ExperimentSpec:
@@ -249,15 +175,7 @@ def parse_spec(data: Any, origin: str = "spec") -> ExperimentSpec:
         data = {}
     if not isinstance(data, dict):
         raise DivscopeError(f"{origin}: the top level must be a mapping of keys (name, pool, selection, ...)")
-    try:
-        return ExperimentSpec.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see examples/*.yaml)"
-        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise DivscopeError(f"{origin}: {_where(err['loc'])}: {msg}{more}") from None
+    return parse(ExperimentSpec, data, origin)
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:

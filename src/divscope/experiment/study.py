@@ -15,7 +15,7 @@ import numpy as np
 
 from divscope._version import __version__
 from divscope.errors import DivscopeError
-from divscope.experiment.cells import Cell, eval_name, run_cell_safely
+from divscope.experiment.cells import Cell, run_cell_safely
 from divscope.experiment.spec import ExperimentSpec, parse_spec
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_open, write_json
@@ -62,9 +62,9 @@ def eligible_rows(spec: ExperimentSpec, ws: Workspace) -> np.ndarray:
 
 def feature_options(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
     """The featurize options of each level, as the spec gives them (the selection uses exactly these)."""
-    f = spec.features
-    return {"micro": f.micro.model_dump(), "macro": f.macro.model_dump(),
-            "meso": {"tagger": f.meso.tagger, **f.meso.options}}
+    from divscope.features.settings import level_options
+
+    return {level: level_options(level, getattr(spec.features, level)) for level in ("macro", "meso", "micro")}
 
 
 def featurize_study(spec: ExperimentSpec, ws: Workspace, strategies: list[str]) -> None:
@@ -118,7 +118,7 @@ def metric_columns(subset: Path, keys: dict[tuple[str, str], str] | None = None)
 
 def write_results(out: Path, cells: list[Cell], spec: ExperimentSpec,
                    keys: dict[tuple[str, str], str] | None = None) -> int:
-    primary = eval_name(spec.primary_eval())
+    primary = spec.primary_eval().name
     rows = []
     for c in cells:
         if primary not in c.results:
@@ -204,39 +204,22 @@ def grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndar
     ``runs``: finished training runs by subset digest (variants): a cell whose subset file has the same bytes
     reuses that run instead of training again. Returns the cells, how many failed, and the feature cache keys.
     """
-    from divscope.select.strategies import BASELINES, STRATEGIES
-    from divscope.select.subsets import run_grid
+    from divscope.select.lengths import target_tokenizer
+    from divscope.select.subsets import run_grid_settings
 
     sel = spec.selection
     console.print("featurize")
     featurize_study(spec, ws, sel.strategies)
     console.print("grid")
-    opts: dict[str, Any] = {"side": sel.side, "score_column": sel.score_column, "threshold": sel.threshold,
-                            "features": feature_options(spec)}
-    if sel.length_range is not None:
-        from divscope.select.lengths import target_tokenizer
-
-        opts.update(length_range=sel.length_range, length_side=sel.length_side,
-                    length_tokenizer=sel.length_tokenizer or target_tokenizer(spec.train.model))
-    six = [s for s in sel.strategies if s in STRATEGIES]
-    base = [s for s in sel.strategies if s in BASELINES]
-    manifests: list[dict[str, Any]] = []
-    if six:
-        manifests += run_grid(ws, out / "subsets", six, sel.sizes, sel.level_values(), sel.seeds,
-                              eligible=eligible, **opts)[0]
-    if base:
-        manifests += run_grid(ws, out / "subsets", base, sel.sizes, sel.level_values(),
-                              sel.baseline_seeds or sel.seeds, eligible=eligible, **opts)[0]
-    write_json(out / "subsets" / "grid.json", {"subsets": [
-        {"strategy": m["strategy"], "size": m["size"], "diversity": m["diversity"], "seed": m["seed"],
-         "file": f"{m['strategy']}/{m['file']}"} for m in manifests]})
+    manifests, _ = run_grid_settings(ws, out / "subsets", sel, eligible=eligible, features=feature_options(spec),
+                                     target_tokenizer=target_tokenizer(spec.train.model))
     cells = cells_of(spec, out, manifests)
     if runs:
         from divscope.experiment.reuse import share_runs
 
         share_runs(cells, runs)
     console.print("metrics")
-    metric_cards(cells)
+    metric_cards(cells, spec)
     failed = train_and_evaluate(out, spec, cells)
     return cells, failed, feature_keys(spec, ws, manifests)
 
@@ -254,12 +237,14 @@ def feature_keys(spec: ExperimentSpec, ws: Workspace, manifests: list[dict[str, 
     return keys
 
 
-def metric_cards(cells: list[Cell]) -> None:
-    from divscope.metrics.card import card_for_path
+def metric_cards(cells: list[Cell], spec: ExperimentSpec) -> None:
+    """Every subset's card, with the spec's metric settings (its own seed, recorded in the card)."""
+    from divscope.metrics.card import Resources, card_for_path
     from divscope.ui import track
 
+    res = Resources()
     for c in track(cells, "metric cards"):
-        card_for_path(c.subset)
+        card_for_path(c.subset, resources=res, **spec.metrics.model_dump())
 
 
 def train_and_evaluate(out: Path, spec: ExperimentSpec, cells: list[Cell], engine: Any = None) -> int:

@@ -1,7 +1,7 @@
 """``divscope featurize``: build (or reuse) the incidence of each requested level x side.
 
-Register in ``divscope/cli.py`` with ``cli.add_command(featurize)``. Only click is imported at module level;
-models and numerical libraries load when the command runs.
+Register in ``divscope/cli.py`` with ``cli.add_command(featurize)``. Only click and the settings models are
+imported at module level; models and numerical libraries load when the command runs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 import click
 
 from divscope.backend import engine_options
+from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
+from divscope.settings import cli_options
 
 
 def _parse_kv(items: tuple[str, ...]) -> dict[str, Any]:
@@ -36,35 +38,15 @@ def _parse_kv(items: tuple[str, ...]) -> dict[str, Any]:
               show_default=True, help="Which featurizer(s) to run.")
 @click.option("--side", "-s", type=click.Choice(["instruction", "response", "both"]), default="both",
               show_default=True, help="Which side of each sample to featurize.")
-@click.option("--tokenizer", default=None,
-              help="micro: smollm2 (default, the target model's) | llama2 | llama3 | gpt2 | HF id | folder | "
-                   "file.gguf")
-@click.option("--unit", type=click.Choice(["tokens", "words"]), default=None,
-              help="micro: tokenizer types (default) or whitespace words (paper ablation).")
-@click.option("--lowercase", is_flag=True, default=None, help="micro: lowercase text first.")
-@click.option("--low", type=int, default=None,
-              help="micro: drop types with fewer occurrences (default: 10 x n/117000, at least 2).")
-@click.option("--high", type=int, default=None,
-              help="micro: drop types with more occurrences (default: 500 x n/117000, at least 5 x low).")
-@click.option("--embedder", default=None, help="macro: minilm (default) | sentence-transformers folder | HF id.")
-@click.option("--min-cluster-size", type=int, default=None,
-              help="macro: HDBSCAN min_cluster_size (default max(5, round(sqrt(n)/10))).")
-@click.option("--min-samples", type=int, default=None, help="macro: HDBSCAN min_samples (default 1).")
-@click.option("--noise", type=click.Choice(["nearest", "own"]), default=None,
-              help="macro: noise points join the nearest cluster (default) or form a type 'noise'.")
-@click.option("--reduce", type=click.Choice(["auto", "pca", "none", "umap"]), default=None,
-              help="macro: dimension reduction before HDBSCAN (auto: PCA-50 above 5,000 samples).")
-@click.option("--seed", type=int, default=None, help="macro: seed of the PCA (default 0).")
-@click.option("--tagger", default=None, help="meso: offline | endpoint (passed to the meso featurizer).")
+@cli_options(MicroSettings)
+@cli_options(MacroSettings)
+@cli_options(MesoSettings)
 @click.option("--meso-option", "meso_options", multiple=True, metavar="KEY=VALUE",
-              help="meso: any option of the meso featurizer (repeatable; VALUE parsed as JSON if it can be).")
+              help="meso: an option of the tagger (repeatable; VALUE parsed as JSON if it can be).")
 @click.option("--rebuild", is_flag=True, help="Ignore cached features and build again.")
 @engine_options()
-def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str | None, lowercase: bool | None,
-              low: int | None, high: int | None, embedder: str | None, min_cluster_size: int | None,
-              min_samples: int | None, noise: str | None, reduce: str | None, seed: int | None,
-              tagger: str | None, meso_options: tuple[str, ...], rebuild: bool, engine: str,
-              ray_address: str | None, ray_cpus: int | None) -> None:
+def featurize(ws: Path, level: str, side: str, meso_options: tuple[str, ...], rebuild: bool, engine: str,
+              ray_address: str | None, ray_cpus: int | None, **settings: Any) -> None:
     """Compute the sample x type incidence of workspace WS for each LEVEL x SIDE (cached: a second run with
     the same options loads it without loading any model).
 
@@ -75,6 +57,7 @@ def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str 
     """
     from divscope.backend import as_backend
     from divscope.features.featurize import featurize_result
+    from divscope.features.settings import level_options
     from divscope.io.workspace import Workspace
     from divscope.ui import console, table
 
@@ -83,17 +66,13 @@ def featurize(ws: Path, level: str, side: str, tokenizer: str | None, unit: str 
     workspace.require_pool()
     levels = ["macro", "meso", "micro"] if level == "all" else [level]
     sides = ["instruction", "response"] if side == "both" else [side]
-    per_level: dict[str, dict[str, Any]] = {
-        "micro": {"tokenizer": tokenizer, "unit": unit, "lowercase": lowercase, "low": low, "high": high},
-        "macro": {"embedder": embedder, "min_cluster_size": min_cluster_size, "min_samples": min_samples,
-                  "noise": noise, "reduce": reduce, "seed": seed},
-        "meso": {**({"tagger": tagger} if tagger else {}), **_parse_kv(meso_options)},
-    }
+    chosen = {"micro": MicroSettings.from_cli(settings), "macro": MacroSettings.from_cli(settings),
+              "meso": MesoSettings.from_cli({**settings, "options": _parse_kv(meso_options)})}
     rows = []
     for lv in levels:
         for sd in sides:
-            opts = {k: v for k, v in per_level[lv].items() if v is not None}
-            res = featurize_result(workspace, lv, sd, rebuild=rebuild, engine=eng, **opts)
+            res = featurize_result(workspace, lv, sd, rebuild=rebuild, engine=eng,
+                                   **level_options(lv, chosen[lv]))
             inc = res.incidence
             tps = inc.types_per_sample()
             times = ", ".join(f"{k} {v:.1f}s" for k, v in res.times.items() if v >= 0.05) or "-"

@@ -44,18 +44,12 @@ import scipy.sparse as sp
 from divscope.backend import current_backend, map_chunks, use_backend
 from divscope.errors import DivscopeError
 from divscope.features.base import Built, Stages
+from divscope.features.settings import MesoSettings
 
 VERSION = 1
 
-DEFAULTS: dict[str, Any] = {
-    "tagger": "offline",
-    "min_count": None,          # None -> max(2, ceil(n_texts / 5000))
-    "merge_threshold": 0.2,     # cosine distance (average linkage)
-    "max_kept_tags": 8000,      # most frequent kept tags that enter the clustering
-    "lemmatize": True,
-    "max_failure_rate": 0.01,   # endpoint tagger: share of texts allowed to fail (they stay typeless)
-    "chunk_size": None,         # texts tagged (and cached) per chunk: 1000 offline, 256 endpoint
-}
+# Stage options and their defaults live in MesoSettings (one source); ``options`` holds the tagger's own.
+DEFAULTS: dict[str, Any] = {k: v for k, v in MesoSettings().model_dump().items() if k != "options"}
 MAX_TAG_WORDS = 6
 MAX_TAG_CHARS = 60
 

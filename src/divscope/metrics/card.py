@@ -32,7 +32,9 @@ from divscope.features.incidence import LEVELS, SIDES
 from divscope.io.record import Record
 from divscope.io.workspace import Workspace
 from divscope.metrics import lexical, semantic
+from divscope.metrics.settings import MetricSettings
 from divscope.select.subsets import MANIFEST_SUFFIX, manifest_path
+from divscope.settings import parse
 from divscope.store.atomic import write_json
 
 METRICS_VERSION = 1
@@ -88,14 +90,13 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def card_params(*, seed: int = 0, pairs_sample: int = 1000, bleu_sample: int = 200, vendi_sample: int = 1000,
-                tokenizer: str = models.DEFAULT_TOKENIZER, embedder: str | None = None) -> dict[str, Any]:
-    """The parameters a card depends on (with model identities), validated; stored in the card as ``params``."""
-    for name, value, least in (("pairs_sample", pairs_sample, 2), ("bleu_sample", bleu_sample, 2),
-                               ("vendi_sample", vendi_sample, 1)):
-        if int(value) < least:
-            raise DivscopeError(f"{name} must be >= {least} (got {value})")
-    embedder = embedder or models.DEFAULT_EMBEDDER
+def card_params(settings: MetricSettings | None = None, **values: Any) -> dict[str, Any]:
+    """The parameters a card depends on (with model identities), validated; stored in the card as ``params``.
+
+    Give a ``MetricSettings`` or its fields as keywords (defaults: ``MetricSettings``'s)."""
+    m = settings if settings is not None else parse(MetricSettings, values)
+    seed, pairs_sample, bleu_sample, vendi_sample = m.seed, m.pairs_sample, m.bleu_sample, m.vendi_sample
+    tokenizer, embedder = m.tokenizer, m.embedder
     return {
         "metrics_version": METRICS_VERSION, "seed": int(seed), "pairs_sample": int(pairs_sample),
         "bleu_sample": int(bleu_sample), "vendi_sample": int(vendi_sample),
@@ -187,18 +188,20 @@ def types_covered(ws: Workspace, side: str, rows: np.ndarray, res: Resources | N
 # ----------------------------------------------------------------------------------------------- the card
 
 def metric_card(records: Sequence[Record], *, ws: Workspace | str | Path | None = None,
-                rows: Sequence[int] | np.ndarray | None = None, seed: int = 0, pairs_sample: int = 1000,
-                bleu_sample: int = 200, vendi_sample: int = 1000, tokenizer: str = models.DEFAULT_TOKENIZER,
-                embedder: str | None = None, resources: Resources | None = None) -> dict[str, Any]:
+                rows: Sequence[int] | np.ndarray | None = None, resources: Resources | None = None,
+                **settings: Any) -> dict[str, Any]:
     """All post-hoc metrics of ``records``, per side, as a JSON-native dict (floats rounded to 6 decimals; the
     same inputs give byte-identical ``json.dumps(card, sort_keys=True)``).
 
     ``ws`` + ``rows`` (pool row of each record, in order) let cached pool embeddings, token counts and
     incidences be reused and give types covered; without them texts are embedded and tokenized here.
+    ``settings``: the fields of ``MetricSettings`` (seed and sample sizes, tokenizer, embedder).
     """
     res = resources or Resources()
-    params = card_params(seed=seed, pairs_sample=pairs_sample, bleu_sample=bleu_sample, vendi_sample=vendi_sample,
-                         tokenizer=tokenizer, embedder=embedder)
+    m = parse(MetricSettings, settings)
+    params = card_params(m)
+    seed, pairs_sample, bleu_sample, vendi_sample, tokenizer = (m.seed, m.pairs_sample, m.bleu_sample,
+                                                                m.vendi_sample, m.tokenizer)
     n = len(records)
     if n == 0:
         raise DivscopeError("the subset has no records: nothing to measure")
@@ -324,9 +327,8 @@ def _resolve_rows(manifest: dict[str, Any] | None, records: list[Record],
     return ws, arr, None
 
 
-def card_for_path(path: str | Path, *, seed: int = 0, pairs_sample: int = 1000, bleu_sample: int = 200,
-                  vendi_sample: int = 1000, tokenizer: str = models.DEFAULT_TOKENIZER, embedder: str | None = None,
-                  force: bool = False, resources: Resources | None = None) -> dict[str, Any]:
+def card_for_path(path: str | Path, *, force: bool = False, resources: Resources | None = None,
+                  **settings: Any) -> dict[str, Any]:
     """The card of the subset file (or HF directory) ``path``, written to ``<path>.metrics.json``.
 
     Reads ``<path>.manifest.json`` if present (workspace, rows, strategy, d, ...). An existing card is returned
@@ -336,8 +338,7 @@ def card_for_path(path: str | Path, *, seed: int = 0, pairs_sample: int = 1000, 
     if not path.exists():
         raise DivscopeError(f"{path}: no such file or directory")
     res = resources or Resources()
-    params = card_params(seed=seed, pairs_sample=pairs_sample, bleu_sample=bleu_sample, vendi_sample=vendi_sample,
-                         tokenizer=tokenizer, embedder=embedder)
+    params = card_params(**settings)
     manifest = read_manifest(path)
     digest = input_digest(path)
     out = metrics_path(path)
@@ -355,8 +356,7 @@ def card_for_path(path: str | Path, *, seed: int = 0, pairs_sample: int = 1000, 
     if not records:
         raise DivscopeError(f"{path}: no valid record ({len(rejects)} rejected)")
     ws, rows, note = _resolve_rows(manifest, records, res)
-    card = metric_card(records, ws=ws, rows=rows, seed=seed, pairs_sample=pairs_sample, bleu_sample=bleu_sample,
-                       vendi_sample=vendi_sample, tokenizer=tokenizer, embedder=embedder, resources=res)
+    card = metric_card(records, ws=ws, rows=rows, resources=res, **settings)
     card["input_sha256"] = digest
     card["source"] = {"file": path.name, "manifest": manifest_path(path).name if manifest else None,
                       "workspace": (manifest or {}).get("workspace"), "rows_reused": rows is not None,

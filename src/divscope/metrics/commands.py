@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from divscope import models
 from divscope.errors import DivscopeError
+from divscope.metrics.settings import MetricSettings
+from divscope.settings import cli_options
 
 SHORT = {"distinct_1": "d1", "distinct_2": "d2", "distinct_3": "d3", "mean_cosine_distance": "cos",
          "mean_tokens": "tok", "compression_ratio": "zlib", "self_bleu": "sBLEU", "token_entropy_bits": "H",
@@ -109,20 +110,9 @@ def _directory(directory: Path, options: dict[str, Any], force: bool) -> None:
 
 @click.command("metrics")
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Seed of every sampled metric.")
-@click.option("--pairs-sample", default=1000, show_default=True,
-              help="Samples (at most) whose embeddings enter the mean pairwise cosine distance.")
-@click.option("--bleu-sample", default=200, show_default=True,
-              help="Samples (at most) scored by Self-BLEU, each against the other sampled ones.")
-@click.option("--vendi-sample", default=1000, show_default=True, help="Samples (at most) in the Vendi kernel.")
-@click.option("--tokenizer", default=models.DEFAULT_TOKENIZER, show_default=True,
-              help="Target tokenizer for lengths and token entropy: smollm2 | llama2 | llama3 | gpt2 | HF id | "
-                   "folder | file.gguf.")
-@click.option("--embedder", default=models.DEFAULT_EMBEDDER, show_default=True,
-              help="Sentence embedder (cached workspace embeddings of this model are reused).")
+@cli_options(MetricSettings)
 @click.option("--force", is_flag=True, help="Recompute cards even when an up-to-date FILE.metrics.json exists.")
-def metrics_cmd(target: Path, seed: int, pairs_sample: int, bleu_sample: int, vendi_sample: int, tokenizer: str,
-                embedder: str, force: bool) -> None:
+def metrics_cmd(target: Path, force: bool, **values: Any) -> None:
     """Metric card of the subset FILE (written to FILE.metrics.json), or of every subset under DIR (any depth;
     a subset is a file with FILE.manifest.json beside it), tabulated in DIR/metrics.csv and DIR/metrics.json.
 
@@ -133,8 +123,7 @@ def metrics_cmd(target: Path, seed: int, pairs_sample: int, bleu_sample: int, ve
     from divscope.metrics.card import card_for_path, metrics_path
     from divscope.ui import console
 
-    options = {"seed": seed, "pairs_sample": pairs_sample, "bleu_sample": bleu_sample,
-               "vendi_sample": vendi_sample, "tokenizer": tokenizer, "embedder": embedder}
+    options = MetricSettings.from_cli(values).model_dump()
     if not target.exists():
         raise DivscopeError(f"{target}: no such file or directory")
     from divscope.metrics.card import manifest_path

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from divscope._version import __version__
-from divscope.errors import DivscopeError
 from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
+from divscope.select.settings import GridSettings
 from divscope.select.strategies import STRATEGIES, Selector, Subset
 from divscope.store.atomic import write_json
 
@@ -75,19 +75,14 @@ class GridCell:
     path: Path
 
 
-def levels_of(count: int) -> list[float]:
-    """``count`` evenly spaced diversity levels in [0, 1] (the paper: 7 -> 0, 1/6, ..., 1)."""
-    if count < 1:
-        raise DivscopeError("--levels must be >= 1")
-    return [0.0] if count == 1 else [i / (count - 1) for i in range(count)]
-
-
 def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[float], seeds: list[int],
-               ext: str) -> list[GridCell]:
+               ext: str, baseline_seeds: list[int] | None = None) -> list[GridCell]:
+    """The diversity strategies' cells first, then the baselines' (with ``baseline_seeds``, default ``seeds``)."""
     cells = []
-    for strategy in strategies:
+    ordered = [s for s in strategies if s in STRATEGIES] + [s for s in strategies if s not in STRATEGIES]
+    for strategy in ordered:
         for size in sizes:
-            for seed in seeds:
+            for seed in seeds if strategy in STRATEGIES else baseline_seeds or seeds:
                 if strategy in STRATEGIES:
                     for d in levels:
                         name = f"n{size}-d{d:.3f}-s{seed}{ext}"
@@ -100,8 +95,10 @@ def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[
 def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes: list[int], levels: list[float],
              seeds: list[int], fmt: str | None = None, ext: str = ".jsonl", eligible: np.ndarray | None = None,
              length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
-             features: dict[str, dict[str, Any]] | None = None, **options: Any) -> tuple[list[dict[str, Any]], int]:
-    """Write every subset of the grid (skipping finished ones); returns the manifests and how many were new.
+             features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
+             **options: Any) -> tuple[list[dict[str, Any]], int]:
+    """Write every subset of the grid (skipping finished ones) and ``OUT/grid.json``; returns the manifests and how
+    many were new.
 
     ``length_range`` ("MIN:MAX"): only rows whose ``length_side`` has MIN..MAX tokens of ``length_tokenizer``
     (inclusive) are selectable (length control). ``features``: options per level; selection then uses exactly
@@ -118,7 +115,7 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
         eligible = mask if eligible is None else (np.asarray(eligible, bool) & mask)
         length = length_request(length_range, length_side, length_tokenizer)
     selector = Selector(ws, eligible, features=features)
-    cells = grid_cells(out, strategies, sizes, levels, seeds, ext)
+    cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds)
     manifests, built = [], 0
     with progress_bar("grid", total=len(cells)) as advance:
         for c in cells:
@@ -135,3 +132,18 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
              | {"file": str(Path(m["strategy"]) / m["file"])} for m in manifests]
     write_json(out / "grid.json", {"workspace": str(selector.ws.path.resolve()), "subsets": index})
     return manifests, built
+
+
+def run_grid_settings(ws: Workspace | str | Path, out: Path, grid: GridSettings, fmt: str | None = None,
+                      ext: str = ".jsonl", eligible: np.ndarray | None = None,
+                      features: dict[str, dict[str, Any]] | None = None,
+                      target_tokenizer: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """:func:`run_grid` of a ``GridSettings`` (CLI ``grid`` and studies); ``target_tokenizer`` measures lengths
+    when the settings name no ``length_tokenizer``."""
+    length: dict[str, Any] = {}
+    if grid.length_range is not None:
+        length = {"length_range": grid.length_range, "length_side": grid.length_side,
+                  "length_tokenizer": grid.length_tokenizer or target_tokenizer}
+    return run_grid(ws, out, grid.strategies, grid.sizes, grid.level_values(), grid.seeds, fmt=fmt, ext=ext,
+                    eligible=eligible, features=features, baseline_seeds=grid.baseline_seeds, **length,
+                    **grid.strategy_options())

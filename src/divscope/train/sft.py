@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +27,7 @@ from divscope.io.evalsets import EVAL_SETS, load_eval_set
 from divscope.io.record import Record
 from divscope.store.atomic import atomic_path, write_json
 from divscope.train.run import TRAIN_FILE, Run
-
-
-@dataclass
-class TrainConfig:
-    model: str = "smollm2"
-    method: str = "lora"  # lora | full
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    lr: float | None = None  # default: 2e-4 for LoRA, 2e-5 for full
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_len: int = 512
-    warmup_ratio: float = 0.03  # passed as a fraction of total steps (transformers >= 5 warmup_steps)
-    weight_decay: float = 0.0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    seed: int = 0
-    save_steps: int = 50
-    logging_steps: int = 1
-    gradient_checkpointing: bool = False  # TRL turns it on by default; it costs compute and small models don't need it
-    device: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (2e-4 if self.method == "lora" else 2e-5)
-
-    def validate(self) -> None:
-        if self.method not in ("lora", "full"):
-            raise DivscopeError(f"--method must be lora or full, not {self.method!r}")
-        for name in ("batch_size", "grad_accum", "max_len", "save_steps", "lora_r"):
-            if getattr(self, name) < 1:
-                raise DivscopeError(f"{name} must be >= 1")
-        if self.max_steps <= 0 and self.epochs <= 0:
-            raise DivscopeError("give --epochs > 0 or --max-steps > 0")
+from divscope.train.settings import TrainSettings
 
 
 def train_threads() -> int:
@@ -121,17 +86,16 @@ def build_dataset(records: list[Record], tokenizer: Any, max_len: int) -> tuple[
     return datasets.Dataset.from_list(rows), dropped
 
 
-def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainConfig | None = None,
+def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainSettings | None = None,
           source: str = "") -> Run:
     """Fine-tune on ``records`` into ``run_dir``; returns at once if the run is already complete."""
-    cfg = config or TrainConfig()
-    cfg.validate()
+    cfg = config or TrainSettings()
     run = Path(run_dir)
     done = run / TRAIN_FILE
     fp = data_fingerprint(records)
     if done.is_file():
         summary = json.loads(done.read_text(encoding="utf-8"))
-        if summary.get("data_fingerprint") == fp and summary.get("config") == asdict(cfg):
+        if summary.get("data_fingerprint") == fp and summary.get("config") == cfg.model_dump():
             return Run(run, summary)
         raise DivscopeError(f"{run} holds a finished run with other data or settings; choose another --out")
     if not records:
@@ -193,7 +157,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainC
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     steps_run = state.global_step - (int(Path(resume).name.split("-")[-1]) if resume else 0)
     summary = {
-        "divscope_version": __version__, "source": source, "config": asdict(cfg), "data_fingerprint": fp,
+        "divscope_version": __version__, "source": source, "config": cfg.model_dump(), "data_fingerprint": fp,
         "samples": len(records), "samples_without_loss_tokens": dropped,
         "train_ids": [r.id for r in records], "global_step": state.global_step, "resumed_from": resume,
         "losses": losses, "train_loss": train_loss, "load_seconds": round(load_s, 2),

@@ -1,0 +1,71 @@
+"""The evaluate stage's settings: ``divscope evaluate`` options and each entry of the spec's ``evaluate:`` list.
+
+``seed`` draws the evaluation items (``limit`` of them) and seeds sampled generation; it is its own seed, recorded
+with the result, not the training seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator, model_validator
+
+from divscope.settings import Settings, setting
+
+METHODS = ("nll", "judge", "ifeval")
+# Method options that are fields of their own (older specs gave them inside ``options``).
+_JUDGE = ("endpoint", "judge_model", "api_key_env", "concurrency")
+
+
+class EvalSettings(Settings):
+    eval_set: str = setting("alpaca_eval", "alpaca_eval | vicuna | arena_hard | mt_bench | ifeval | pool:WS "
+                            "(held-out pool samples) | FILE")
+    method: str = setting("nll", "nll: offline mean NLL per token of reference answers (score = -NLL). judge: "
+                          "generate answers, pairwise LLM judge against the references in both orders (score = "
+                          "win rate in [0, 1], ties half). ifeval: generate answers, verifiable-instruction checks "
+                          "(score = prompt-level strict accuracy in [0, 1]).")
+    limit: int | None = setting(100, "Seeded sample of N items (0 = all).")
+    seed: int = setting(0, "Seed of the item sample (and of sampled generation).")
+    max_len: int = setting(512, "Tokens per scored conversation (nll) or prompt (judge/ifeval).")
+    batch_size: int = setting(8, "Items per forward pass.")
+    device: str | None = setting(None, "cpu, cuda, cuda:1 ... [cuda if available]")
+    max_new_tokens: int = setting(512, "judge/ifeval: answer length limit (greedy decoding).")
+    endpoint: str | None = setting(None, "judge: OpenAI-compatible server, e.g. http://host:8000/v1.")
+    judge_model: str | None = setting(None, "judge: model name the server serves.")
+    api_key_env: str | None = setting("OPENAI_API_KEY", "judge: environment variable holding the API key (read at "
+                                      "request time, never written).")
+    concurrency: int = setting(8, "judge: requests in flight at most.")
+    options: dict[str, Any] = setting(help="Further options of the method (spec only).", cli=False,
+                                      default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}: choose one of {', '.join(METHODS)}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_options(cls, data: Any) -> Any:
+        """Older specs wrote the judge's settings inside ``options``; they are fields now."""
+        if isinstance(data, dict) and isinstance(data.get("options"), dict):
+            opts = dict(data["options"])
+            lifted = {k: opts.pop(k) for k in (*_JUDGE, "max_new_tokens") if k in opts and k not in data}
+            if lifted:
+                data = {**data, **lifted, "options": opts}
+        return data
+
+    @property
+    def name(self) -> str:
+        return f"{self.eval_set}.{self.method}"
+
+    def method_options(self) -> dict[str, Any]:
+        """The options ``evaluate_run`` passes to this method: the generation and judge fields where they apply."""
+        opts: dict[str, Any] = {}
+        if self.method in ("judge", "ifeval"):
+            opts["max_new_tokens"] = self.max_new_tokens
+        if self.method == "judge":
+            opts.update(endpoint=self.endpoint, judge_model=self.judge_model, api_key_env=self.api_key_env or None,
+                        concurrency=self.concurrency)
+        return {**opts, **self.options}

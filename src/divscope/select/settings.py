@@ -1,0 +1,110 @@
+"""The select stage's settings: what ``divscope select`` / ``divscope grid`` take and the spec's ``selection:``.
+
+``SelectOptions`` are the options every strategy shares (baseline options, the length band); ``SelectSettings``
+adds one request (strategy, level, size, seed), ``GridSettings`` a whole grid (strategies x sizes x levels x seeds).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from divscope.errors import DivscopeError
+from divscope.settings import Settings, setting
+
+STRATEGY_HELP = ("instruction-macro | instruction-meso | instruction-micro | response-macro | response-meso | "
+                 "response-micro | random | k-center | distance")
+
+
+class SelectOptions(Settings):
+    side: Literal["instruction", "response"] = setting("instruction", "k-center / distance: which side's "
+                                                       "embeddings.")
+    score_column: str | None = setting(None, "distance: numeric metadata column to walk by (high first) "
+                                       "[response length].")
+    threshold: float = setting(0.1, "distance: keep a sample if its cosine distance to every kept one exceeds "
+                               "this.")
+    length_range: list[int | None] | None = setting(
+        None, "Length control: select only samples whose --length-side has MIN..MAX target tokens (inclusive; "
+        "MIN: or :MAX for one end).", metavar="MIN:MAX")
+    length_side: Literal["instruction", "response"] = setting("response", "Side whose length --length-range "
+                                                              "bounds.")
+    length_tokenizer: str | None = setting(None, "Tokenizer that measures lengths: smollm2 | llama2 | llama3 | "
+                                           "HF id [the target model's].")
+
+    @field_validator("length_range", mode="before")
+    @classmethod
+    def _length_range(cls, v: Any) -> Any:
+        from divscope.select.lengths import parse_length_range
+
+        if v is None:
+            return None
+        if isinstance(v, list) and all(isinstance(x, str) for x in v) and len(v) == 1:
+            v = v[0]  # "400:600" arrives split on commas as ["400:600"]
+        try:
+            return list(parse_length_range(v))
+        except DivscopeError as e:
+            raise ValueError(str(e)) from None
+
+    def strategy_options(self) -> dict[str, Any]:
+        """The options a strategy's request records (the manifest's ``request.options``)."""
+        return {"side": self.side, "score_column": self.score_column, "threshold": self.threshold}
+
+
+class SelectSettings(SelectOptions):
+    strategy: str = setting(help=STRATEGY_HELP, short="-s")
+    diversity: float | None = setting(None, "Level in [0, 1] (the six diversity strategies).", short="-d")
+    size: int = setting(help="Exact number of samples N.", short="-n")
+    seed: int = setting(0, "Selection seed (the same seed gives the same subset).")
+
+
+class GridSettings(SelectOptions):
+    strategies: list[str] = setting(help="all (the six), baselines, or names: " + STRATEGY_HELP,
+                                    default_factory=lambda: ["all", "random"])
+    levels: int | list[float] = setting(7, "Number of levels d = 0 .. 1 evenly spaced, or the levels themselves "
+                                        "(0,0.5,1).", metavar="COUNT|D,D,...")
+    sizes: list[int] = setting(help="Subset sizes N.", default_factory=lambda: [1000], min_length=1)
+    seeds: list[int] = setting(help="Selection seeds (each gives a full grid).", default_factory=lambda: [0],
+                               min_length=1)
+    baseline_seeds: list[int] | None = setting(None, "Seeds of the baselines [--seeds].")
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from divscope.select.strategies import parse_strategies
+
+        try:
+            return parse_strategies(",".join(v))
+        except DivscopeError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels(cls, v: Any) -> Any:
+        if isinstance(v, str):  # the CLI form: a count, or comma-separated levels
+            try:
+                v = int(v) if "," not in v and "." not in v else [float(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError(f"levels {v!r}: give a count (7) or levels (0,0.5,1)") from None
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            raise ValueError("levels must be >= 1 (7 in the paper)")
+        if isinstance(v, list) and (not v or any(not 0 <= float(x) <= 1 for x in v)):
+            raise ValueError("explicit levels must lie in [0, 1]")
+        return v
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if any(x < 1 for x in v):
+            raise ValueError("sizes must be >= 1")
+        return v
+
+    def level_values(self) -> list[float]:
+        return levels_of(self.levels) if isinstance(self.levels, int) else [float(x) for x in self.levels]
+
+
+def levels_of(count: int) -> list[float]:
+    """``count`` evenly spaced diversity levels in [0, 1] (the paper: 7 -> 0, 1/6, ..., 1)."""
+    if count < 1:
+        raise DivscopeError("--levels must be >= 1")
+    return [0.0] if count == 1 else [i / (count - 1) for i in range(count)]
