@@ -18,7 +18,8 @@ from divscope._version import __version__
 from divscope.errors import DivscopeError
 from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
-from divscope.select.strategies import STRATEGIES, Selector, Subset
+from divscope.select.registry import get_strategy
+from divscope.select.strategies import Selector, Subset
 from divscope.store.atomic import write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -88,7 +89,7 @@ def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[
     for strategy in strategies:
         for size in sizes:
             for seed in seeds:
-                if strategy in STRATEGIES:
+                if get_strategy(strategy).takes_level:
                     for d in levels:
                         name = f"n{size}-d{d:.3f}-s{seed}{ext}"
                         cells.append(GridCell(strategy, size, d, seed, out / strategy / name))
