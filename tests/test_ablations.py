@@ -99,10 +99,10 @@ def test_word_unit_gives_whitespace_types_and_selection_uses_the_asked_features(
     assert set(names).isdisjoint(tokens.incidence.type_names)  # token names end in #id
     # The selector uses exactly the features asked for, not the latest entry
     sel = Selector(ws, features={"micro": {"unit": "words"}})
-    assert sel.incidence("response-micro").fingerprint == words.incidence.fingerprint
-    assert Selector(ws).incidence("response-micro").fingerprint == tokens.incidence.fingerprint
+    assert sel.incidence("response", "micro").fingerprint == words.incidence.fingerprint
+    assert Selector(ws).incidence("response", "micro").fingerprint == tokens.incidence.fingerprint
     with pytest.raises(DivscopeError, match="no response-micro features for these options"):
-        Selector(ws, features={"micro": {"unit": "words", "low": 3}}).incidence("response-micro")
+        Selector(ws, features={"micro": {"unit": "words", "low": 3}}).incidence("response", "micro")
 
 
 # ------------------------------------------------------------------------------------------------ tokenizers
@@ -143,7 +143,7 @@ def test_tokenizer_switch_changes_the_type_vocabulary(ws, llama_vocabs):
     from divscope.experiment.study import feature_options
 
     sel = Selector(ws, features=feature_options(spec.variant_spec("llama3")))
-    assert sel.incidence("instruction-micro").fingerprint == incs["llama3"].fingerprint
+    assert sel.incidence("instruction", "micro").fingerprint == incs["llama3"].fingerprint
 
 
 # ------------------------------------------------------------------------------------------------ band sweep

@@ -43,7 +43,7 @@ def test_six_strategies_exact_and_in_pool(ws: Path, strategy: str) -> None:
     for d in levels_of(7):
         sub = sel.select(strategy, 50, d, seed=0)
         assert len(sub.rows) == 50 == len(set(sub.rows.tolist()))
-        eng = sel.engine(strategy, 0)
+        eng = sel.engine(*strategy.split("-"), 0)
         assert set(sub.rows.tolist()) <= set(eng.pool(sub.info["k"]).tolist())
         covered.append(sub.info["types_covered"])
     assert covered[-1] > covered[0]

@@ -70,17 +70,18 @@ def feature_options(spec: ExperimentSpec) -> dict[str, dict[str, Any]]:
 def featurize_study(spec: ExperimentSpec, ws: Workspace, strategies: list[str]) -> None:
     from divscope.features.featurize import featurize
     from divscope.models import ensure_vocab
-    from divscope.select.strategies import STRATEGIES, split_strategy
+    from divscope.select.registry import get_strategy
 
     options = feature_options(spec)
-    for strategy in strategies:
-        if strategy in STRATEGIES:
-            side, level = split_strategy(strategy)
+    for strategy in strategies:  # what each one declares it reads (a registered third-party one too)
+        needs = get_strategy(strategy).needs(side=spec.selection.side)
+        if needs.incidence:
+            side, level = needs.incidence
             if level == "micro" and spec.features.micro.unit == "tokens":
                 ensure_vocab(spec.features.micro.tokenizer)
-            featurize(ws, level, side, **options[level])
-        elif strategy in ("k-center", "distance"):
-            featurize(ws, "macro", spec.selection.side, **options["macro"])
+            featurize(ws, level, side, **options.get(level, {}))
+        if needs.embeddings:
+            featurize(ws, "macro", needs.embeddings, **options["macro"])
 
 
 def cells_of(spec: ExperimentSpec, out: Path, manifests: list[dict[str, Any]]) -> list[Cell]:
@@ -227,13 +228,15 @@ def grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndar
 def feature_keys(spec: ExperimentSpec, ws: Workspace, manifests: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     """(side, level) -> cache key of the features this study selected with."""
     from divscope.features.featurize import resolve_config
-    from divscope.select.strategies import STRATEGIES, split_strategy
+    from divscope.select.registry import get_strategy
 
     options = feature_options(spec)
     keys = {}
-    for strategy in {m["strategy"] for m in manifests} & set(STRATEGIES):
-        side, level = split_strategy(strategy)
-        keys[(side, level)] = resolve_config(ws, level, side, **options[level])[2]
+    for strategy in sorted({m["strategy"] for m in manifests}):
+        incidence = get_strategy(strategy).needs(side=spec.selection.side).incidence
+        if incidence:
+            side, level = incidence
+            keys[(side, level)] = resolve_config(ws, level, side, **options.get(level, {}))[2]
     return keys
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, MissingFeaturesError, StaleFeaturesError
 from divscope.features.base import Stages, featurizer, level_names, register_featurizer
 from divscope.features.incidence import SIDES, Incidence
 from divscope.features.macro import MacroFeaturizer
@@ -203,7 +203,7 @@ def latest_entry(ws: Workspace | str | Path, side: str, level: str) -> Path:
             pass
     entries = list_entries(ws, side, level)
     if not entries:
-        raise DivscopeError(f"no {side}-{level} features in {ws.path}: run "
+        raise MissingFeaturesError(f"no {side}-{level} features in {ws.path}: run "
                             f"`divscope featurize {ws.path} --level {level} --side {side}` first")
     return entries[-1]
 
@@ -211,7 +211,8 @@ def latest_entry(ws: Workspace | str | Path, side: str, level: str) -> Path:
 def load_incidence(ws: Workspace | str | Path, side: str, level: str, key: str | None = None) -> Incidence:
     """The cached incidence for (side, level): ``key`` if given, else the most recently featurized one.
 
-    Raises DivscopeError when there is none, or when it was built for another pool (re-ingested workspace).
+    Raises MissingFeaturesError when there is none, StaleFeaturesError when it was built for another pool
+    (re-ingested workspace) or is damaged.
     """
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     path = features_dir(ws, side, level) / key if key else latest_entry(ws, side, level)
@@ -219,7 +220,7 @@ def load_incidence(ws: Workspace | str | Path, side: str, level: str, key: str |
     try:
         return _load_entry(path, pool.fingerprint, len(pool))
     except ValueError as e:
-        raise DivscopeError(f"{side}-{level} features in {path} are stale or damaged ({e}); run "
+        raise StaleFeaturesError(f"{side}-{level} features in {path} are stale or damaged ({e}); run "
                             f"`divscope featurize {ws.path} --level {level} --side {side}` again") from e
 
 
@@ -228,7 +229,8 @@ def load_extra(ws: Workspace | str | Path, side: str, level: str, name: str, key
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     path = features_dir(ws, side, level) / key if key else latest_entry(ws, side, level)
     if not (path / name).is_file():
-        raise DivscopeError(f"{path} has no {name}")
+        raise MissingFeaturesError(f"{path} has no {name}: run `divscope featurize {ws.path} --level {level} "
+                                   f"--side {side} --rebuild`")
     return np.load(path / name, allow_pickle=False)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from divscope import models
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, MissingFeaturesError
 from divscope.features.base import Built, Stages
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_path, write_json
@@ -199,7 +199,7 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
         except Exception:
             pass
     if not compute:
-        raise DivscopeError(f"no {side} embeddings in {ws.path}: run `divscope featurize {ws.path} "
+        raise MissingFeaturesError(f"no {side} embeddings in {ws.path}: run `divscope featurize {ws.path} "
                             f"--level macro --side {side}` first")
     if texts is None:
         texts = ws.pool.texts(side)
@@ -218,7 +218,7 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
 def load_embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = None,
                     compute: bool = True) -> np.ndarray:
     """Cached float16 embeddings (rows = pool rows, L2-normalised); computed and cached if missing
-    (``compute=False``: DivscopeError instead)."""
+    (``compute=False``: MissingFeaturesError instead)."""
     return embeddings(ws, side, embedder, compute=compute)
 
 

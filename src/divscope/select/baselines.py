@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from divscope.errors import DivscopeError
+from divscope.select.arguments import check_n, check_seed
 
 
 def id_rank(ids: Sequence[str], seed: int) -> np.ndarray:
@@ -22,7 +23,7 @@ def id_rank(ids: Sequence[str], seed: int) -> np.ndarray:
 
 def random_subset(ids: Sequence[str], n: int, seed: int) -> np.ndarray:
     """N rows uniformly at random: the N smallest seeded id hashes, in that order."""
-    _check_n(n, len(ids))
+    n, seed = check_n(n, len(ids)), check_seed(seed)
     return np.argsort(id_rank(ids, seed), kind="stable")[:n].astype(np.int64)
 
 
@@ -32,7 +33,7 @@ def k_center(emb: np.ndarray, ids: Sequence[str], n: int, seed: int, block: int 
     Starts from the sample with the smallest seeded id hash; each step adds the sample farthest from everything
     chosen so far (ties: smallest seeded hash). ``emb`` rows must be L2-normalised. O(n_samples * N * dim).
     """
-    _check_n(n, len(ids))
+    n, seed = check_n(n, len(ids)), check_seed(seed)
     x = np.ascontiguousarray(emb, dtype=np.float32)
     rank = id_rank(ids, seed)
     tiebreak = np.argsort(np.argsort(rank, kind="stable"), kind="stable").astype(np.float64)
@@ -60,7 +61,7 @@ def distance_filter(emb: np.ndarray, scores: np.ndarray, ids: Sequence[str], n: 
     Batched: a block of candidates is compared with all kept rows in one product; the few survivors are then
     checked in order against the ones accepted earlier in the same block.
     """
-    _check_n(n, len(ids))
+    n, seed = check_n(n, len(ids)), check_seed(seed)
     if not 0.0 <= threshold < 2.0:
         raise DivscopeError("--threshold is a cosine distance in [0, 2)")
     x = np.ascontiguousarray(emb, dtype=np.float32)
@@ -84,10 +85,3 @@ def distance_filter(emb: np.ndarray, scores: np.ndarray, ids: Sequence[str], n: 
                 return np.asarray(rows, dtype=np.int64)
     raise DivscopeError(f"only {len(rows)} samples are farther apart than --threshold {threshold}; "
                         f"lower the threshold or the size")
-
-
-def _check_n(n: int, total: int) -> None:
-    if n < 1:
-        raise DivscopeError("--size must be >= 1")
-    if n > total:
-        raise DivscopeError(f"--size {n} is larger than the pool ({total} samples); lower --size")

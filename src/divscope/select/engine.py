@@ -36,6 +36,7 @@ import scipy.sparse as sp
 
 from divscope.errors import DivscopeError
 from divscope.select import kernels
+from divscope.select.arguments import check_d, check_n, check_seed
 
 __all__ = ["Engine", "Selection", "level_to_k", "reference_prune", "reference_select", "reference_select_levels"]
 
@@ -58,31 +59,11 @@ def _salts(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise DivscopeError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. --seed 0")
-    return int(seed)
-
-
-def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
-        raise DivscopeError(f"size N must be a positive integer, got {n!r}; pass e.g. --size 1000")
-    return int(n)
-
-
-def _check_d(d: Any) -> float:
-    if isinstance(d, bool) or not isinstance(d, numbers.Real) or not math.isfinite(float(d)) \
-            or not 0.0 <= float(d) <= 1.0:
-        raise DivscopeError(f"diversity level d must be a number in [0, 1], got {d!r}; "
-                            "use e.g. 0, 1/6, ..., 1 (the paper's seven levels)")
-    return float(d)
-
-
 def level_to_k(d: float, k_min: int, k_max: int) -> int:
     """k = round(k_min + d * (k_max - k_min)), rounding halves *up* (floor(x + 0.5)), never Python's banker's
     rounding. A tolerance of 1e-9 absorbs binary floating error, so levels like d = 1/6 with a span of 3 land on
     the intended half-up integer. The result is clamped to [k_min, k_max]."""
-    d = _check_d(d)
+    d = check_d(d)
     x = k_min + d * (k_max - k_min)
     return int(min(k_max, max(k_min, math.floor(x + 0.5 + 1e-9))))
 
@@ -178,7 +159,7 @@ class Engine:
 
     def __init__(self, incidence: Any, seed: int = 0, sample_keys: Any = None) -> None:
         m, names = _coerce_matrix(incidence)
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.n_samples = int(m.shape[0])
         self.n_types = int(m.shape[1])
         self.type_names = names
@@ -206,7 +187,7 @@ class Engine:
         return self._cindptr, self._crows  # type: ignore[return-value]
 
     def _pruning(self, seed: int | None = None) -> _Pruning:
-        seed = self.seed if seed is None else _check_seed(seed)
+        seed = self.seed if seed is None else check_seed(seed)
         pr = self._prunings.get(seed)
         if pr is None:
             cindptr, crows = self._csc()
@@ -255,12 +236,9 @@ class Engine:
 
     def k_range(self, n: int, seed: int | None = None) -> tuple[int, int]:
         """(k_min, k_max) for size ``n``: k_min is the smallest k with |pool(k)| >= n."""
-        n = _check_n(n)
+        n = check_n(n)
         pr = self._pruning(seed)
-        if n > pr.pool_sizes[-1]:
-            raise DivscopeError(
-                f"cannot select {n} samples from a pool of {self.n_samples}: choose a size N <= "
-                f"{self.n_samples} or ingest a larger pool")
+        check_n(n, int(pr.pool_sizes[-1]))  # |pool(k_max)| = every sample (typeless ones included)
         k_min = int(np.searchsorted(pr.pool_sizes, n, side="left"))
         return k_min, pr.k_max
 
@@ -274,9 +252,9 @@ class Engine:
 
     def select(self, n: int, d: float, seed: int | None = None) -> Selection:
         """Exactly ``n`` distinct samples at diversity level ``d`` in [0, 1]."""
-        n = _check_n(n)
-        d = _check_d(d)
-        seed = self.seed if seed is None else _check_seed(seed)
+        n = check_n(n)
+        d = check_d(d)
+        seed = self.seed if seed is None else check_seed(seed)
         k_min, k_max = self.k_range(n, seed)
         k = level_to_k(d, k_min, k_max)
         pr = self._pruning(seed)

@@ -1,27 +1,34 @@
-"""Strategies: the six (side, level) diversity strategies and the baselines, behind one call.
+"""Selecting subsets from a workspace: the ``Selector`` (the context every strategy runs in) and its dispatch.
 
     select_subset(ws, "response-micro", n=1000, d=0.5, seed=0) -> Subset
 
-The six strategies load the cached incidence of their (side, level) and run the one engine; the baselines use
-the cached embeddings. Everything keys randomness to sample ids, so results do not depend on row order.
-``eligible`` restricts the pool first (length control, held-out rows): selection then runs on that sub-pool.
+Strategies live in the registry (``divscope.select.registry``: the six (side, level) strategies, ``random``,
+``k-center``, ``distance``, and any registered by a third party). The selector validates N, the seed and the
+level once for all of them, gives them the eligible sub-pool with lazy, cached access to its features, and maps
+their local rows back to pool rows. ``eligible`` restricts the pool first (length control, held-out rows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from divscope.errors import DivscopeError
-from divscope.features.incidence import LEVELS, SIDES, Incidence
+from divscope.errors import DivscopeError, MissingFeaturesError
+from divscope.features.incidence import Incidence
 from divscope.io.workspace import Workspace
+from divscope.select.arguments import check_d, check_n, check_seed
+from divscope.select.builtin import BUILTIN
+from divscope.select.registry import get_strategy, strategy_names
 
-STRATEGIES = tuple(f"{side}-{level}" for side in SIDES for level in LEVELS)
-BASELINES = ("random", "k-center", "distance")
-ALL = STRATEGIES + BASELINES
+if TYPE_CHECKING:
+    from divscope.select.engine import Engine
+
+STRATEGIES = tuple(s.name for s in BUILTIN if s.takes_level)  # the six; "all" in parse_strategies
+BASELINES = tuple(s.name for s in BUILTIN if not s.takes_level)  # "baselines"
+ALL = STRATEGIES + BASELINES  # the built-ins (strategy_names() also lists registered third-party ones)
 
 
 @dataclass
@@ -37,17 +44,18 @@ class Subset:
 
 
 def parse_strategies(spec: str) -> list[str]:
-    """``all`` (the six), ``baselines``, or a comma list of names."""
+    """``all`` (the six), ``baselines`` (the three built-in ones), or a comma list of registered names."""
     out: list[str] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if part == "all":
             out += STRATEGIES
         elif part == "baselines":
             out += BASELINES
-        elif part in ALL:
+        elif part in strategy_names():
             out.append(part)
         else:
-            raise DivscopeError(f"unknown strategy {part!r}: choose from all, baselines, {', '.join(ALL)}")
+            raise DivscopeError(f"unknown strategy {part!r}: choose from all, baselines, "
+                                f"{', '.join(strategy_names())}")
     return list(dict.fromkeys(out))
 
 
@@ -57,40 +65,37 @@ def split_strategy(strategy: str) -> tuple[str, str]:
 
 
 class Selector:
-    """Selects many subsets from one workspace, reusing loaded features and engines across calls (a grid)."""
+    """Selects many subsets from one workspace, reusing loaded features and engines across calls (a grid).
+
+    It is the ``SelectionContext`` of every strategy (``divscope.select.protocol``): ``rows`` and
+    ``sample_ids`` describe the eligible sub-pool, ``incidence`` / ``engine`` / ``embeddings`` / ``scores``
+    load what a strategy asks for, once.
+    """
 
     def __init__(self, ws: Workspace | str | Path, eligible: np.ndarray | None = None,
                  features: dict[str, dict[str, Any]] | None = None):
-        """``features``: options per level (as for ``featurize``); the incidence used is then exactly the cached
-        entry of those options (its cache key), not the most recently featurized one."""
+        """``eligible``: a boolean mask over the pool rows, or distinct pool row indices (the sub-pool in the
+        order the strategies see it). ``features``: options per level (as for ``featurize``); the incidence
+        used is then exactly the cached entry of those options (its cache key), not the most recent one."""
         self.ws = ws if isinstance(ws, Workspace) else Workspace(ws)
         self.features = features
         self.ws.require_pool()
         self.pool = self.ws.pool
         self.ids = self.pool.ids
-        n = len(self.ids)
-        self.rows = np.arange(n, dtype=np.int64) if eligible is None else np.flatnonzero(eligible).astype(np.int64)
-        if eligible is not None and len(eligible) != n:
-            raise ValueError("eligible mask must have one entry per pool row")
-        self.sub_ids = [self.ids[i] for i in self.rows]
-        self._engines: dict[tuple[str, int], Any] = {}
-        self._incidences: dict[str, Incidence] = {}
+        self.rows = _eligible_rows(eligible, len(self.ids))
+        self.sample_ids = [self.ids[i] for i in self.rows]
+        self._engines: dict[tuple[str, str, int], Engine] = {}
+        self._incidences: dict[tuple[str, str], Incidence] = {}
         self._embeddings: dict[str, np.ndarray] = {}
 
-    def incidence(self, strategy: str) -> Incidence:
-        if strategy not in self._incidences:
+    def incidence(self, side: str, level: str) -> Incidence:
+        """The cached incidence of (side, level), whole pool; MissingFeaturesError / StaleFeaturesError."""
+        if (side, level) not in self._incidences:
             from divscope.features.featurize import load_incidence
 
-            side, level = split_strategy(strategy)
             key = self.feature_key(side, level)
-            try:
-                self._incidences[strategy] = load_incidence(self.ws, side, level, key=key)
-            except DivscopeError as e:
-                if "stale" in str(e):
-                    raise
-                raise DivscopeError(f"strategy {strategy} needs {side}-{level} features: run `divscope featurize "
-                                    f"{self.ws.path} --level {level} --side {side}`") from None
-        return self._incidences[strategy]
+            self._incidences[(side, level)] = load_incidence(self.ws, side, level, key=key)
+        return self._incidences[(side, level)]
 
     def feature_key(self, side: str, level: str) -> str | None:
         """Cache key of the requested features of (side, level), or None (= the latest) when none were given."""
@@ -100,35 +105,33 @@ class Selector:
 
         key = resolve_config(self.ws, level, side, **self.features[level])[2]
         if not (features_dir(self.ws, side, level) / key).is_dir():
-            raise DivscopeError(f"no {side}-{level} features for these options in {self.ws.path}: run `divscope "
-                                f"featurize {self.ws.path} --level {level} --side {side}` with them first")
+            raise MissingFeaturesError(f"no {side}-{level} features for these options in {self.ws.path}: run "
+                                       f"`divscope featurize {self.ws.path} --level {level} --side {side}` with "
+                                       "them first")
         return key
 
-    def engine(self, strategy: str, seed: int) -> Any:
-        key = (strategy, seed)
+    def engine(self, side: str, level: str, seed: int) -> Engine:
+        """The engine over the eligible rows of the (side, level) incidence, keyed to record ids."""
+        key = (side, level, seed)
         if key not in self._engines:
             from divscope.select.engine import Engine
 
-            inc = self.incidence(strategy)
-            if len(self.rows) != inc.n_samples:  # a restricted pool: the engine sees only eligible rows
+            inc = self.incidence(side, level)
+            if len(self.rows) != inc.n_samples or np.any(self.rows != np.arange(inc.n_samples)):
                 inc = Incidence(inc.matrix[self.rows], inc.type_names, inc.level, inc.side, inc.config,
                                 inc.pool_fingerprint)
-            self._engines[key] = Engine(inc, seed=seed, sample_keys=self.sub_ids)
+            self._engines[key] = Engine(inc, seed=seed, sample_keys=self.sample_ids)
         return self._engines[key]
 
     def embeddings(self, side: str) -> np.ndarray:
         if side not in self._embeddings:
             from divscope.features.macro import load_embeddings
 
-            try:
-                emb = load_embeddings(self.ws, side, compute=False)
-            except DivscopeError:
-                raise DivscopeError(f"this baseline needs {side} embeddings: run `divscope featurize "
-                                    f"{self.ws.path} --level macro --side {side}`") from None
+            emb = load_embeddings(self.ws, side, compute=False)
             self._embeddings[side] = np.asarray(emb, dtype=np.float32)[self.rows]
         return self._embeddings[side]
 
-    def scores(self, column: str | None, side: str) -> tuple[np.ndarray, str]:
+    def scores(self, column: str | None) -> tuple[np.ndarray, str]:
         """DEITA-style score per eligible row: a numeric metadata column, or the default documented below."""
         if column:
             vals = []
@@ -146,39 +149,42 @@ class Selector:
             key = self.feature_key("response", "micro")
             return np.asarray(load_extra(self.ws, "response", "micro", "lengths.npy", key=key), float)[self.rows], \
                 "response_tokens"
-        except DivscopeError:
+        except MissingFeaturesError:
             return np.asarray([len(r.response) for r in self.pool.records(self.rows.tolist())], float), \
                 "response_chars"
 
-    def select(self, strategy: str, n: int, d: float | None = None, seed: int = 0, *, side: str = "instruction",
-               score_column: str | None = None, threshold: float = 0.1) -> Subset:
-        from divscope.select import baselines
-
-        info: dict[str, Any] = {"pool_total": len(self.ids), "eligible": len(self.rows)}
-        if strategy in STRATEGIES:
-            if d is None:
-                raise DivscopeError(f"strategy {strategy} needs --diversity D in [0, 1]")
-            sel = self.engine(strategy, seed).select(n, d)
-            inc = self.incidence(strategy)
-            info.update({"k": sel.k, "k_min": sel.k_min, "k_max": sel.k_max, "pool_size": sel.pool_size,
-                         "types_covered": sel.types_covered, "features_fingerprint": inc.fingerprint,
-                         "features_config": inc.config})
-            local = sel.ids
-        elif strategy == "random":
-            local = baselines.random_subset(self.sub_ids, n, seed)
-        elif strategy == "k-center":
-            local = baselines.k_center(self.embeddings(side), self.sub_ids, n, seed)
-            info["side"] = side
-        elif strategy == "distance":
-            scores, used = self.scores(score_column, side)
-            local = baselines.distance_filter(self.embeddings(side), scores, self.sub_ids, n, threshold, seed)
-            info.update({"side": side, "score": used, "threshold": threshold})
-        else:
-            raise DivscopeError(f"unknown strategy {strategy!r}: choose from {', '.join(ALL)}")
-        if strategy not in STRATEGIES and d is not None:
+    def select(self, strategy: str, n: int, d: float | None = None, seed: int = 0, **options: Any) -> Subset:
+        """Exactly ``n`` rows chosen by the registered ``strategy``; ``options`` go to the strategy (built-ins:
+        ``side``, ``score_column``, ``threshold``; see ``divscope.select.builtin``)."""
+        s = get_strategy(strategy)
+        n, seed = check_n(n, len(self.rows)), check_seed(seed)
+        level = check_d(d, s.name) if s.takes_level else None  # d is recorded as given, passed as a float
+        try:
+            local, extra = s.select(self, n, level, seed, **options)
+        except MissingFeaturesError as e:
+            raise MissingFeaturesError(f"strategy {s.name} needs features: {e}") from None
+        local = np.asarray(local, dtype=np.int64).reshape(-1)
+        if len(local) and (local.min() < 0 or local.max() >= len(self.rows)):  # would wrap or fail silently
+            raise IndexError(f"strategy {s.name} returned rows outside its pool of {len(self.rows)}")
+        info: dict[str, Any] = {"pool_total": len(self.ids), "eligible": len(self.rows), **extra}
+        if not s.takes_level and d is not None:
             info["diversity_ignored"] = True
-        return Subset(self.rows[np.asarray(local, dtype=np.int64)], strategy, n, seed,
-                      d if strategy in STRATEGIES else None, info)
+        return Subset(self.rows[local], s.name, n, seed, d if s.takes_level else None, info)
+
+
+def _eligible_rows(eligible: np.ndarray | None, n: int) -> np.ndarray:
+    """Pool rows of the sub-pool: all rows, those of a boolean mask, or the given distinct row indices."""
+    if eligible is None:
+        return np.arange(n, dtype=np.int64)
+    arr = np.asarray(eligible)
+    if arr.dtype == np.bool_:
+        if arr.shape != (n,):
+            raise ValueError("eligible mask must have one entry per pool row")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or (len(arr) and (arr.min() < 0 or arr.max() >= n)) \
+            or len(np.unique(arr)) != len(arr):
+        raise ValueError(f"eligible rows must be distinct integers in [0, {n})")
+    return arr.astype(np.int64)
 
 
 def select_subset(ws: Workspace | str | Path, strategy: str, n: int, d: float | None = None, seed: int = 0,

@@ -17,8 +17,9 @@ import numpy as np
 from divscope._version import __version__
 from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
+from divscope.select.registry import get_strategy
 from divscope.select.settings import GridSettings
-from divscope.select.strategies import STRATEGIES, Selector, Subset
+from divscope.select.strategies import Selector, Subset
 from divscope.store.atomic import write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -77,13 +78,15 @@ class GridCell:
 
 def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[float], seeds: list[int],
                ext: str, baseline_seeds: list[int] | None = None) -> list[GridCell]:
-    """The diversity strategies' cells first, then the baselines' (with ``baseline_seeds``, default ``seeds``)."""
+    """Cells of the strategies that take a level first, then the others (with ``baseline_seeds``, default
+    ``seeds``)."""
     cells = []
-    ordered = [s for s in strategies if s in STRATEGIES] + [s for s in strategies if s not in STRATEGIES]
+    leveled = {s: get_strategy(s).takes_level for s in strategies}
+    ordered = [s for s in strategies if leveled[s]] + [s for s in strategies if not leveled[s]]
     for strategy in ordered:
         for size in sizes:
-            for seed in seeds if strategy in STRATEGIES else baseline_seeds or seeds:
-                if strategy in STRATEGIES:
+            for seed in seeds if leveled[strategy] else baseline_seeds or seeds:
+                if leveled[strategy]:
                     for d in levels:
                         name = f"n{size}-d{d:.3f}-s{seed}{ext}"
                         cells.append(GridCell(strategy, size, d, seed, out / strategy / name))

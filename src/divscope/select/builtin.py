@@ -1,0 +1,101 @@
+"""The nine built-in strategies: six (side, level) diversity strategies running the one engine, and the
+baselines ``random``, ``k-center`` and ``distance`` (DESIGN.md). ``divscope.select.registry`` registers them.
+
+Options every selection call may carry (a grid passes the same ones to every strategy; each takes what it
+uses): ``side`` (k-center / distance: whose embeddings, default instruction), ``score_column`` and
+``threshold`` (distance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from divscope.features.incidence import LEVELS, SIDES
+from divscope.select import baselines
+from divscope.select.protocol import Needs, RowOrder, SelectionContext
+
+DEFAULT_SIDE = "instruction"
+DEFAULT_THRESHOLD = 0.1
+
+
+class DiversityStrategy:
+    """``<side>-<level>``: the cached incidence of (side, level) through the engine at level d."""
+
+    takes_level = True
+    row_order: RowOrder = "sequence"  # the engine keys all randomness to type names and record ids
+    seed_sensitive = True
+
+    def __init__(self, side: str, level: str) -> None:
+        self.side, self.level = side, level
+        self.name = f"{side}-{level}"
+
+    def needs(self, **options: Any) -> Needs:
+        return Needs(incidence=(self.side, self.level))
+
+    def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
+               **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        sel = context.engine(self.side, self.level, seed).select(n, d)
+        inc = context.incidence(self.side, self.level)
+        return sel.ids, {"k": sel.k, "k_min": sel.k_min, "k_max": sel.k_max, "pool_size": sel.pool_size,
+                         "types_covered": sel.types_covered, "features_fingerprint": inc.fingerprint,
+                         "features_config": inc.config}
+
+
+class RandomStrategy:
+    """N rows uniformly at random (the N smallest seeded hashes of the record ids)."""
+
+    name = "random"
+    takes_level = False
+    row_order: RowOrder = "sequence"
+    seed_sensitive = True
+
+    def needs(self, **options: Any) -> Needs:
+        return Needs()
+
+    def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
+               **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        return baselines.random_subset(context.sample_ids, n, seed), {}
+
+
+class KCenterStrategy:
+    """Greedy farthest point on the embeddings of ``side``; the seed picks the start (and breaks ties)."""
+
+    name = "k-center"
+    takes_level = False
+    row_order: RowOrder = "sequence"
+    seed_sensitive = True
+
+    def needs(self, **options: Any) -> Needs:
+        return Needs(embeddings=options.get("side", DEFAULT_SIDE))
+
+    def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
+               **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        side = options.get("side", DEFAULT_SIDE)
+        return baselines.k_center(context.embeddings(side), context.sample_ids, n, seed), {"side": side}
+
+
+class DistanceStrategy:
+    """DEITA-style walk by score, keeping samples farther than ``threshold`` from every kept one. Deterministic
+    up to ties: the seed only orders samples of equal score."""
+
+    name = "distance"
+    takes_level = False
+    row_order: RowOrder = "sequence"
+    seed_sensitive = False
+
+    def needs(self, **options: Any) -> Needs:
+        return Needs(embeddings=options.get("side", DEFAULT_SIDE))
+
+    def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
+               **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        side = options.get("side", DEFAULT_SIDE)
+        threshold = options.get("threshold", DEFAULT_THRESHOLD)
+        scores, used = context.scores(options.get("score_column"))
+        local = baselines.distance_filter(context.embeddings(side), scores, context.sample_ids, n, threshold, seed)
+        return local, {"side": side, "score": used, "threshold": threshold}
+
+
+BUILTIN = (*(DiversityStrategy(side, level) for side in SIDES for level in LEVELS),
+           RandomStrategy(), KCenterStrategy(), DistanceStrategy())
