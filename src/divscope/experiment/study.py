@@ -19,6 +19,7 @@ from divscope.experiment.cells import Cell, run_cell_safely
 from divscope.experiment.spec import ExperimentSpec, parse_spec
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_open, write_json
+from divscope.store.cached import cached_result
 from divscope.ui import console, table
 
 
@@ -37,26 +38,22 @@ def eligible_rows(spec: ExperimentSpec, ws: Workspace) -> np.ndarray:
     from divscope.io.contamination import find_overlap
     from divscope.io.evalsets import load_eval_set
 
-    path = ws.path / "eligible.json"
     sets = sorted(set(spec.pool.exclude_eval_overlap))
     pool = ws.pool
-    if path.is_file():
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("sets") == sets and cached.get("pool_fingerprint") == pool.fingerprint:
-            mask = np.ones(len(pool), bool)
-            mask[cached["excluded_rows"]] = False
-            return mask
-    texts = pool.texts("instruction")
-    excluded: set[int] = set()
-    per_set = {}
-    for name in sets:
-        ov = find_overlap(texts, load_eval_set(name))
-        excluded.update(ov.rows)
-        per_set[name] = ov.to_json()
-    write_json(path, {"sets": sets, "pool_fingerprint": pool.fingerprint, "excluded_rows": sorted(excluded),
-                      "per_set": per_set})
+
+    def compute() -> dict[str, Any]:
+        texts = pool.texts("instruction")
+        excluded: set[int] = set()
+        per_set = {}
+        for name in sets:
+            ov = find_overlap(texts, load_eval_set(name))
+            excluded.update(ov.rows)
+            per_set[name] = ov.to_json()
+        return {"excluded_rows": sorted(excluded), "per_set": per_set}
+
+    found = cached_result(ws.path / "eligible.json", {"sets": sets, "pool_fingerprint": pool.fingerprint}, compute)
     mask = np.ones(len(pool), bool)
-    mask[sorted(excluded)] = False
+    mask[found["excluded_rows"]] = False
     return mask
 
 

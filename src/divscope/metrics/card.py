@@ -35,7 +35,7 @@ from divscope.metrics import lexical, semantic
 from divscope.metrics.settings import MetricSettings
 from divscope.select.subsets import MANIFEST_SUFFIX, manifest_path
 from divscope.settings import parse
-from divscope.store.atomic import write_json
+from divscope.store.cached import cached_result
 
 METRICS_VERSION = 1
 DIGITS = 6  # every float in a card is rounded to 6 decimals
@@ -341,29 +341,23 @@ def card_for_path(path: str | Path, *, force: bool = False, resources: Resources
     params = card_params(**settings)
     manifest = read_manifest(path)
     digest = input_digest(path)
-    out = metrics_path(path)
-    if out.is_file() and not force:
-        try:
-            old = json.loads(out.read_text(encoding="utf-8"))
-        except ValueError:
-            old = None
-        if isinstance(old, dict) and old.get("params") == params and old.get("input_sha256") == digest:
-            return old
-    from divscope.io import read_records
 
-    fmt = (manifest or {}).get("format")
-    records, rejects = read_records(path, fmt if fmt in READ_FORMATS else None)
-    if not records:
-        raise DivscopeError(f"{path}: no valid record ({len(rejects)} rejected)")
-    ws, rows, note = _resolve_rows(manifest, records, res)
-    card = metric_card(records, ws=ws, rows=rows, resources=res, **settings)
-    card["input_sha256"] = digest
-    card["source"] = {"file": path.name, "manifest": manifest_path(path).name if manifest else None,
-                      "workspace": (manifest or {}).get("workspace"), "rows_reused": rows is not None,
-                      "note": note, "rejected_records": len(rejects)}
-    card["subset"] = _clean({k: manifest.get(k) for k in SUBSET_KEYS}) if manifest else None
-    write_json(out, card)
-    return card
+    def compute() -> dict[str, Any]:
+        from divscope.io import read_records
+
+        fmt = (manifest or {}).get("format")
+        records, rejects = read_records(path, fmt if fmt in READ_FORMATS else None)
+        if not records:
+            raise DivscopeError(f"{path}: no valid record ({len(rejects)} rejected)")
+        ws, rows, note = _resolve_rows(manifest, records, res)
+        card = metric_card(records, ws=ws, rows=rows, resources=res, **settings)
+        card["source"] = {"file": path.name, "manifest": manifest_path(path).name if manifest else None,
+                          "workspace": (manifest or {}).get("workspace"), "rows_reused": rows is not None,
+                          "note": note, "rejected_records": len(rejects)}
+        card["subset"] = _clean({k: manifest.get(k) for k in SUBSET_KEYS}) if manifest else None
+        return card
+
+    return cached_result(metrics_path(path), {"params": params, "input_sha256": digest}, compute, force=force)
 
 
 # ----------------------------------------------------------------------------------------------- directories

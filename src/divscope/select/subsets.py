@@ -1,13 +1,13 @@
 """Writing subsets: the data file (any writer format) and its manifest, and the grid of many subsets.
 
 The manifest ``<file>.manifest.json`` is written after the data file, so its presence marks a finished subset:
-``grid`` skips subsets whose manifest exists with the same request, and a killed grid resumes where it stopped.
+``grid`` skips subsets whose manifest holds the same request (``store.cached``), and a killed grid resumes where it
+stopped.
 Manifests hold no timestamps: the same request gives byte-identical files.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from divscope.select.registry import get_strategy
 from divscope.select.settings import GridSettings
 from divscope.select.strategies import Selector, Subset
 from divscope.store.atomic import write_json
+from divscope.store.cached import stored_result
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -54,17 +55,6 @@ def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None
     }
     write_json(manifest_path(path), manifest)
     return manifest
-
-
-def is_done(path: Path, request: dict[str, Any], pool_fingerprint: str) -> bool:
-    mp = manifest_path(path)
-    if not (mp.is_file() and path.exists()):
-        return False
-    try:
-        m = json.loads(mp.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return False
-    return m.get("request") == request and m.get("pool_fingerprint") == pool_fingerprint
 
 
 @dataclass
@@ -125,11 +115,13 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
             req = request_of(c.strategy, c.size, c.diversity, c.seed, options)
             if length is not None:
                 req["length"] = length
-            if not is_done(c.path, req, selector.pool.fingerprint):
-                sub = selector.select(c.strategy, c.size, c.diversity, c.seed, **options)
-                write_subset(selector, sub, c.path, fmt, req)
+            done = {"request": req, "pool_fingerprint": selector.pool.fingerprint}
+            manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
+            if manifest is None:
+                manifest = write_subset(selector, selector.select(c.strategy, c.size, c.diversity, c.seed,
+                                                                  **options), c.path, fmt, req)
                 built += 1
-            manifests.append(json.loads(manifest_path(c.path).read_text(encoding="utf-8")))
+            manifests.append(manifest)
             advance()
     index = [{k: m[k] for k in ("strategy", "size", "diversity", "seed", "k", "types_covered") if k in m}
              | {"file": str(Path(m["strategy"]) / m["file"])} for m in manifests]

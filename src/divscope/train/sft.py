@@ -5,6 +5,7 @@ The run directory is the unit of work and of resumption:
     RUN/checkpoints/checkpoint-N/   Trainer checkpoints (model, optimizer, scheduler, RNG states)
     RUN/model/                      the final adapter (LoRA) or model (full), written atomically
     RUN/train.json                  config, data fingerprint, losses, timings; written last = the done marker
+                                    (``store.cached``: reused only for the same config and data)
 
 A killed run resumes from its latest checkpoint when started again with the same arguments. Loss is on
 assistant tokens only (``divscope.train.chat``); the labels are checked in the tests.
@@ -25,7 +26,8 @@ from divscope.errors import DivscopeError
 from divscope.io.contamination import find_overlap
 from divscope.io.evalsets import EVAL_SETS, load_eval_set
 from divscope.io.record import Record
-from divscope.store.atomic import atomic_path, write_json
+from divscope.store.atomic import atomic_path
+from divscope.store.cached import cached_result, stored_result
 from divscope.train.run import TRAIN_FILE, Run
 from divscope.train.settings import TrainSettings
 
@@ -91,16 +93,16 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainS
     """Fine-tune on ``records`` into ``run_dir``; returns at once if the run is already complete."""
     cfg = config or TrainSettings()
     run = Path(run_dir)
-    done = run / TRAIN_FILE
-    fp = data_fingerprint(records)
-    if done.is_file():
-        summary = json.loads(done.read_text(encoding="utf-8"))
-        if summary.get("data_fingerprint") == fp and summary.get("config") == cfg.model_dump():
-            return Run(run, summary)
+    params = {"config": cfg.model_dump(), "data_fingerprint": data_fingerprint(records)}
+    if Run.is_finished(run) and stored_result(run / TRAIN_FILE, params) is None:
         raise DivscopeError(f"{run} holds a finished run with other data or settings; choose another --out")
     if not records:
         raise DivscopeError("the training subset is empty")
+    return Run(run, cached_result(run / TRAIN_FILE, params, lambda: _fit(records, run, cfg, source)))
 
+
+def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint), save the model; the summary that becomes ``train.json``."""
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -157,8 +159,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainS
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     steps_run = state.global_step - (int(Path(resume).name.split("-")[-1]) if resume else 0)
     summary = {
-        "divscope_version": __version__, "source": source, "config": cfg.model_dump(), "data_fingerprint": fp,
-        "samples": len(records), "samples_without_loss_tokens": dropped,
+        "divscope_version": __version__, "source": source, "samples": len(records), "samples_without_loss_tokens": dropped,
         "train_ids": [r.id for r in records], "global_step": state.global_step, "resumed_from": resume,
         "losses": losses, "train_loss": train_loss, "load_seconds": round(load_s, 2),
         "train_seconds": round(train_s, 2),
@@ -166,8 +167,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainS
         "device": str(model.device), "model_dir": "model",
     }
     summary["eval_overlap"] = eval_overlap(records)
-    write_json(done, summary)
-    return Run(run, summary)
+    return summary
 
 
 def _finished_checkpoint(resume: str | None, max_steps: int) -> bool:

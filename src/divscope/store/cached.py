@@ -1,0 +1,52 @@
+""""Computed already?": one helper for every stage that keeps its result in a JSON file beside its work.
+
+A stored result is reused only when the parameters it was computed with match the ones asked for now; they are
+stored inside the result itself (top-level keys, so files written before this helper existed stay valid) and
+compared by the digest of their canonical JSON. A result is written atomically, so a killed run leaves the old
+result or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from divscope.store.atomic import write_json
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``params`` (key order and tuple/list spelling do not matter)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stored_result(path: Path, params: dict[str, Any], valid: Callable[[dict[str, Any]], bool] | None = None
+                  ) -> dict[str, Any] | None:
+    """The result stored at ``path`` if it was computed with ``params`` (and passes ``valid``), else None."""
+    try:
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict):
+        return None
+    if params_digest({k: stored.get(k) for k in params}) != params_digest(params):
+        return None
+    return stored if valid is None or valid(stored) else None
+
+
+def cached_result(path: str | Path, params: dict[str, Any], compute: Callable[[], dict[str, Any]], *,
+                  valid: Callable[[dict[str, Any]], bool] | None = None, force: bool = False) -> dict[str, Any]:
+    """The result at ``path`` when computed with ``params``; otherwise ``compute()``, stored with ``params``.
+
+    ``valid(result)``: a further condition for reuse (e.g. a judge run marked incomplete, a data file missing);
+    ``force``: compute again whatever is stored.
+    """
+    path = Path(path)
+    hit = None if force else stored_result(path, params, valid)
+    if hit is not None:
+        return hit
+    result = {**compute(), **params}
+    write_json(path, result)
+    return result
