@@ -18,8 +18,9 @@ from divscope.select.baselines import id_rank, k_center, random_subset
 from divscope.select.checks import CHECKS, BatteryPool, battery_pool, parametrize_with_checks, run_checks
 from divscope.select.protocol import Needs, SelectionContext
 from divscope.select.registry import get_strategy, register_strategy, strategy_names, unregister_strategy
+from divscope.select.settings import levels_of
 from divscope.select.strategies import ALL, BASELINES, STRATEGIES, Selector, parse_strategies
-from divscope.select.subsets import levels_of, run_grid
+from divscope.select.subsets import run_grid
 from helpers import real_pairs
 
 POOL_N = 160

@@ -16,6 +16,7 @@ from divscope.features.incidence import LEVELS, SIDES
 from divscope.select import baselines
 from divscope.select.protocol import Needs, RowOrder, SelectionContext
 
+# The baselines' option defaults, declared once: ``SelectOptions`` (CLI and spec) takes them from here.
 DEFAULT_SIDE = "instruction"
 DEFAULT_THRESHOLD = 0.1
 
@@ -59,16 +60,21 @@ class RandomStrategy:
         return baselines.random_subset(context.sample_ids, n, seed), {}
 
 
-class KCenterStrategy:
-    """Greedy farthest point on the embeddings of ``side``; the seed picks the start (and breaks ties)."""
+class _EmbeddingStrategy:
+    """A baseline that reads the sentence embeddings of one side (``side``)."""
 
-    name = "k-center"
     takes_level = False
     row_order: RowOrder = "sequence"
-    seed_sensitive = True
 
     def needs(self, **options: Any) -> Needs:
         return Needs(embeddings=options.get("side", DEFAULT_SIDE))
+
+
+class KCenterStrategy(_EmbeddingStrategy):
+    """Greedy farthest point on the embeddings of ``side``; the seed picks the start (and breaks ties)."""
+
+    name = "k-center"
+    seed_sensitive = True
 
     def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
                **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -76,17 +82,12 @@ class KCenterStrategy:
         return baselines.k_center(context.embeddings(side), context.sample_ids, n, seed), {"side": side}
 
 
-class DistanceStrategy:
+class DistanceStrategy(_EmbeddingStrategy):
     """DEITA-style walk by score, keeping samples farther than ``threshold`` from every kept one. Deterministic
     up to ties: the seed only orders samples of equal score."""
 
     name = "distance"
-    takes_level = False
-    row_order: RowOrder = "sequence"
     seed_sensitive = False
-
-    def needs(self, **options: Any) -> Needs:
-        return Needs(embeddings=options.get("side", DEFAULT_SIDE))
 
     def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
                **options: Any) -> tuple[np.ndarray, dict[str, Any]]:

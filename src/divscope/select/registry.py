@@ -61,3 +61,24 @@ def strategy_names() -> tuple[str, ...]:
 
 for _builtin in BUILTIN:
     register_strategy(_builtin)
+
+
+STRATEGIES = tuple(s.name for s in BUILTIN if s.takes_level)  # the six; "all" in parse_strategies
+BASELINES = tuple(s.name for s in BUILTIN if not s.takes_level)  # "baselines"
+ALL = STRATEGIES + BASELINES  # the built-ins (strategy_names() also lists registered third-party ones)
+
+
+def parse_strategies(spec: str) -> list[str]:
+    """``all`` (the six), ``baselines`` (the three built-in ones), or a comma list of registered names."""
+    out: list[str] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part == "all":
+            out += STRATEGIES
+        elif part == "baselines":
+            out += BASELINES
+        elif part in strategy_names():
+            out.append(part)
+        else:
+            raise DivscopeError(f"unknown strategy {part!r}: choose from all, baselines, "
+                                f"{', '.join(strategy_names())}")
+    return list(dict.fromkeys(out))

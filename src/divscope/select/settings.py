@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from divscope.errors import DivscopeError
+from divscope.select.builtin import DEFAULT_SIDE, DEFAULT_THRESHOLD
+from divscope.select.registry import parse_strategies
 from divscope.settings import Settings, setting
 
 STRATEGY_HELP = ("instruction-macro | instruction-meso | instruction-micro | response-macro | response-meso | "
@@ -18,11 +20,11 @@ STRATEGY_HELP = ("instruction-macro | instruction-meso | instruction-micro | res
 
 
 class SelectOptions(Settings):
-    side: Literal["instruction", "response"] = setting("instruction", "k-center / distance: which side's "
+    side: Literal["instruction", "response"] = setting(DEFAULT_SIDE, "k-center / distance: which side's "
                                                        "embeddings.")
     score_column: str | None = setting(None, "distance: numeric metadata column to walk by (high first) "
                                        "[response length].")
-    threshold: float = setting(0.1, "distance: keep a sample if its cosine distance to every kept one exceeds "
+    threshold: float = setting(DEFAULT_THRESHOLD, "distance: keep a sample if its cosine distance to every kept one exceeds "
                                "this.")
     length_range: list[int | None] | None = setting(
         None, "Length control: select only samples whose --length-side has MIN..MAX target tokens (inclusive; "
@@ -71,8 +73,6 @@ class GridSettings(SelectOptions):
     @field_validator("strategies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from divscope.select.strategies import parse_strategies
-
         try:
             return parse_strategies(",".join(v))
         except DivscopeError as e:

@@ -20,16 +20,17 @@ from divscope.errors import DivscopeError, MissingFeaturesError
 from divscope.features.incidence import Incidence
 from divscope.io.workspace import Workspace
 from divscope.select.arguments import check_d, check_n, check_seed
-from divscope.select.builtin import BUILTIN
-from divscope.select.registry import get_strategy, strategy_names
+from divscope.select.registry import (  # noqa: F401
+    ALL,
+    BASELINES,
+    STRATEGIES,
+    get_strategy,
+    parse_strategies,
+    strategy_names,
+)
 
 if TYPE_CHECKING:
     from divscope.select.engine import Engine
-
-STRATEGIES = tuple(s.name for s in BUILTIN if s.takes_level)  # the six; "all" in parse_strategies
-BASELINES = tuple(s.name for s in BUILTIN if not s.takes_level)  # "baselines"
-ALL = STRATEGIES + BASELINES  # the built-ins (strategy_names() also lists registered third-party ones)
-
 
 @dataclass
 class Subset:
@@ -41,22 +42,6 @@ class Subset:
     seed: int
     diversity: float | None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_strategies(spec: str) -> list[str]:
-    """``all`` (the six), ``baselines`` (the three built-in ones), or a comma list of registered names."""
-    out: list[str] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        if part == "all":
-            out += STRATEGIES
-        elif part == "baselines":
-            out += BASELINES
-        elif part in strategy_names():
-            out.append(part)
-        else:
-            raise DivscopeError(f"unknown strategy {part!r}: choose from all, baselines, "
-                                f"{', '.join(strategy_names())}")
-    return list(dict.fromkeys(out))
 
 
 def split_strategy(strategy: str) -> tuple[str, str]:
