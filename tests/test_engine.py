@@ -344,10 +344,26 @@ def test_typeless_pool_and_integer_keys():
 
 
 def test_accepts_incidence_and_matrix_alike():
-    inc = Incidence(HAND, [str(i) for i in range(4)], "macro", "instruction")
-    assert Engine(inc, seed=2).select(4, 0.5) == Engine(HAND, seed=2).select(4, 0.5)
-    d = Engine(HAND, seed=2).select(4, 0.5).to_dict()
-    assert d["ids"] == [int(i) for i in Engine(HAND, seed=2).select(4, 0.5).ids] and d["n"] == 4
+    """An Incidence whose type names are the column numbers, the sparse matrix and the dense array give the same
+    selections; other type names (the tie order and candidate orders hash the names), other rows, or another
+    seed give other selections, so the comparison can tell inputs apart."""
+    rng = np.random.default_rng(3)
+    dense = rng.random((60, 12)) < 0.2
+    m = sp.csr_matrix(dense)
+    inc = Incidence(m, [str(i) for i in range(12)], "meso", "instruction")
+    renamed = Incidence(m, [f"tag-{i}" for i in range(12)], "meso", "instruction")
+    other = sp.csr_matrix(np.roll(dense, 1, axis=0))
+    same, differs_by_name, differs_by_rows = 0, 0, 0
+    for seed in range(5):
+        for d in (0.0, 0.5, 1.0):
+            a = Engine(inc, seed=seed).select(20, d)
+            assert a == Engine(m, seed=seed).select(20, d) == Engine(dense, seed=seed).select(20, d)
+            assert a.to_dict()["ids"] == a.ids.tolist() and a.to_dict()["seed"] == seed
+            same += 1
+            differs_by_name += Engine(renamed, seed=seed).select(20, d).ids.tolist() != a.ids.tolist()
+            differs_by_rows += Engine(other, seed=seed).select(20, d).ids.tolist() != a.ids.tolist()
+    assert same == 15 and differs_by_name >= 12 and differs_by_rows >= 12
+    assert Engine(m, seed=0).select(20, 0.5) != Engine(m, seed=1).select(20, 0.5)
 
 
 def test_larger_random_pool_matches_reference():
