@@ -375,3 +375,39 @@ def test_larger_random_pool_matches_reference():
         sel = eng.select(80, d)
         ids, k, *_ = reference_select(m, 80, d, seed=5)
         assert np.array_equal(sel.ids, ids) and sel.k == k
+
+
+NO_NUMBA = r"""
+import json, sys, warnings
+sys.modules["numba"] = None  # `from numba import njit` now raises ImportError, as without the package
+import numpy as np, scipy.sparse as sp
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")  # count every emission: the once-per-process rule must be divscope's own
+    from divscope.select import Engine, _kernels
+    imported = len(caught)
+    m = sp.csr_matrix(np.random.default_rng(0).random((50, 8)) < 0.3)
+    ids = [Engine(m, seed=s).select(10, d).ids.tolist() for s in (0, 1) for d in (0.0, 1.0)]
+print(json.dumps({"have_numba": _kernels.HAVE_NUMBA, "imported": imported, "ids": ids,
+                  "warnings": [[w.category.__name__, str(w.message)] for w in caught]}))
+"""
+
+
+def test_missing_numba_warns_once_and_gives_the_same_ids():
+    """Without numba the kernels run as plain Python: identical selections, and one warning per process (at the
+    first kernel call, not at import) that names the fix."""
+    import json
+    import subprocess
+    import sys
+    import warnings
+
+    proc = subprocess.run([sys.executable, "-c", NO_NUMBA], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["have_numba"] is False and got["imported"] == 0
+    assert len(got["warnings"]) == 1, got["warnings"]
+    category, message = got["warnings"][0]
+    assert category == "NumbaMissingWarning" and "pip install numba" in message and "plain Python" in message
+    m = sp.csr_matrix(np.random.default_rng(0).random((50, 8)) < 0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with numba installed: no warning at all
+        assert got["ids"] == [Engine(m, seed=s).select(10, d).ids.tolist() for s in (0, 1) for d in (0.0, 1.0)]
