@@ -3,9 +3,11 @@ correlations (against scipy), analyze outputs (deterministic, graceful on gaps, 
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +306,93 @@ def test_commands(study: Path, analyzed: dict, tmp_path: Path) -> None:
     assert summary["prior"]["a0"] == 0.5 and not summary["with_figures"] and not is_current(study)
     r = runner.invoke(report_cmd, [str(tmp_path / "nothing")])
     assert isinstance(r.exception, DivscopeError) and "no results file" in str(r.exception)
+
+
+# ------------------------------------------------------------------------- the committed real study, re-analysed
+
+REAL = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduce-cpu"
+SIX = ("instruction-macro", "instruction-meso", "instruction-micro", "response-macro", "response-meso",
+       "response-micro")
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _same_table(got: list[dict[str, str]], want: list[dict[str, str]], name: str) -> None:
+    """Same rows, same columns; numbers equal to 1e-9 relative (the last printed digit may differ), text equal."""
+    assert len(got) == len(want) and got and list(got[0]) == list(want[0]), name
+    for g, w in zip(got, want, strict=True):
+        for col, wv in w.items():
+            try:
+                wf = float(wv)
+            except ValueError:
+                assert g[col] == wv, (name, col, g[col], wv)
+                continue
+            assert float(g[col]) == pytest.approx(wf, rel=1e-9, abs=1e-15), (name, col, g[col], wv)
+
+
+@pytest.fixture(scope="module")
+def real_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/results/reproduce-cpu's real results rows (45 subsets, N = 64, SmolLM2 LoRA, AlpacaEval NLL) and
+    study.json, copied into a fresh study folder and analysed by this version."""
+    path = tmp_path_factory.mktemp("reproduce-cpu")
+    for name in ("results.jsonl", "study.json"):
+        shutil.copy(REAL / name, path / name)
+    analyze(path)
+    return path
+
+
+def test_committed_study_reanalysed_gives_the_committed_tables(real_study: Path) -> None:
+    for name in ("slopes.csv", "baselines.csv", "best.csv", "correlations.csv", "results.csv"):
+        _same_table(_csv_rows(real_study / "analysis" / name), _csv_rows(REAL / "analysis" / name), name)
+    slopes = {r["strategy"]: r for r in _csv_rows(real_study / "analysis" / "slopes.csv")}
+    assert set(slopes) == set(SIX) and all(r["n"] == "7" and r["note"] == "" for r in slopes.values())
+    # What docs/results/reproduce-cpu/README.md reads from them: both micro slopes clearly away from zero, with
+    # the paper's signs; the four macro/meso slopes within about 1.2 sd of zero.
+    assert float(slopes["response-micro"]["slope"]) > 0 and float(slopes["response-micro"]["p_positive"]) > 0.98
+    assert float(slopes["instruction-micro"]["slope"]) < 0 and float(slopes["instruction-micro"]["p_positive"]) < 0.03
+    for s in ("instruction-macro", "instruction-meso", "response-macro", "response-meso"):
+        assert abs(float(slopes[s]["slope"])) < 1.2 * float(slopes[s]["slope_sd"]), s
+
+
+def test_committed_study_slopes_match_least_squares(real_study: Path) -> None:
+    """Computed without divscope: per strategy, numpy's least-squares line through the 7 (d, score) points and
+    its textbook standard error. Under the weak default prior the posterior mean slope is that slope (shrunk by
+    ~1e-4 relative) and the posterior sd is the OLS standard error to within 1% (2 a_n - 2 = 5.02 vs n - 2 = 5
+    in the variance's denominator)."""
+    rows = [json.loads(line) for line in (REAL / "results.jsonl").read_text().splitlines() if line.strip()]
+    slopes = {r["strategy"]: r for r in json.loads((real_study / "analysis" / "slopes.json").read_text())}
+    for strategy in SIX:
+        pts = sorted((r["diversity"], r["score"]) for r in rows if r["strategy"] == strategy)
+        d, y = np.array(pts).T
+        assert len(d) == 7 and np.allclose(d, np.arange(7) / 6)
+        b1, b0 = np.polyfit(d, y, 1)
+        se = np.sqrt(np.sum((y - (b0 + b1 * d)) ** 2) / (len(d) - 2) / np.sum((d - d.mean()) ** 2))
+        got = slopes[strategy]
+        assert got["slope"] == pytest.approx(b1, rel=1e-3), strategy
+        assert got["intercept"] == pytest.approx(b0, rel=1e-6), strategy
+        assert got["slope_sd"] == pytest.approx(se, rel=0.01), strategy
+        # P(slope > 0): the conjugate model's Student-t has 2 a_n = n + 2 a0 degrees of freedom (not OLS's n - 2)
+        # and scale sqrt(b_n / a_n * Vn[1, 1]) ~ sqrt(SSR / (n + 2 a0) / Sxx); a0 = 0.01 (regression.Prior)
+        n, a0 = len(d), 0.01
+        ssr, sxx = np.sum((y - (b0 + b1 * d)) ** 2), np.sum((d - d.mean()) ** 2)
+        t = stats.t(df=n + 2 * a0, loc=b1, scale=np.sqrt(ssr / (n + 2 * a0) / sxx))
+        assert got["p_positive"] == pytest.approx(t.sf(0.0), abs=0.01), strategy
+    rnd = np.array([r["score"] for r in rows if r["strategy"] == "random"])
+    (base,) = json.loads((real_study / "analysis" / "baselines.json").read_text())
+    assert base["n"] == 3 and base["mean"] == pytest.approx(rnd.mean()) and base["std"] == pytest.approx(rnd.std(ddof=1))
+    top = max(rows, key=lambda r: r["score"])
+    best = json.loads((real_study / "analysis" / "best.json").read_text())["alpaca_eval.nll"]
+    assert best["overall"]["cell"] == top["cell"] == "response-micro/n64-d0.833-s0"
+
+
+def test_committed_study_report_shows_the_slopes(real_study: Path) -> None:
+    html = report(real_study).read_text()
+    assert "reproduce-cpu" in html
+    for r in _csv_rows(REAL / "analysis" / "slopes.csv"):
+        sign = "pos" if float(r["slope"]) > 0 else "neg"
+        cell = f'<span class="{sign}">{float(r["slope_x100"]):+.2f}</span></td><td>{float(r["sd_x100"]):.2f}</td>'
+        assert f'<td class="l">{r["strategy"]}</td>' in html and cell in html, r["strategy"]
+    assert "+1.75" in html and "-0.84" in html  # the README's table

@@ -344,10 +344,26 @@ def test_typeless_pool_and_integer_keys():
 
 
 def test_accepts_incidence_and_matrix_alike():
-    inc = Incidence(HAND, [str(i) for i in range(4)], "macro", "instruction")
-    assert Engine(inc, seed=2).select(4, 0.5) == Engine(HAND, seed=2).select(4, 0.5)
-    d = Engine(HAND, seed=2).select(4, 0.5).to_dict()
-    assert d["ids"] == [int(i) for i in Engine(HAND, seed=2).select(4, 0.5).ids] and d["n"] == 4
+    """An Incidence whose type names are the column numbers, the sparse matrix and the dense array give the same
+    selections; other type names (the tie order and candidate orders hash the names), other rows, or another
+    seed give other selections, so the comparison can tell inputs apart."""
+    rng = np.random.default_rng(3)
+    dense = rng.random((60, 12)) < 0.2
+    m = sp.csr_matrix(dense)
+    inc = Incidence(m, [str(i) for i in range(12)], "meso", "instruction")
+    renamed = Incidence(m, [f"tag-{i}" for i in range(12)], "meso", "instruction")
+    other = sp.csr_matrix(np.roll(dense, 1, axis=0))
+    same, differs_by_name, differs_by_rows = 0, 0, 0
+    for seed in range(5):
+        for d in (0.0, 0.5, 1.0):
+            a = Engine(inc, seed=seed).select(20, d)
+            assert a == Engine(m, seed=seed).select(20, d) == Engine(dense, seed=seed).select(20, d)
+            assert a.to_dict()["ids"] == a.ids.tolist() and a.to_dict()["seed"] == seed
+            same += 1
+            differs_by_name += Engine(renamed, seed=seed).select(20, d).ids.tolist() != a.ids.tolist()
+            differs_by_rows += Engine(other, seed=seed).select(20, d).ids.tolist() != a.ids.tolist()
+    assert same == 15 and differs_by_name >= 12 and differs_by_rows >= 12
+    assert Engine(m, seed=0).select(20, 0.5) != Engine(m, seed=1).select(20, 0.5)
 
 
 def test_larger_random_pool_matches_reference():
@@ -359,3 +375,39 @@ def test_larger_random_pool_matches_reference():
         sel = eng.select(80, d)
         ids, k, *_ = reference_select(m, 80, d, seed=5)
         assert np.array_equal(sel.ids, ids) and sel.k == k
+
+
+NO_NUMBA = r"""
+import json, sys, warnings
+sys.modules["numba"] = None  # `from numba import njit` now raises ImportError, as without the package
+import numpy as np, scipy.sparse as sp
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")  # count every emission: the once-per-process rule must be divscope's own
+    from divscope.select import Engine, kernels
+    imported = len(caught)
+    m = sp.csr_matrix(np.random.default_rng(0).random((50, 8)) < 0.3)
+    ids = [Engine(m, seed=s).select(10, d).ids.tolist() for s in (0, 1) for d in (0.0, 1.0)]
+print(json.dumps({"have_numba": kernels.HAVE_NUMBA, "imported": imported, "ids": ids,
+                  "warnings": [[w.category.__name__, str(w.message)] for w in caught]}))
+"""
+
+
+def test_missing_numba_warns_once_and_gives_the_same_ids():
+    """Without numba the kernels run as plain Python: identical selections, and one warning per process (at the
+    first kernel call, not at import) that names the fix."""
+    import json
+    import subprocess
+    import sys
+    import warnings
+
+    proc = subprocess.run([sys.executable, "-c", NO_NUMBA], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["have_numba"] is False and got["imported"] == 0
+    assert len(got["warnings"]) == 1, got["warnings"]
+    category, message = got["warnings"][0]
+    assert category == "NumbaMissingWarning" and "pip install numba" in message and "plain Python" in message
+    m = sp.csr_matrix(np.random.default_rng(0).random((50, 8)) < 0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with numba installed: no warning at all
+        assert got["ids"] == [Engine(m, seed=s).select(10, d).ids.tolist() for s in (0, 1) for d in (0.0, 1.0)]

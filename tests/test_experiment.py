@@ -54,11 +54,24 @@ def test_run_killed_and_resumed(tmp_path: Path) -> None:
     html = (out / "report.html").read_text()
     assert "instruction-micro" in html and "data:image/png;base64," in html
 
-    # A third run has nothing left to do and reproduces the same results file.
+    # A third run has nothing left to do and reproduces the same results file, also when study.json is the one
+    # an older divscope wrote for this spec (tests/data/study-39a1ed8.json, without the options added since).
     before = (out / "results.jsonl").read_bytes()
+    trained = {p: p.stat().st_mtime_ns for p in out.glob("runs/**/train.json")}
+    assert len(trained) == 3
+    (out / "study.json").write_bytes(OLD_STUDY.read_bytes())
     proc = _run(spec, out)
     log, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, log
+    assert (out / "results.jsonl").read_bytes() == before
+    assert (out / "study.json").read_bytes() == OLD_STUDY.read_bytes()
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/**/train.json")} == trained  # nothing retrained
+    # Another spec in the same folder: one line, exit code 2, nothing touched.
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.replace("sizes: [8]", "sizes: [9]"))
+    proc = _run(other, out)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "holds another study" in log, log
     assert (out / "results.jsonl").read_bytes() == before
 
 
@@ -73,15 +86,63 @@ def test_run_refuses_a_different_study_in_the_same_dir(tmp_path: Path) -> None:
         check_study(tmp_path, parse_spec({"name": "b"}), "cmd")
 
 
+# study.json exactly as divscope wrote it at commit 39a1ed8 (the first study runner, version 0.1.0) for the spec
+# of helpers.tiny_study(): made by running that commit's own `_check_study` (git archive 39a1ed8 src), not edited.
+OLD_STUDY = Path(__file__).parent / "data" / "study-39a1ed8.json"
+
+
+def _leaves(d: dict, prefix: str = "") -> set[str]:
+    return {k for key, v in d.items()
+            for k in (_leaves(v, f"{prefix}{key}.") if isinstance(v, dict) else {f"{prefix}{key}"})}
+
+
+def _merged(base: dict, over: dict) -> dict:
+    return {**base, **{k: _merged(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in over.items()}}
+
+
 def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> None:
-    """A study.json from an older version lacks options added since; at their defaults it is the same study."""
+    """A study.json written by an older divscope lacks the options added since (and holds the fingerprint that
+    version computed); at their defaults it is the same study: it continues, and the file is left as written.
+    A spec that really differs (an old option changed, or a new option away from its default) is refused;
+    adding a variant continues the study and records the spec now run."""
+    import yaml
+
+    from divscope import DivscopeError
     from divscope.experiment.spec import parse_spec
     from divscope.experiment.study import check_study
 
-    spec = parse_spec({"name": "a"})
-    check_study(tmp_path, spec, "cmd")
-    stored = json.loads((tmp_path / "study.json").read_text())
-    del stored["spec"]["train"]["gradient_checkpointing"]  # as if written before that option existed
-    stored["spec_fingerprint"] = "from-an-older-version"
-    (tmp_path / "study.json").write_text(json.dumps(stored))
-    check_study(tmp_path, spec, "cmd")
+    raw = yaml.safe_load(TINY)
+    spec = parse_spec(raw)
+    old = json.loads(OLD_STUDY.read_text())
+    # The file really is from before these options: the path under test is exercised, not assumed.
+    assert _leaves(spec.model_dump(mode="json")) - _leaves(old["spec"]) == {
+        "train.gradient_checkpointing", "selection.length_range", "selection.length_side",
+        "selection.length_tokenizer", "variants",
+        # issue 15: every setting of a stage is a spec field now (features per level, train, metrics)
+        "features.micro.lowercase", *(f"features.macro.{k}" for k in ("dims", "impl", "min_samples", "name_words",
+                                                                      "reduce", "seed")),
+        *(f"features.meso.{k}" for k in ("chunk_size", "lemmatize", "max_failure_rate", "max_kept_tags",
+                                         "merge_threshold", "min_count")),
+        *(f"metrics.{k}" for k in ("bleu_sample", "embedder", "pairs_sample", "seed", "tokenizer", "vendi_sample")),
+        *(f"train.{k}" for k in ("device", "logging_steps", "lora_alpha", "lora_dropout", "warmup_ratio",
+                                 "weight_decay"))}
+    assert old["spec_fingerprint"] != spec.fingerprint()
+    study = tmp_path / "study.json"
+    study.write_bytes(OLD_STUDY.read_bytes())
+    check_study(tmp_path, spec, "divscope run tiny.yaml --out study")
+    assert study.read_bytes() == OLD_STUDY.read_bytes()
+
+    for change in ({"selection": {"sizes": [16]}}, {"train": {"max_steps": 2}}, {"name": "other"},
+                   {"train": {"gradient_checkpointing": True}}, {"selection": {"length_range": "10:200"}},
+                   {"metrics": {"seed": 1}}, {"evaluate": [{**raw["evaluate"][0], "seed": 1}]},
+                   {"selection": {"length_side": "instruction", "length_range": "10:200"}}):
+        with pytest.raises(DivscopeError, match="holds another study"):
+            check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
+        assert study.read_bytes() == OLD_STUDY.read_bytes(), change
+
+    with_variant = parse_spec(_merged(raw, {"variants": [{"name": "v1", "selection": {"levels": 3}}]}))
+    check_study(tmp_path, with_variant, "cmd")
+    now = json.loads(study.read_text())
+    assert now["spec"] == with_variant.model_dump(mode="json") and now["spec_fingerprint"] == with_variant.fingerprint()
+    assert now["command"] == old["command"] and now["divscope_version"] == old["divscope_version"]
+    check_study(tmp_path, spec, "cmd")  # the base study without the variant is still the same study

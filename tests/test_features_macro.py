@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -126,3 +127,19 @@ def test_bad_options(ws):
         featurize(ws, "macro", "instruction", noise="drop")
     with pytest.raises(DivscopeError, match="min-cluster-size"):
         featurize(ws, "macro", "instruction", min_cluster_size=1)
+
+
+def test_no_cluster_found_is_warned_not_silent(ws):
+    """HDBSCAN finding no cluster (min_cluster_size too large for the pool) leaves one type for the whole pool:
+    kept in the provenance, and warned about with the fix. A clustering that finds clusters warns nothing."""
+    with pytest.warns(macro.MacroFallbackWarning, match=r"no cluster among 240 samples with min_cluster_size=200.*"
+                                                        r"lower --min-cluster-size"):
+        inc = featurize_result(ws, "macro", "instruction", min_cluster_size=200, rebuild=True).incidence
+    assert inc.n_types == 1 and (inc.types_per_sample() == 1).all()
+    prov = inc.config["provenance"]
+    assert prov["hdbscan_clusters"] == 0 and prov["fallback"] == "no cluster found: one type for the whole pool"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", macro.MacroFallbackWarning)
+        assert featurize_result(ws, "macro", "instruction", min_cluster_size=15, rebuild=True).incidence.n_types > 1
+        labels, info = macro.assign(np.eye(3, dtype=np.float32), np.array([0, 0, 1]), "nearest")
+        assert labels.tolist() == [0, 0, 1] and "fallback" not in info

@@ -85,14 +85,104 @@ def test_accuracy_prompt_and_instruction_level():
         accuracy([])
 
 
+def _words(n: int) -> str:
+    return " ".join(["word"] * n)
+
+
+def answers_for(iid: str, kw: dict) -> tuple[str, str] | None:
+    """A (complying, violating) answer for instruction ``iid`` with a shipped prompt's kwargs, written from the
+    instruction's published meaning (not from the checker's code); None for the types not covered here."""
+    if iid == "punctuation:no_comma":
+        return "This answer has no commas at all.", "Yes, it has one."
+    if iid == "change_case:english_lowercase":
+        return ("this answer is written entirely in lower case english letters for the test.",
+                "This Answer Is Written With Capital Letters In English For The Test.")
+    if iid == "change_case:english_capital":
+        return ("THIS ANSWER IS WRITTEN ENTIRELY IN CAPITAL ENGLISH LETTERS FOR THE TEST.",
+                "this answer is written in lower case english letters for the test.")
+    if iid == "keywords:existence":
+        return "Here they are: " + ", ".join(kw["keywords"]) + ".", "Qqq."
+    if iid == "keywords:forbidden_words":
+        return "Qqq zzz.", "Here: " + " ".join(kw["forbidden_words"]) + "."
+    if iid == "length_constraints:number_words":
+        n = kw["num_words"]
+        at_least, fewer = _words(n), _words(n - 1)
+        return (at_least, fewer) if kw["relation"] == "at least" else (fewer, at_least)
+    if iid == "detectable_format:number_bullet_lists":
+        n = kw["num_bullets"]
+        return "\n".join(f"* item {i}" for i in range(n)), "\n".join(f"* item {i}" for i in range(n + 1))
+    if iid == "startend:end_checker":
+        return "Some text first. " + kw["end_phrase"], kw["end_phrase"] + " And more text after it."
+    if iid == "detectable_content:postscript":
+        return f"The body.\n{kw['postscript_marker']} a note", "The body only."
+    if iid == "combination:two_responses":
+        return "The first answer.\n******\nThe second answer.", "Only one answer."
+    if iid == "startend:quotation":
+        return '"All of it quoted."', "Not quoted."
+    if iid == "combination:repeat_prompt":
+        return kw["prompt_to_repeat"] + " My answer.", "My answer first. " + kw["prompt_to_repeat"]
+    if iid == "detectable_format:title":
+        return "<<A Title>>\nThe body.", "No title here."
+    if iid == "detectable_content:number_placeholders":
+        n = kw["num_placeholders"]
+        return " ".join(f"[field{i}]" for i in range(n)), "No placeholder. " + " ".join(f"[field{i}]" for i in range(n - 1))
+    if iid == "detectable_format:number_highlighted_sections":
+        n = kw["num_highlights"]
+        return " ".join(f"*part {i}*" for i in range(n)), "Plain. " + " ".join(f"*part {i}*" for i in range(n - 1))
+    if iid == "length_constraints:number_paragraphs":
+        n = kw["num_paragraphs"]
+        return "\n***\n".join(f"Paragraph {i}." for i in range(n)), "\n***\n".join(f"Paragraph {i}." for i in range(n + 1))
+    return None
+
+
+# The checker replaces a letter that is not a-z by a random letter (upstream IFEval behaviour): these two shipped
+# prompts ask for "#" and "!", so their letter_frequency verdict is not reproducible. Listed so a new mismatch fails.
+LETTER_NOT_A_TO_Z = {("keywords:letter_frequency", "#"), ("keywords:letter_frequency", "!")}
+
+
 def test_every_shipped_prompt_is_checkable():
+    """All 541 shipped prompts: every instruction is built by the checker from the prompt's own kwargs (the
+    checker's record of its arguments is the shipped kwargs, lists as sets), 25 types in all. For 16 types an
+    answer written from those kwargs to comply passes (strict and loose) and one written to violate fails
+    (strict), on every shipped prompt that has the type (598 instructions)."""
+    from divscope.evaluate.ifeval import load_impl
+
+    impl = load_impl()
     items = load_eval_set("ifeval")
     assert len(items) == 541
+    odd, types = set(), set()
+    for it in items:
+        for iid, kw in zip(it.extra["instruction_id_list"], it.extra["kwargs"], strict=True):
+            types.add(iid)
+            inst = impl.INSTRUCTION_DICT[iid](iid)
+            clean = {k: v for k, v in kw.items() if v is not None}
+            inst.build_description(**clean)
+            args = inst.get_instruction_args() or {}
+            for k, v in clean.items():
+                same = sorted(set(v)) == sorted(set(args.get(k))) if isinstance(v, list) else args.get(k) == v
+                if not same:
+                    odd.add((iid, v))
+    assert len(types) == 25 and odd == LETTER_NOT_A_TO_Z
+
+    cases = []
+    for it in items:
+        for i, (iid, kw) in enumerate(zip(it.extra["instruction_id_list"], it.extra["kwargs"], strict=True)):
+            pair = answers_for(iid, {k: v for k, v in kw.items() if v is not None})
+            if pair:
+                cases.append((it, i, iid, pair))
+    assert len({c[2] for c in cases}) == 16 and len(cases) == 598
+    good = check_answers([c[0] for c in cases], [c[3][0] for c in cases])
+    bad = check_answers([c[0] for c in cases], [c[3][1] for c in cases])
+    wrong = [(iid, it.id) for (it, i, iid, _), g, b in zip(cases, good, bad, strict=True)
+             if not (g["strict"][i] and g["loose"][i]) or b["strict"][i]]
+    assert wrong == []
+
+    # One fixed answer for every prompt: exactly the no-comma instructions fail on its comma.
     checked = check_answers(items, ["A short answer, with a comma."] * len(items))
     acc = accuracy(checked)
-    assert acc["instructions"] == sum(len(i.extra["instruction_id_list"]) for i in items)
-    assert len(acc["by_instruction"]) == 25
-    assert 0 <= acc["prompt_level_strict_acc"] <= acc["prompt_level_loose_acc"] <= 1
+    assert acc["instructions"] == sum(len(i.extra["instruction_id_list"]) for i in items) == 834
+    assert acc["by_instruction"]["punctuation:no_comma"] == {"n": 66, "strict_acc": 0.0, "loose_acc": 0.0}
+    assert acc["by_instruction"]["change_case:english_capital"]["strict_acc"] == 0.0
 
 
 def test_non_ifeval_items_are_a_user_error():
@@ -102,8 +192,24 @@ def test_non_ifeval_items_are_a_user_error():
         check_answers([item(["made:up"], [{}])], ["x"])
 
 
+# Hand-written answers for the three prompts `--limit 3` samples (seed 0), with the verdicts IFEval's published
+# rules give them: (answer, strict, loose).
+PLANTED = {
+    # combination:repeat_prompt: must start with the request word for word; loose drops the first line.
+    "ifeval/1518": ("Sure, here it is.\nI am a software engineer with 7 years of experience, and I am looking for a "
+                    "new job. Can you create a resume for me and explain each section?\nMy answer.", [False], [True]),
+    # detectable_format:number_bullet_lists with num_bullets 3: two bullets fail, in every loose variant too.
+    "ifeval/2314": ("* Domino\n* Oreo", [False], [False]),
+    # detectable_format:number_highlighted_sections with num_highlights 2: two *highlights* pass.
+    "ifeval/3549": ("*Quaker John* lives in *De Smet*, a quiet town.", [True], [True]),
+}
+
+
 @pytest.mark.slow
 def test_evaluate_ifeval_end_to_end(tiny_run):  # tiny_run: a one-step LoRA run (tests/conftest.py)
+    """`divscope evaluate --method ifeval` on a trained run: the model's answers are generated and cached; then
+    hand-written answers with known verdicts replace them in the run's answer cache, and a fresh evaluation must
+    score exactly what was worked out by hand (strict 1/3, loose 2/3)."""
     from divscope.cli import main
 
     argv = ["evaluate", str(tiny_run), "--eval-set", "ifeval", "--method", "ifeval", "--limit", "3",
@@ -113,15 +219,28 @@ def test_evaluate_ifeval_end_to_end(tiny_run):  # tiny_run: a one-step LoRA run 
     res = json.loads(out.read_text())
     assert res["metric"] == "ifeval_prompt_level_strict_acc" and res["items"] == 3
     assert res["score"] == res["prompt_level_strict_acc"]
-    for k in ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"):
-        assert 0 <= res[k] <= 1
-    assert res["prompt_level_strict_acc"] <= res["prompt_level_loose_acc"]
     assert res["generation"]["generated"] == 3 and res["generation"]["max_new_tokens"] == 16
-    details = [json.loads(x) for x in (tiny_run / "eval" / "ifeval.ifeval.items.jsonl").read_text().splitlines()]
-    assert len(details) == 3 and all(isinstance(d["answer"], str) for d in details)
-    # The same answers checked again give the same verdicts (no randomness in the checks).
-    items = {i.id: i for i in load_eval_set("ifeval")}
-    again = check_answers([items[d["id"]] for d in details], [d["answer"] for d in details])
-    assert [a["strict"] for a in again] == [d["strict"] for d in details]
+    details_path = tiny_run / "eval" / "ifeval.ifeval.items.jsonl"
+    details = [json.loads(x) for x in details_path.read_text().splitlines()]
+    assert sorted(d["id"] for d in details) == sorted(PLANTED)  # the seeded sample these answers were written for
+
+    # Replace the model's answers in the run's answer cache (an append log: the last record of a key wins).
+    cache = tiny_run / "eval" / "generations.jsonl"
+    records = [json.loads(x) for x in cache.read_text().splitlines() if x.strip()]
+    assert sorted(r["id"] for r in records) == sorted(PLANTED)
+    with open(cache, "a", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps({**r, "text": PLANTED[r["id"]][0]}) + "\n")
+    out.unlink()
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["generation"]["generated"] == 0 and res["generation"]["cached"] == 3
+    assert res["score"] == res["prompt_level_strict_acc"] == pytest.approx(1 / 3, abs=1e-6)
+    assert res["inst_level_strict_acc"] == pytest.approx(1 / 3, abs=1e-6)
+    assert res["prompt_level_loose_acc"] == res["inst_level_loose_acc"] == pytest.approx(2 / 3, abs=1e-6)
+    assert res["by_instruction"]["combination:repeat_prompt"] == {"n": 1, "strict_acc": 0.0, "loose_acc": 1.0}
+    details = {d["id"]: d for d in map(json.loads, details_path.read_text().splitlines())}
+    for iid, (answer, strict, loose) in PLANTED.items():
+        assert (details[iid]["answer"], details[iid]["strict"], details[iid]["loose"]) == (answer, strict, loose)
     # Another method on the same run: an eval set without IFEval fields is refused before generating.
     assert main(["evaluate", str(tiny_run), "--eval-set", "vicuna", "--method", "ifeval", "--limit", "1"]) == 2

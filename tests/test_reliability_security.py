@@ -169,17 +169,63 @@ def test_key_echoed_in_an_error_is_redacted_before_it_is_cut(monkeypatch) -> Non
         assert not res.ok and KEY[:10] not in res.error and KEY[:10] not in " ".join(res.history), res.error
 
 
+def _files(root: Path, pattern: str) -> list[Path]:
+    return [p for p in root.glob(pattern) if p.is_file()]
+
+
+@pytest.mark.slow  # ~30-50 s: the meso tagger's models and the metric cards' embedder load
 def test_manifests_and_reports_hold_no_environment(tmp_path: Path, monkeypatch) -> None:
-    """Provenance records options and identities, never the environment: a planted key in any variable does
-    not reach ingest reports, subset manifests or featurize entries."""
+    """The key sits where every endpoint client looks by default (OPENAI_API_KEY; no --api-key-env given) and is
+    really used: the meso endpoint tagger and respond send it on every request. Their results flow on into
+    feature entries and the tagger's caches, a grid's subset manifests (over the endpoint-tagged meso features),
+    metric cards, and the respond'ed pool. The key reaches the server, and no file under the test folder and
+    no console line holds it."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("HF_TOKEN", KEY)
-    ws = tmp_path / "ws"
-    divscope.ingest(real_pairs(60), ws)
-    for args in (["featurize", str(ws), "--level", "micro", "--side", "instruction", "--unit", "words"],
-                 ["grid", str(ws), "--sizes", "10", "--levels", "2", "--strategies", "instruction-micro,random",
-                  "--out", str(tmp_path / "grid")]):
-        proc = subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=600, env=env())
-        assert proc.returncode == 0, proc.stderr
-        assert KEY not in proc.stdout + proc.stderr
-    assert _grep([tmp_path], []) == []
+    ws, ws2, grid = tmp_path / "ws", tmp_path / "ws2", tmp_path / "grid"
+    divscope.ingest(real_pairs(30), ws)
+    logs: list[str] = []
+    with OpenAIServer(responder=lambda m: _tags(m) if "User query:" in m[-1]["content"] else "REGEN") as srv:
+        for args in (["featurize", str(ws), "--level", "meso", "--side", "instruction", "--tagger", "endpoint",
+                      "--meso-option", f"base_url={srv.base_url}", "--meso-option", "model=tagger",
+                      "--meso-option", "min_count=1"],
+                     ["grid", str(ws), "--sizes", "8", "--levels", "2", "--strategies", "instruction-meso,random",
+                      "--out", str(grid)],
+                     ["metrics", str(grid), "--pairs-sample", "8", "--bleu-sample", "8", "--vendi-sample", "8"],
+                     ["respond", str(ws), "--endpoint", srv.base_url, "--model", "m", "--out", str(ws2)]):
+            proc = subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=600, env=env())
+            logs += [proc.stdout, proc.stderr]
+            assert proc.returncode == 0, proc.stderr
+        models = [b["model"] for b in srv.bodies]
+        assert models.count("tagger") >= 25 and models.count("m") >= 25  # each text once (duplicates are asked once)
+        assert len(srv.headers) == len(models) and all(h.get("authorization") == f"Bearer {KEY}" for h in srv.headers)
+    # The places a key could have been copied to were written (the grep below has something to read).
+    assert _files(ws, "features/instruction-meso/*/entry.json") and _files(ws, "cache/meso/*.jsonl")
+    assert len(_files(grid, "*/*.manifest.json")) == 3 and (grid / "metrics.json").is_file()
+    assert len(_files(grid, "*/*.metrics.json")) == 3 and (ws2 / "pool.parquet").is_file()
+    entry = json.loads(_files(ws, "features/instruction-meso/*/entry.json")[0].read_text())
+    assert entry["config"]["tagger"] == "endpoint"
+    assert _grep([tmp_path], logs) == []
+
+
+@pytest.mark.xfail(strict=True, reason="known leak (issue 15): a key passed as the option value "
+                   "`--meso-option api_key=...` is kept in the feature entry's config (entry.json, incidence.json) "
+                   "and copied into every subset manifest's features_config; only the provenance drops it")
+def test_a_key_given_as_an_option_value_is_never_written(tmp_path: Path) -> None:
+    """A user who passes the key itself as an option (the tagger ignores it, the env variable is what is read)
+    must not find it written anywhere: divscope strips `api_key` from the meso provenance and from evaluation
+    parameters for exactly this case."""
+    ws, grid = tmp_path / "ws", tmp_path / "grid"
+    divscope.ingest(real_pairs(30), ws)
+    logs: list[str] = []
+    with OpenAIServer(responder=_tags) as srv:
+        for args in (["featurize", str(ws), "--level", "meso", "--side", "instruction", "--tagger", "endpoint",
+                      "--meso-option", f"base_url={srv.base_url}", "--meso-option", "model=tagger",
+                      "--meso-option", f"api_key={KEY}", "--meso-option", "min_count=1"],
+                     ["grid", str(ws), "--sizes", "8", "--levels", "2", "--strategies", "instruction-meso",
+                      "--out", str(grid)]):
+            proc = subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=600, env=env())
+            logs += [proc.stdout, proc.stderr]
+            assert proc.returncode == 0, proc.stderr
+    assert _files(ws, "features/instruction-meso/*/entry.json") and len(_files(grid, "*/*.manifest.json")) == 2
+    assert _grep([tmp_path], logs) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from divscope import DivscopeError
 from divscope.cli import main
 from divscope.select.baselines import distance_filter, k_center, random_subset
 from divscope.select.settings import levels_of
-from divscope.select.strategies import Selector, parse_strategies
+from divscope.select.strategies import STRATEGIES, Selector, parse_strategies
 from divscope.select.subsets import run_grid
 
 
@@ -26,6 +27,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for side in ("instruction", "response"):
         featurize(path, "micro", side)
         featurize(path, "macro", side)
+        featurize(path, "meso", side)  # offline tagger: ~5 s a side here
     return path
 
 
@@ -36,15 +38,21 @@ def test_parse_strategies() -> None:
         parse_strategies("response-nano")
 
 
-@pytest.mark.parametrize("strategy", ["instruction-micro", "response-micro", "instruction-macro", "response-macro"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_six_strategies_exact_and_in_pool(ws: Path, strategy: str) -> None:
+    from divscope.features.featurize import featurize
+
+    side, level = strategy.split("-")
+    own = featurize(ws, level, side)  # the cached (side, level) entry, loaded by the featurize API
     sel = Selector(ws)
     covered = []
     for d in levels_of(7):
         sub = sel.select(strategy, 50, d, seed=0)
         assert len(sub.rows) == 50 == len(set(sub.rows.tolist()))
+        assert sub.info["features_fingerprint"] == own.fingerprint  # the strategy's own side and level
         eng = sel.engine(*strategy.split("-"), 0)
         assert set(sub.rows.tolist()) <= set(eng.pool(sub.info["k"]).tolist())
+        assert sub.info["types_covered"] == int((np.asarray(own.matrix[sub.rows].sum(axis=0)).ravel() > 0).sum())
         covered.append(sub.info["types_covered"])
     assert covered[-1] > covered[0]
 
@@ -101,6 +109,11 @@ def test_select_cli_writes_deterministic_subset_and_manifest(ws: Path, tmp_path:
 ])
 def test_select_user_errors(ws: Path, tmp_path: Path, args: list[str], message: str,
                             capsys: pytest.CaptureFixture[str]) -> None:
+    if "instruction-meso" in args:  # a workspace whose meso level was never featurized
+        bare = tmp_path / "bare"
+        shutil.copytree(ws, bare)
+        shutil.rmtree(bare / "features" / "instruction-meso")
+        ws = bare
     assert main(["select", str(ws), *args, "--out", str(tmp_path / "x.jsonl")]) == 2
     assert message in capsys.readouterr().err
 

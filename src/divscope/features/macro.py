@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ IMPLS = ("hdbscan", "sklearn")
 NOISE = ("nearest", "own")
 REDUCE = ("auto", "pca", "none", "umap")
 EMB_VERSION = 1
+
+
+class MacroFallbackWarning(UserWarning):
+    """HDBSCAN found no cluster: the whole pool became one macro type."""
 
 
 def default_min_cluster_size(n_samples: int) -> int:
@@ -102,7 +107,7 @@ def build(ws: Workspace, side: str, texts: list[str], config: dict[str, Any], st
     with stages("cluster"):
         raw = cluster(Z, config["min_cluster_size"], config["min_samples"], config["impl"])
     with stages("assign"):
-        labels, info = assign(X, raw, config["noise"])
+        labels, info = assign(X, raw, config["noise"], config["min_cluster_size"])
     with stages("name"):
         n_types = int(labels.max()) + 1 if len(labels) else 0
         names = cluster_names(texts, labels, n_types, config["name_words"])
@@ -268,8 +273,12 @@ def cluster(Z: np.ndarray, min_cluster_size: int, min_samples: int, impl: str) -
     return np.asarray(labels, np.int64)
 
 
-def assign(X: np.ndarray, raw: np.ndarray, noise: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """Final labels 0..k-1 ordered by cluster size (ties: first member), noise per ``noise``."""
+def assign(X: np.ndarray, raw: np.ndarray, noise: str, min_cluster_size: int | None = None,
+           ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Final labels 0..k-1 ordered by cluster size (ties: first member), noise per ``noise``.
+
+    No cluster at all gives one type for the whole pool: recorded in the provenance (``fallback``) and warned
+    about (``MacroFallbackWarning``, naming the fix), since every macro level then selects alike."""
     n = len(raw)
     n_noise = int((raw < 0).sum())
     found = sorted(set(raw[raw >= 0].tolist()))
@@ -277,6 +286,10 @@ def assign(X: np.ndarray, raw: np.ndarray, noise: str) -> tuple[np.ndarray, dict
                             "noise_fraction": n_noise / n if n else 0.0, "noise_type": None}
     if not found:  # nothing dense enough: every sample is one type
         info["fallback"] = "no cluster found: one type for the whole pool"
+        used = f" with min_cluster_size={min_cluster_size}" if min_cluster_size is not None else ""
+        warnings.warn(f"macro clustering found no cluster among {n} samples{used}: the whole pool is one type, "
+                      "so every macro diversity level selects alike; lower --min-cluster-size (features.macro."
+                      "min_cluster_size in a spec) and featurize again", MacroFallbackWarning, stacklevel=2)
         return np.zeros(n, np.int64), info
     labels = raw.copy()
     if noise == "nearest" and n_noise:

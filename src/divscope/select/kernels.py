@@ -1,25 +1,52 @@
 """Compiled inner loops of the selection engine (numba ``@njit(cache=True)``).
 
 numba is an optional dependency (the ``features`` extra). Without it the same functions run as plain Python:
-identical results, only slower. Every function here works on plain arrays (CSR/CSC index arrays, int64 keys);
-the meaning of the arrays is documented in ``engine.py`` and ``docs/engine.md``.
+identical results, only much slower, and the first call of a kernel in a process says so once
+(``NumbaMissingWarning``, naming ``pip install numba``). Every function here works on plain arrays (CSR/CSC index
+arrays, int64 keys); the meaning of the arrays is documented in ``engine.py`` and ``docs/engine.md``.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import numpy as np
+
+
+class NumbaMissingWarning(RuntimeWarning):
+    """The selection engine runs its kernels as plain Python because numba is not installed."""
+
+
+NUMBA_MISSING = ("numba is not installed: the selection engine runs its kernels as plain Python (same results, "
+                 "tens of times slower on large pools); pip install numba (or divscope[features])")
 
 try:  # pragma: no cover - exercised implicitly
     from numba import njit
 
     HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
+except ImportError:  # pragma: no cover - tests/test_engine.py runs this branch in a subprocess
     HAVE_NUMBA = False
+    _warned = False
+
+    def _warn_once() -> None:
+        global _warned
+        if not _warned:
+            _warned = True
+            warnings.warn(NUMBA_MISSING, NumbaMissingWarning, stacklevel=3)
+
+    def _plain(f):
+        @functools.wraps(f)
+        def run(*args, **kwargs):
+            _warn_once()
+            return f(*args, **kwargs)
+
+        return run
 
     def njit(*args, **kwargs):  # type: ignore[no-redef]
         if len(args) == 1 and callable(args[0]) and not kwargs:
-            return args[0]
-        return lambda f: f
+            return _plain(args[0])
+        return _plain
 
 
 # ----------------------------------------------------------------------------------------------------------
