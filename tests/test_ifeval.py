@@ -8,7 +8,7 @@ import json
 import pytest
 
 from divscope.errors import DivscopeError
-from divscope.evaluate.ifeval import accuracy, check_answers
+from divscope.evaluate.ifeval import accuracy, check_answers, prompt_passes
 from divscope.io.evalsets import EvalItem, load_eval_set
 
 
@@ -81,6 +81,7 @@ def test_accuracy_prompt_and_instruction_level():
     assert acc["inst_level_loose_acc"] == pytest.approx(4 / 5)
     assert acc["by_instruction"]["b:y"] == {"n": 3, "strict_acc": 0.0, "loose_acc": 0.6667}
     assert acc["prompts"] == 3 and acc["instructions"] == 5
+    assert prompt_passes(checked) == [0.0, 1.0, 0.0]  # per-item scores: strict, prompt level
     with pytest.raises(DivscopeError):
         accuracy([])
 
@@ -119,6 +120,8 @@ def test_evaluate_ifeval_end_to_end(tiny_run):  # tiny_run: a one-step LoRA run 
     assert res["generation"]["generated"] == 3 and res["generation"]["max_new_tokens"] == 16
     details = [json.loads(x) for x in (tiny_run / "eval" / "ifeval.ifeval.items.jsonl").read_text().splitlines()]
     assert len(details) == 3 and all(isinstance(d["answer"], str) for d in details)
+    # Per item: prompt-level strict pass (all its instructions followed) as 1.0 / 0.0.
+    assert res["per_item"] == dict(zip([d["id"] for d in details], prompt_passes(details), strict=True))
     # The same answers checked again give the same verdicts (no randomness in the checks).
     items = {i.id: i for i in load_eval_set("ifeval")}
     again = check_answers([items[d["id"]] for d in details], [d["answer"] for d in details])
