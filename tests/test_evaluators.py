@@ -57,12 +57,17 @@ def test_builtin_methods_are_registered_with_their_options():
         get_evaluator("bleu")
 
 
+def noop(run, items, *, seed, max_len, batch_size, device, details_path):
+    raise AssertionError("not called")
+
+
 def test_registry_refuses_taken_and_unusable_names():
     with pytest.raises(ValueError, match="already registered"):
-        register_evaluator(FunctionEvaluator("nll", lambda run, items, **kw: None))
-    for bad in ("", "Has Space", "a.b", "../x"):
+        register_evaluator(FunctionEvaluator("nll", noop))
+    assert get_evaluator("nll").func.__name__ == "evaluate_nll"
+    for bad in ("", "Has Space", "a.b", "../x"):  # the name becomes part of RUN/eval/<set>.<method>.json
         with pytest.raises(ValueError, match="evaluator name"):
-            register_evaluator(FunctionEvaluator(bad, lambda run, items, **kw: None))
+            register_evaluator(FunctionEvaluator(bad, noop))
     assert "Has Space" not in evaluator_names()
 
 
@@ -90,13 +95,12 @@ def test_outcome_is_checked():
     ("judge", {"judge_modle": "m", "temprature": 0}, "accepted: endpoint, judge_model, api_key_env"),
 ])
 def test_unknown_option_is_a_one_line_error_naming_the_accepted_ones(tiny_run, method, options, accepted):
-    before = sorted(tiny_run.rglob("*"))
+    # The eval set does not exist: the option error comes first, before anything is loaded.
     with pytest.raises(DivscopeError) as e:
-        evaluate_run(tiny_run, "vicuna", method, limit=1, **options)
+        evaluate_run(tiny_run, "no-such-set.jsonl", method, limit=1, **options)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"unknown option(s) for method {method}: {', '.join(sorted(options))}")
     assert accepted in msg
-    assert sorted(tiny_run.rglob("*")) == before  # refused before anything was written
 
 
 def test_third_party_evaluator_through_evaluate_run(tiny_run, reflen):
@@ -139,18 +143,20 @@ def test_evaluator_scoring_items_it_was_not_given_is_refused(tiny_run):
 
 
 @pytest.mark.slow
-def test_nll_per_item_scores_belong_to_their_items(tiny_run):
-    """Each item's per-item score is minus its own NLL, computed alone (ids and values stay aligned although
-    nll batches items sorted by length)."""
+def test_nll_per_item_scores_belong_to_their_items(tiny_run, tmp_path):
+    """Each item's per-item score is minus its own NLL, computed alone: ids and values stay aligned although nll
+    batches the items sorted by length (here their lengths differ and are not in file order)."""
     from divscope.evaluate.nll import mean_nll
 
-    res = evaluate_run(tiny_run, "vicuna", "nll", limit=5, max_len=64, batch_size=4)
+    answers = ["Paris is the capital of France, and it is also its largest city by far.", "Blue.",
+               "Water boils at one hundred degrees Celsius at sea level.", "Four.", "The sun rises in the east."]
+    qa = [(f"Question number {n}: please answer briefly.", a) for n, a in enumerate(answers)]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in qa))
+    res = evaluate_run(tiny_run, str(data), "nll", limit=None, max_len=256, batch_size=2)
     assert res["metric"] == "nll" and res["score"] == -res["mean_nll"] and len(res["per_item"]) == res["items"] == 5
-    items = {i.id: i for i in load_eval_set("vicuna")}
     model, tok = Run.open(tiny_run).load()
-    for iid, score in res["per_item"].items():
-        conv = [{"role": "user", "content": items[iid].turns[0]}, {"role": "assistant",
-                                                                   "content": items[iid].references[0]}]
-        alone = mean_nll(model, tok, [conv], max_len=64).mean_nll
-        assert math.isclose(score, -alone, rel_tol=1e-4), iid
-    assert len(set(res["per_item"].values())) == 5
+    for item in load_eval_set(str(data)):
+        conv = [{"role": "user", "content": item.turns[0]}, {"role": "assistant", "content": item.references[0]}]
+        alone = mean_nll(model, tok, [conv], max_len=256).mean_nll
+        assert math.isclose(res["per_item"][item.id], -alone, rel_tol=1e-4), item.id
