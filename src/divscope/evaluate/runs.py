@@ -6,24 +6,25 @@ rerun completes from the caches). Items that overlap the run's training data are
 ``judge`` and ``ifeval`` also write per-item details to ``RUN/eval/<set>.<method>.items.jsonl``; their
 generated answers are cached in ``RUN/eval/generations.jsonl`` and judge replies in
 ``RUN/eval/cache/judge.jsonl``. Scores are higher-is-better: ``nll`` -mean NLL, ``judge`` the win rate against
-the references as a fraction in [0, 1], ``ifeval`` prompt-level strict accuracy in [0, 1].
+the references as a fraction in [0, 1], ``ifeval`` prompt-level strict accuracy in [0, 1]. The methods are
+:class:`divscope.evaluate.base.Evaluator` objects looked up by name in :mod:`divscope.evaluate.registry`, where
+another one can be registered; each result also maps every scored item id to its score (``per_item``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from divscope._version import __version__
-from divscope.errors import DivscopeError
+from divscope.evaluate.base import EvalOutcome, check_options
+from divscope.evaluate.registry import get_evaluator
+from divscope.evaluate.settings import EvalSettings
 from divscope.io.evalsets import EvalItem, load_eval_set
-from divscope.store.atomic import write_json
+from divscope.store.cached import cached_result
 from divscope.train.run import Run
-
-METHODS = ("nll", "judge", "ifeval")
 
 
 def sample_items(items: list[EvalItem], limit: int | None, seed: int) -> list[EvalItem]:
@@ -47,56 +48,48 @@ def result_path(run_dir: Path, eval_set: str, method: str) -> Path:
     return run_dir / "eval" / f"{name}.{method}.json"
 
 
-def evaluate_run(run_dir: str | Path, eval_set: str = "alpaca_eval", method: str = "nll", limit: int | None = 200,
-                 seed: int = 0, max_len: int = 512, batch_size: int = 8, device: str | None = None,
-                 **options: Any) -> dict[str, Any]:
+_D = EvalSettings()  # the defaults below are the settings object's (one source)
+
+
+def evaluate_run(run_dir: str | Path, eval_set: str = _D.eval_set, method: str = _D.method,
+                 limit: int | None = _D.limit, seed: int = _D.seed, max_len: int = _D.max_len,
+                 batch_size: int = _D.batch_size, device: str | None = _D.device, **options: Any) -> dict[str, Any]:
+    """Score the run with the registered method ``method`` (see :mod:`divscope.evaluate.registry`), cached.
+
+    ``options`` go to the method; one it does not accept is refused before anything is loaded. The result holds
+    the method's ``metric``, ``score`` and details, the common fields and ``per_item`` ({item id: score}).
+    """
     run_dir = Path(run_dir)
-    if method not in METHODS:
-        raise DivscopeError(f"--method must be one of {', '.join(METHODS)}")
+    evaluator = get_evaluator(method)
+    check_options(evaluator, options)
     run = Run.open(run_dir)
-    summary = run.summary
     params = {"eval_set": eval_set, "method": method, "limit": limit, "seed": seed, "max_len": max_len,
               **{k: v for k, v in options.items() if k != "api_key"}}
     out = result_path(run_dir, eval_set, method)
-    if out.is_file():
-        cached = json.loads(out.read_text(encoding="utf-8"))
-        if cached.get("params") == params and cached.get("complete", True):
-            return cached
+
+    def compute() -> dict[str, Any]:
+        return _evaluate(run, evaluator, out, eval_set, limit, seed, max_len, batch_size, device, options)
+
+    # Reused for the same parameters, unless a judge run had failed requests (a rerun completes it from the
+    # caches) or the result predates per-item scores.
+    return cached_result(out, {"params": params}, compute,
+                         valid=lambda r: r.get("complete", True) and "per_item" in r)
+
+
+def _evaluate(run: Run, evaluator: Any, out: Path, eval_set: str, limit: int | None, seed: int, max_len: int,
+              batch_size: int, device: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    method, summary = evaluator.name, run.summary
     items, excluded = held_out(load_eval_set(eval_set), summary)
     items = sample_items(items, limit, seed)
-    if method == "nll":
-        result = _nll(run_dir, items, max_len, batch_size, device)
-    elif method == "judge":
-        from divscope.evaluate.judge import evaluate_judge
-
-        result = evaluate_judge(run_dir, items, seed=seed, max_len=max_len, batch_size=batch_size, device=device,
-                                details=out.with_suffix(".items.jsonl"), **options)
-    else:
-        from divscope.evaluate.ifeval import evaluate_ifeval
-
-        result = evaluate_ifeval(run_dir, items, seed=seed, max_len=max_len, batch_size=batch_size, device=device,
-                                 details=out.with_suffix(".items.jsonl"), **options)
-    result.update({"params": params, "divscope_version": __version__, "excluded_overlapping": excluded,
-                   "train_fingerprint": summary["data_fingerprint"]})
-    write_json(out, result)
+    outcome = evaluator.evaluate(run, items, seed=seed, max_len=max_len, batch_size=batch_size, device=device,
+                                 details_path=out.with_suffix(".items.jsonl"), **options)
+    if not isinstance(outcome, EvalOutcome):
+        raise TypeError(f"evaluator {method!r} returned {type(outcome).__name__}, not an EvalOutcome")
+    strays = set(outcome.item_ids) - {it.id for it in items}
+    if strays:
+        raise ValueError(f"evaluator {method!r} scored items it was not given: {sorted(strays)[:3]}")
+    result = {"metric": outcome.metric, "score": outcome.score, **outcome.details}
+    result.setdefault("items", len(outcome.per_item))
+    result.update({"divscope_version": __version__, "excluded_overlapping": excluded,
+                   "train_fingerprint": summary["data_fingerprint"], "per_item": outcome.per_item_map()})
     return result
-
-
-def _nll(run_dir: Path, items: list[EvalItem], max_len: int, batch_size: int, device: str | None) -> dict[str, Any]:
-    from divscope.evaluate.nll import mean_nll
-
-    convs = []
-    for it in items:
-        if len(it.references) < len(it.turns):
-            continue
-        conv: list[dict[str, str]] = []
-        for q, a in zip(it.turns, it.references, strict=False):
-            conv += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        convs.append(conv)
-    if not convs:
-        raise DivscopeError("no item of this eval set has reference answers; nll needs them (try alpaca_eval)")
-    model, tok = Run.open(run_dir).load(device)
-    res = mean_nll(model, tok, convs, max_len=max_len, batch_size=batch_size)
-    return {"metric": "nll", "score": -res.mean_nll, "mean_nll": res.mean_nll, "perplexity": res.perplexity,
-            "tokens": res.tokens, "items": res.items, "skipped": res.skipped, "seconds": round(res.seconds, 2),
-            "seconds_per_item": round(res.seconds / max(res.items, 1), 4)}

@@ -12,7 +12,6 @@ from pydantic import field_validator, model_validator
 
 from divscope.settings import Settings, setting
 
-METHODS = ("nll", "judge", "ifeval")
 # Method options that are fields of their own (older specs gave them inside ``options``).
 _JUDGE = ("endpoint", "judge_model", "api_key_env", "concurrency")
 
@@ -41,8 +40,10 @@ class EvalSettings(Settings):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}: choose one of {', '.join(METHODS)}")
+        from divscope.evaluate.registry import evaluator_names
+
+        if v not in evaluator_names():  # the built-in methods and any registered one
+            raise ValueError(f"unknown method {v!r}: choose one of {', '.join(evaluator_names())}")
         return v
 
     @model_validator(mode="before")
@@ -61,11 +62,11 @@ class EvalSettings(Settings):
         return f"{self.eval_set}.{self.method}"
 
     def method_options(self) -> dict[str, Any]:
-        """The options ``evaluate_run`` passes to this method: the generation and judge fields where they apply."""
-        opts: dict[str, Any] = {}
-        if self.method in ("judge", "ifeval"):
-            opts["max_new_tokens"] = self.max_new_tokens
-        if self.method == "judge":
-            opts.update(endpoint=self.endpoint, judge_model=self.judge_model, api_key_env=self.api_key_env or None,
-                        concurrency=self.concurrency)
-        return {**opts, **self.options}
+        """The options ``evaluate_run`` passes to this method: the fields that the method declares it takes
+        (generation length for judge and ifeval, the endpoint fields for judge), then ``options``."""
+        from divscope.evaluate.registry import get_evaluator
+
+        accepted = get_evaluator(self.method).options
+        fields = {"max_new_tokens": self.max_new_tokens, "endpoint": self.endpoint, "judge_model": self.judge_model,
+                  "api_key_env": self.api_key_env or None, "concurrency": self.concurrency}
+        return {**{k: v for k, v in fields.items() if k in accepted}, **self.options}

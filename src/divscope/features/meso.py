@@ -64,8 +64,11 @@ def normalize_config(options: dict[str, Any], n_samples: int) -> dict[str, Any]:
     cfg = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     if cfg["tagger"] not in ("offline", "endpoint"):
         raise DivscopeError(f"unknown meso tagger {cfg['tagger']!r}: use tagger=offline or tagger=endpoint")
+    from divscope.features.tagging import check_tagger_options
+
+    check_tagger_options(cfg["tagger"], {k: v for k, v in options.items() if k not in DEFAULTS})
     if cfg["tagger"] == "offline":
-        from divscope.features.tagging import DEFAULT_OFFLINE_METHOD
+        from divscope.features.tagging_offline import DEFAULT_OFFLINE_METHOD
 
         cfg.setdefault("method", DEFAULT_OFFLINE_METHOD)
     if cfg.get("min_count") is None:
@@ -121,7 +124,7 @@ def clean_tag(tag: str) -> str:
 
 def lemmatize_tags(tags: Sequence[str], batch_size: int = 512) -> dict[str, str]:
     """tag -> tag with every word lemmatised (spaCy tagger + lemmatiser; the parser is not needed)."""
-    from divscope.features.tagging import LEMMA_FIXES, load_spacy
+    from divscope.features.tagging_offline import LEMMA_FIXES, load_spacy
 
     nlp = load_spacy()
     out: dict[str, str] = {}
@@ -152,7 +155,7 @@ def normalize_tags(tag_lists: Sequence[Sequence[str]], lemmatize: bool = True,
         uniq = sorted({t for ts in cleaned for t in ts if t})
         store = None
         if cache_dir is not None:
-            from divscope.features.tagging import spacy_versions
+            from divscope.features.tagging_offline import spacy_versions
             from divscope.store import JsonlStore
 
             ident = hashlib.sha256(f"{VERSION}:{spacy_versions()}".encode()).hexdigest()[:16]
@@ -191,7 +194,7 @@ def merge_tags(tags: Sequence[str], counts: Sequence[int], threshold: float,
     if n <= 1 or threshold <= 0:
         return [[i] for i in order]
     if embeddings is None:
-        from divscope.features.tagging import embed
+        from divscope.features.tagging_common import embed
 
         embeddings = embed([tags[i] for i in order])
     else:
@@ -211,7 +214,7 @@ def merge_tags(tags: Sequence[str], counts: Sequence[int], threshold: float,
 def cached_tag_embeddings(tags: Sequence[str], cache_dir: Path) -> np.ndarray:
     """Embeddings of ``tags`` through ``cache_dir/tag-embeddings-<embedder>.npz`` (rewritten atomically with the
     union of old and new tags), so a rebuild with another ``min_count`` or threshold embeds only new tags."""
-    from divscope.features.tagging import embed, tag_embedder_identity
+    from divscope.features.tagging_common import embed, tag_embedder_identity
     from divscope.store.atomic import atomic_path
 
     ident = hashlib.sha256(tag_embedder_identity().encode()).hexdigest()[:16]
