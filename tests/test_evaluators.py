@@ -53,7 +53,7 @@ def test_builtin_methods_are_registered_with_their_options():
     assert get_evaluator("ifeval").options == ("max_new_tokens", "temperature")
     assert get_evaluator("judge").options == ("endpoint", "judge_model", "api_key_env", "concurrency", "timeout",
                                               "max_retries", "judge_max_tokens", "max_new_tokens", "temperature")
-    with pytest.raises(DivscopeError, match="unknown evaluation method 'bleu': use one of nll, judge, ifeval"):
+    with pytest.raises(DivscopeError, match="unknown evaluation method 'bleu': choose from nll, judge, ifeval"):
         get_evaluator("bleu")
 
 
@@ -62,11 +62,11 @@ def noop(run, items, *, seed, max_len, batch_size, device, details_path):
 
 
 def test_registry_refuses_taken_and_unusable_names():
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered already"):
         register_evaluator(FunctionEvaluator("nll", noop))
     assert get_evaluator("nll").func.__name__ == "evaluate_nll"
     for bad in ("", "Has Space", "a.b", "../x"):  # the name becomes part of RUN/eval/<set>.<method>.json
-        with pytest.raises(ValueError, match="evaluator name"):
+        with pytest.raises(ValueError, match="evaluation method name"):
             register_evaluator(FunctionEvaluator(bad, noop))
     assert "Has Space" not in evaluator_names()
 

@@ -14,49 +14,26 @@
 
 from __future__ import annotations
 
-import re
-
-from divscope.errors import DivscopeError
 from divscope.evaluate.base import COMMON_ARGS, Evaluator, FunctionEvaluator
 from divscope.evaluate.ifeval import evaluate_ifeval
 from divscope.evaluate.judge import evaluate_judge
 from divscope.evaluate.nll import evaluate_nll
-
-# The name becomes part of a file name (RUN/eval/<set>.<method>.json) and of CLI/spec values.
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_REGISTRY: dict[str, Evaluator] = {}
+from divscope.registry import Registry
 
 
-def register_evaluator(evaluator: Evaluator, *, replace: bool = False) -> Evaluator:
-    """Make ``evaluator`` usable as ``method=evaluator.name``; a taken name needs ``replace=True``."""
-    name = getattr(evaluator, "name", None)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"evaluator name {name!r}: lowercase letters, digits, '_' and '-' only")
-    if name in _REGISTRY and not replace:
-        raise ValueError(f"an evaluator named {name!r} is already registered (pass replace=True to override it)")
+def _check(name: str, evaluator: Evaluator) -> None:
     options = tuple(evaluator.options)
     if not all(isinstance(o, str) for o in options) or set(options) & set(COMMON_ARGS):
         raise ValueError(f"evaluator {name!r}: options must be names other than {', '.join(COMMON_ARGS)}")
-    _REGISTRY[name] = evaluator
-    return evaluator
 
 
-def unregister_evaluator(name: str) -> None:
-    """Forget a registered method (tests, plugins that clean up)."""
-    _REGISTRY.pop(name, None)
-
-
-def get_evaluator(name: str) -> Evaluator:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise DivscopeError(f"unknown evaluation method {name!r}: use one of {', '.join(evaluator_names())}") \
-            from None
-
-
-def evaluator_names() -> tuple[str, ...]:
-    """Registered method names, built-in ones first, in registration order."""
-    return tuple(_REGISTRY)
+# The name becomes part of a file name (RUN/eval/<set>.<method>.json) and of CLI/spec values.
+_REGISTRY: Registry[Evaluator] = Registry("evaluation method", r"[a-z0-9][a-z0-9_-]*", _check,
+                                          name_help="lowercase letters, digits, '_' and '-' only")
+register_evaluator = _REGISTRY.register
+unregister_evaluator = _REGISTRY.unregister
+get_evaluator = _REGISTRY.get
+evaluator_names = _REGISTRY.names
 
 
 for _builtin in (FunctionEvaluator("nll", evaluate_nll), FunctionEvaluator("judge", evaluate_judge),

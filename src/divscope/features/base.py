@@ -16,8 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from divscope.errors import DivscopeError
 from divscope.io.workspace import Workspace
+from divscope.registry import Registry
 
 
 @dataclass
@@ -64,23 +64,15 @@ class Featurizer(Protocol):
         ...
 
 
-_REGISTRY: dict[str, Featurizer] = {}
-
-
-def register_featurizer(featurizer: Featurizer) -> Featurizer:
+def _check(name: str, featurizer: Featurizer) -> None:
     if not isinstance(featurizer, Featurizer):
         raise TypeError(f"{featurizer!r} does not implement the Featurizer protocol (level, normalize, identity, "
                         "build)")
-    _REGISTRY[featurizer.level] = featurizer
-    return featurizer
 
 
-def featurizer(level: str) -> Featurizer:
-    try:
-        return _REGISTRY[level]
-    except KeyError:
-        raise DivscopeError(f"unknown level {level!r}: choose one of {', '.join(level_names())}") from None
-
-
-def level_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+# Featurizers are named by their level; registering a level again replaces it.
+_REGISTRY: Registry[Featurizer] = Registry("level", r"[a-z][a-z0-9_]*", _check, key="level",
+                                           name_help="lowercase letters, digits and '_'", replace_by_default=True)
+register_featurizer = _REGISTRY.register
+featurizer = _REGISTRY.get
+level_names = _REGISTRY.names

@@ -8,9 +8,8 @@ then accept its name.
 
 from __future__ import annotations
 
-import re
-
 from divscope.errors import DivscopeError
+from divscope.registry import Registry
 from divscope.select.builtin import BUILTIN
 from divscope.select.protocol import ROW_ORDERS, Needs, SelectionContext, Strategy
 
@@ -18,16 +17,9 @@ __all__ = ["Needs", "SelectionContext", "Strategy", "get_strategy", "register_st
            "unregister_strategy"]
 
 RESERVED = ("all", "baselines")  # words of ``parse_strategies``
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # also a folder name in a grid
-_REGISTRY: dict[str, Strategy] = {}
 
 
-def register_strategy(strategy: Strategy, *, replace: bool = False) -> Strategy:
-    """Add ``strategy`` under ``strategy.name`` and return it. A malformed declaration fails here (TypeError or
-    ValueError: a programming mistake), not later at selection time."""
-    name = getattr(strategy, "name", None)
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in RESERVED:
-        raise ValueError(f"strategy name {name!r}: letters, digits, '.', '_', '-' (not {' / '.join(RESERVED)})")
+def _check(name: str, strategy: Strategy) -> None:
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy {name!r} does not follow divscope.select.protocol.Strategy (it needs name, "
                         "takes_level, row_order, seed_sensitive, needs() and select())")
@@ -35,28 +27,15 @@ def register_strategy(strategy: Strategy, *, replace: bool = False) -> Strategy:
         raise TypeError(f"strategy {name!r}: takes_level and seed_sensitive must be bool")
     if strategy.row_order not in ROW_ORDERS:
         raise ValueError(f"strategy {name!r}: row_order must be one of {', '.join(ROW_ORDERS)}")
-    if name in _REGISTRY and not replace and _REGISTRY[name] is not strategy:
-        raise ValueError(f"a strategy named {name!r} is registered already; pass replace=True to replace it")
-    _REGISTRY[name] = strategy
-    return strategy
 
 
-def unregister_strategy(name: str) -> None:
-    """Remove a registered strategy (a plugin unloading, or a test cleaning up)."""
-    _REGISTRY.pop(name, None)
-
-
-def get_strategy(name: str) -> Strategy:
-    """The strategy registered as ``name``; an unknown name is a one-line DivscopeError listing the known ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise DivscopeError(f"unknown strategy {name!r}: choose from {', '.join(strategy_names())}") from None
-
-
-def strategy_names() -> tuple[str, ...]:
-    """Every registered name, built-ins first, then in registration order."""
-    return tuple(_REGISTRY)
+# The name is also a folder name in a grid.
+_REGISTRY: Registry[Strategy] = Registry("strategy", r"[A-Za-z0-9][A-Za-z0-9._-]*", _check, RESERVED,
+                                         "letters, digits, '.', '_', '-'")
+register_strategy = _REGISTRY.register
+unregister_strategy = _REGISTRY.unregister
+get_strategy = _REGISTRY.get
+strategy_names = _REGISTRY.names
 
 
 for _builtin in BUILTIN:
