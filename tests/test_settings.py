@@ -16,7 +16,7 @@ from divscope.experiment.spec import ExperimentSpec, FeaturesSpec, parse_spec
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
 from divscope.metrics.settings import MetricSettings
 from divscope.select.settings import GridSettings, SelectSettings
-from divscope.settings import Settings, cli_fields
+from divscope.settings import Settings, cli_fields, cli_options
 from divscope.train.settings import TrainSettings
 
 # command -> its settings objects; and the options that are not settings (paths, modes, the engine).
@@ -70,7 +70,7 @@ def drift(command: click.Command, models: tuple[type[Settings], ...]) -> list[st
             problems.append(f"{name}: no CLI option")
             continue
         if len(opts) > 1:  # switches such as --lora/--full share one destination
-            if [o.flag_value for o in opts if o.default] != [field.default]:
+            if [o.flag_value for o in opts if o.default is True] != [field.default]:
                 problems.append(f"{name}: default switch differs from {field.default!r}")
             continue
         p = opts[0]
@@ -95,6 +95,20 @@ def drift(command: click.Command, models: tuple[type[Settings], ...]) -> list[st
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_cli_option_is_a_settings_field_with_its_name_type_and_default(command: str) -> None:
     assert drift(cli.commands[command], COMMANDS[command]) == []
+
+
+@pytest.mark.parametrize("model", [m for models in COMMANDS.values() for m in models], ids=lambda m: m.__name__)
+def test_derived_options_parse_to_the_settings_defaults(model: type[Settings]) -> None:
+    """Behaviour, not declarations: an empty command line, parsed by click through the derived options, yields
+    the model's defaults (switches such as --lora/--full included: the last switch once overrode the default)."""
+    seen: dict[str, Any] = {}
+    command = click.Command("c", params=[], callback=lambda **v: seen.update(v))
+    command = cli_options(model)(command.callback)
+    required = {"strategy": "random", "size": 3}
+    args = [x for k, v in required.items() if k in model.model_fields for x in (f"--{k}", str(v))]
+    click.command("c")(command).main(args, standalone_mode=False)
+    given = {k: v for k, v in required.items() if k in model.model_fields}
+    assert model.from_cli(seen) == model(**given)
 
 
 @pytest.mark.parametrize("rogue", [

@@ -151,9 +151,12 @@ def cli_options(model: type[BaseModel], exclude: Iterable[str] = ()) -> Callable
             if extra.get("flags"):
                 default = _default_json(model, name)
                 for flag, value in reversed(list(extra["flags"].items())):
-                    f = click.option(flag, name, flag_value=value, default=value == default,
-                                     help=f"{field.description}: {value}" + (" [default]" if value == default
-                                                                           else ""))(f)
+                    # Switches share one destination: only the default one may carry a default, or click lets
+                    # the last switch's implicit False win when none is given.
+                    kwargs = {"default": True} if value == default else {}
+                    f = click.option(flag, name, flag_value=value, **kwargs,
+                                     help=f"{(field.description or name).rstrip('.')} ({value})"
+                                     + (" [default]" if value == default else ""))(f)
                 continue
             spec = cli_spec(model, name)
             decls = spec.pop("param_decls")
