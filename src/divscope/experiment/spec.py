@@ -96,7 +96,7 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     *(("train", k) for k in ("warmup_ratio", "weight_decay", "lora_alpha", "lora_dropout", "logging_steps",
                              "device", "extra")),
     *(("evaluate", "*", k) for k in ("seed", "device", "max_new_tokens", "endpoint", "judge_model", "api_key_env",
-                                     "concurrency")),
+                                     "concurrency", "nll_weighting", "end_of_turn")),
 )
 
 
