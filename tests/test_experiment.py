@@ -118,6 +118,7 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
     assert _leaves(spec.model_dump(mode="json")) - _leaves(old["spec"]) == {
         "train.gradient_checkpointing", "selection.length_range", "selection.length_side",
         "selection.length_tokenizer", "variants",
+        "selection.replicates", "selection.hold",  # issue 16: replicates
         # issue 15: every setting of a stage is a spec field now (features per level, train, metrics)
         "features.micro.lowercase", *(f"features.macro.{k}" for k in ("dims", "impl", "min_samples", "name_words",
                                                                       "reduce", "seed")),
@@ -135,7 +136,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
     for change in ({"selection": {"sizes": [16]}}, {"train": {"max_steps": 2}}, {"name": "other"},
                    {"train": {"gradient_checkpointing": True}}, {"selection": {"length_range": "10:200"}},
                    {"metrics": {"seed": 1}}, {"evaluate": [{**raw["evaluate"][0], "seed": 1}]},
-                   {"selection": {"length_side": "instruction", "length_range": "10:200"}}):
+                   {"selection": {"length_side": "instruction", "length_range": "10:200"}},
+                   {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]}):
         with pytest.raises(DivscopeError, match="holds another study"):
             check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
         assert study.read_bytes() == OLD_STUDY.read_bytes(), change

@@ -89,6 +89,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("variants",), ("metrics",),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
+    ("selection", "replicates"), ("selection", "hold"),
     ("features", "micro", "lowercase"),
     *(("features", "macro", k) for k in ("min_samples", "reduce", "dims", "seed", "impl", "name_words")),
     *(("features", "meso", k) for k in ("min_count", "merge_threshold", "max_kept_tags", "lemmatize",
