@@ -148,7 +148,8 @@ def write_results(out: Path, cells: list[Cell], spec: ExperimentSpec,
             continue
         row = {"cell": c.id, "strategy": c.strategy, "size": c.size, "diversity": c.diversity, "seed": c.seed,
                "replicate": c.replicate, "selection_seed": c.seed,
-               "train_seed": None if c.subset is None else c.train_seed, "eval_seed": primary.seed,
+               "train_seed": None if c.subset is None else spec.train.seed if c.train_seed is None else c.train_seed,
+               "eval_seed": primary.seed,
                "types_covered": c.types_covered, "unit": unit_of(spec, c.strategy),
                "metric": primary.name, "score": c.results[primary.name]}
         row.update({f"eval.{k}": v for k, v in sorted(c.results.items()) if k != primary.name and "." in k})
