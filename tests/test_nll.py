@@ -116,3 +116,13 @@ def test_nll_options_choose_the_score_and_every_variant_is_reported(base_model, 
     assert item["per_item"] != default["per_item"]
     with pytest.raises(DivscopeError, match="nll_weighting must be one of token, item"):
         evaluate_run(run, str(data), "nll", limit=None, nll_weighting="prompt")
+
+
+def test_nll_options_at_their_default_are_not_passed() -> None:
+    """So the parameters of nll results stored before these options existed still match, and they are reused."""
+    from divscope.evaluate.settings import EvalSettings
+
+    assert EvalSettings().method_options() == {}
+    assert EvalSettings(nll_weighting="item").method_options() == {"nll_weighting": "item"}
+    assert EvalSettings(end_of_turn="exclude").method_options() == {"end_of_turn": "exclude"}
+    assert "nll_weighting" not in EvalSettings(method="ifeval", nll_weighting="item").method_options()
