@@ -49,7 +49,7 @@ def reflen():
 
 def test_builtin_methods_are_registered_with_their_options():
     assert evaluator_names()[:3] == ("nll", "judge", "ifeval")
-    assert get_evaluator("nll").options == ()
+    assert get_evaluator("nll").options == ("nll_weighting", "end_of_turn")
     assert get_evaluator("ifeval").options == ("max_new_tokens", "temperature")
     assert get_evaluator("judge").options == ("endpoint", "judge_model", "api_key_env", "concurrency", "timeout",
                                               "max_retries", "judge_max_tokens", "max_new_tokens", "temperature")
@@ -90,7 +90,7 @@ def test_outcome_is_checked():
 
 
 @pytest.mark.parametrize(("method", "options", "accepted"), [
-    ("nll", {"max_new_tokens": 8}, "accepted: none"),
+    ("nll", {"max_new_tokens": 8}, "accepted: nll_weighting, end_of_turn"),
     ("ifeval", {"endpoint": "http://x"}, "accepted: max_new_tokens, temperature"),
     ("judge", {"judge_modle": "m", "temprature": 0}, "accepted: endpoint, judge_model, api_key_env"),
 ])

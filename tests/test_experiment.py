@@ -48,8 +48,8 @@ def test_run_killed_and_resumed(tmp_path: Path) -> None:
         cell = json.loads((cells / name).read_text())["cell"]
         assert (out / "runs" / cell / "train.json").stat().st_mtime_ns == mtime
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert {r["cell"] for r in rows} == {"instruction-micro/n8-d0.000-s0", "instruction-micro/n8-d1.000-s0",
-                                         "random/n8-s0"}
+    assert {r["cell"] for r in rows} == {"base", "instruction-micro/n8-d0.000-s0", "instruction-micro/n8-d1.000-s0",
+                                         "random/n8-s0"}  # names as without replicates, and the untrained anchor
     assert all(r["metric"] == "alpaca_eval.nll" and r["score"] < 0 for r in rows)
     html = (out / "report.html").read_text()
     assert "instruction-micro" in html and "data:image/png;base64," in html
@@ -58,7 +58,7 @@ def test_run_killed_and_resumed(tmp_path: Path) -> None:
     # an older divscope wrote for this spec (tests/data/study-39a1ed8.json, without the options added since).
     before = (out / "results.jsonl").read_bytes()
     trained = {p: p.stat().st_mtime_ns for p in out.glob("runs/**/train.json")}
-    assert len(trained) == 3
+    assert len(trained) == 4  # three cells and the anchor's train.json
     (out / "study.json").write_bytes(OLD_STUDY.read_bytes())
     proc = _run(spec, out)
     log, _ = proc.communicate(timeout=900)
@@ -118,6 +118,7 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
     assert _leaves(spec.model_dump(mode="json")) - _leaves(old["spec"]) == {
         "train.gradient_checkpointing", "selection.length_range", "selection.length_side",
         "selection.length_tokenizer", "variants",
+        "selection.replicates", "selection.hold",  # issue 16: replicates
         # issue 15: every setting of a stage is a spec field now (features per level, train, metrics)
         "features.micro.lowercase", *(f"features.macro.{k}" for k in ("dims", "impl", "min_samples", "name_words",
                                                                       "reduce", "seed")),
@@ -135,7 +136,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
     for change in ({"selection": {"sizes": [16]}}, {"train": {"max_steps": 2}}, {"name": "other"},
                    {"train": {"gradient_checkpointing": True}}, {"selection": {"length_range": "10:200"}},
                    {"metrics": {"seed": 1}}, {"evaluate": [{**raw["evaluate"][0], "seed": 1}]},
-                   {"selection": {"length_side": "instruction", "length_range": "10:200"}}):
+                   {"selection": {"length_side": "instruction", "length_range": "10:200"}},
+                   {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]}):
         with pytest.raises(DivscopeError, match="holds another study"):
             check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
         assert study.read_bytes() == OLD_STUDY.read_bytes(), change

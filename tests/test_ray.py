@@ -16,7 +16,7 @@ TWO_CELLS = {
     "name": "two-cells",
     "pool": {"source": POOL},
     "selection": {"strategies": ["response-micro"], "levels": 2, "sizes": [6]},
-    "train": {"max_steps": 2, "batch_size": 3, "max_len": 48},  # step 1 is warmup (lr 0)
+    "train": {"max_steps": 2, "batch_size": 3, "max_len": 48},  # 2 steps, both at lr > 0
     "evaluate": [{"eval_set": "alpaca_eval", "method": "nll", "limit": 3, "max_len": 64}],
 }
 
@@ -76,11 +76,11 @@ def test_ray_grid_of_two_cells_matches_local(tmp_path: Path, ray_engine, monkeyp
     monkeypatch.setenv("DIVSCOPE_TRAIN_THREADS", "1")
     local = run_study(spec, tmp_path / "local")
     remote = run_study(spec, tmp_path / "ray", engine=ray_engine)
-    assert local["cells"] == remote["cells"] == 2 and local["failed"] == remote["failed"] == 0
+    assert local["cells"] == remote["cells"] == 3 and local["failed"] == remote["failed"] == 0  # + the anchor
     assert (tmp_path / "ray" / "results.jsonl").read_bytes() == (tmp_path / "local" / "results.jsonl").read_bytes()
     rows = [json.loads(x) for x in (tmp_path / "ray" / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(isinstance(r["score"], float) for r in rows)
-    assert rows[0]["score"] != rows[1]["score"]  # the two cells trained different models
+    assert len(rows) == 3 and all(isinstance(r["score"], float) for r in rows) and rows[0]["cell"] == "base"
+    assert rows[1]["score"] != rows[2]["score"]  # the two cells trained different models
     subsets = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local" / "subsets").rglob("*")
                      if p.is_file())
     assert subsets

@@ -127,3 +127,34 @@ def test_train_threads_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DIVSCOPE_TRAIN_THREADS", "two")
     with pytest.raises(DivscopeError, match="DIVSCOPE_TRAIN_THREADS='two'"):
         train_threads()
+
+
+def test_no_optimizer_step_runs_at_lr_zero(tokenizer, tmp_path: Path) -> None:
+    """The schedule the trainer really builds: no step of a 1-4 step run has lr 0 (transformers' own warmup gave
+    the first step lr 0 whenever warmup_ratio * steps rounded up to a step), and warmup still ramps on long runs."""
+    import warnings
+
+    import datasets
+
+    from divscope.train.model import load_causal_lm
+    from divscope.train.settings import TrainSettings
+    from divscope.train.sft import build_trainer
+
+    model, tok = load_causal_lm("smollm2")
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    ds = datasets.Dataset.from_list([encode_chat(tok, msgs, 48)] * 4)
+    for total, ratio in ((1, 0.03), (2, 0.03), (3, 0.5), (4, 0.03), (4, 0.5), (4, 1.0), (100, 0.03)):
+        cfg = TrainSettings(max_steps=total, warmup_ratio=ratio, batch_size=4, max_len=48, lr=1e-3)
+        trainer = build_trainer(model, tok, ds, cfg, tmp_path / "ckpt")
+        trainer.create_optimizer_and_scheduler(num_training_steps=total)
+        lrs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scheduler.step() without optimizer.step(): only the lr is read
+            for _ in range(total):
+                lrs.append(trainer.optimizer.param_groups[0]["lr"])
+                trainer.lr_scheduler.step()
+        assert all(lr > 0 for lr in lrs), (total, ratio, lrs)
+        if total <= 4 and ratio < 0.25:  # floor(ratio * total) = 0: no warmup, the first step at the full lr
+            assert lrs[0] == pytest.approx(1e-3)
+        if total == 100:  # 3 warmup steps ramp up to the peak, then the cosine decays
+            assert lrs[0] == pytest.approx(1e-3 / 4) and lrs[3] == pytest.approx(1e-3) and lrs[-1] < lrs[50]

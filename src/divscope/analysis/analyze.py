@@ -37,6 +37,7 @@ ANALYSIS_VERSION = 1
 STRATEGIES = tuple(f"{side}-{level}" for side in ("instruction", "response") for level in ("macro", "meso", "micro"))
 BASELINES = ("random", "k-center", "distance")
 RESULTS = "results.jsonl"
+ANCHOR = "base"  # strategy of the untrained model's row (experiment.cells.ANCHOR)
 OUT = "analysis"
 BASE_COLUMNS = ("cell", "strategy", "size", "diversity", "seed", "metric", "score")
 SLOPE_COLUMNS = ("metric", "strategy", "size", "n", "n_levels", "slope", "slope_sd", "slope_x100", "sd_x100",
@@ -77,7 +78,7 @@ def load_results(study: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
                             "or pass the study directory that holds it")
     notes: list[str] = []
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    replaced = skipped = 0
+    replaced = skipped = anchors = 0
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -91,6 +92,9 @@ def load_results(study: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
             for k, typ in (("cell", str), ("strategy", str), ("metric", str)):
                 if not isinstance(obj.get(k), typ) or not obj[k]:
                     raise _bad(path, lineno, f"field {k!r} missing or not a non-empty string")
+            if obj["strategy"] == ANCHOR:  # the untrained model (size 0, no seeds): not a subset, not fitted here
+                anchors += 1
+                continue
             size = obj.get("size")
             if isinstance(size, float) and size.is_integer():
                 size = int(size)
@@ -121,6 +125,8 @@ def load_results(study: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         notes.append(f"{replaced} repeated (cell, metric) line(s): the last one of each was kept")
     if skipped:
         notes.append(f"{skipped} line(s) without a finite score were skipped")
+    if anchors:
+        notes.append(f"{anchors} line(s) of the untrained model ({ANCHOR}) are not part of this analysis")
     return sorted(rows.values(), key=_row_key), notes
 
 

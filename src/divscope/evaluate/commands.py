@@ -23,9 +23,14 @@ def evaluate_cmd(run: Path, **values: Any) -> None:
     res = evaluate_run(run, e.eval_set, e.method, limit=e.limit or None, seed=e.seed, max_len=e.max_len,
                        batch_size=e.batch_size, device=e.device, **e.method_options())
     keys = ("metric", "score", "ci", "items", "unjudged", "skipped_no_reference", "prompt_level_strict_acc",
-            "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc", "excluded_overlapping",
-            "seconds_per_item")
+            "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc", "nll_weighting",
+            "end_of_turn", "mean_nll_token", "mean_nll_item", "mean_nll_token_no_eot", "mean_nll_item_no_eot",
+            "excluded_overlapping", "seconds_per_item")
     rows = [(k, res[k]) for k in keys if k in res]
+    if "truncated_references" in res:  # references cut at --max-len: their end (and end-of-turn) is not scored
+        trained = res.get("train_max_len")
+        rows.append(("truncated at max_len", f"{res['truncated_references']} of {res['items']} (max_len "
+                     f"{res['params']['max_len']}{f', trained at {trained}' if trained else ''})"))
     console.print(table(f"evaluate {e.eval_set}", ["", "value"], rows))
     if res.get("complete") is False:
         err_console.print(f"[yellow]{res.get('failed_requests')} judge requests failed: run the same command "

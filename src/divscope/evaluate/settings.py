@@ -6,7 +6,7 @@ with the result, not the training seed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
@@ -14,6 +14,9 @@ from divscope.settings import Settings, setting
 
 # Method options that are fields of their own (older specs gave them inside ``options``).
 _JUDGE = ("endpoint", "judge_model", "api_key_env", "concurrency")
+# Method fields added after results were stored: passed to the method only away from their default, so the
+# parameters of a stored result (and so the result) stay valid.
+_ADDED = ("nll_weighting", "end_of_turn")
 
 
 class EvalSettings(Settings):
@@ -34,6 +37,12 @@ class EvalSettings(Settings):
     api_key_env: str | None = setting("OPENAI_API_KEY", "judge: environment variable holding the API key (read at "
                                       "request time, never written).")
     concurrency: int = setting(8, "judge: requests in flight at most.")
+    nll_weighting: Literal["token", "item"] = setting(
+        "token", "nll: the score's mean: token (every reference token counts once, long answers weigh more) | "
+        "item (every prompt counts once). Both are reported.")
+    end_of_turn: Literal["include", "exclude"] = setting(
+        "include", "nll: score the end-of-turn marker that closes each answer (include) or not (exclude: "
+        "length-neutral). Both are reported.")
     options: dict[str, Any] = setting(help="Further options of the method (spec only).", cli=False,
                                       default_factory=dict)
 
@@ -68,5 +77,6 @@ class EvalSettings(Settings):
 
         accepted = get_evaluator(self.method).options
         fields = {"max_new_tokens": self.max_new_tokens, "endpoint": self.endpoint, "judge_model": self.judge_model,
-                  "api_key_env": self.api_key_env or None, "concurrency": self.concurrency}
+                  "api_key_env": self.api_key_env or None, "concurrency": self.concurrency,
+                  **{k: getattr(self, k) for k in _ADDED if getattr(self, k) != type(self).model_fields[k].default}}
         return {**{k: v for k, v in fields.items() if k in accepted}, **self.options}

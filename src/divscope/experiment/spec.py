@@ -89,6 +89,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("variants",), ("metrics",),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
+    ("selection", "replicates"), ("selection", "hold"),
     ("features", "micro", "lowercase"),
     *(("features", "macro", k) for k in ("min_samples", "reduce", "dims", "seed", "impl", "name_words")),
     *(("features", "meso", k) for k in ("min_count", "merge_threshold", "max_kept_tags", "lemmatize",
@@ -96,7 +97,7 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     *(("train", k) for k in ("warmup_ratio", "weight_decay", "lora_alpha", "lora_dropout", "logging_steps",
                              "device", "extra")),
     *(("evaluate", "*", k) for k in ("seed", "device", "max_new_tokens", "endpoint", "judge_model", "api_key_env",
-                                     "concurrency")),
+                                     "concurrency", "nll_weighting", "end_of_turn")),
 )
 
 

@@ -1,7 +1,8 @@
 """The stages of one (sub-)study, each skipped when its output exists for the same inputs.
 
 ``check_study`` (the spec a folder was started with), ingest, eligible rows (evaluation overlap removed),
-featurize, grid, metric cards, then train + evaluate every cell (here, or as Ray tasks), and ``results.jsonl``.
+featurize, grid, metric cards, then train + evaluate every cell (here, or as Ray tasks) and evaluate the
+untrained model (the anchor, ``runs/base``), and ``results.jsonl``.
 ``experiment.runner`` strings them together for the base study; ``experiment.variants`` for each ablation.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from divscope._version import __version__
 from divscope.errors import DivscopeError
-from divscope.experiment.cells import Cell, run_cell_safely
+from divscope.experiment.cells import ANCHOR, Cell, anchor_cell, run_cell_safely
 from divscope.experiment.spec import ExperimentSpec, parse_spec
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_open, write_json
@@ -82,12 +83,29 @@ def featurize_study(spec: ExperimentSpec, ws: Workspace, strategies: list[str]) 
 
 
 def cells_of(spec: ExperimentSpec, out: Path, manifests: list[dict[str, Any]]) -> list[Cell]:
+    """One cell per subset; replicate r trains with ``selection.train_seed(train.seed, r)``."""
     cells = []
     for m in manifests:
         subset = out / "subsets" / m["strategy"] / m["file"]
         cid = f"{m['strategy']}/{Path(m['file']).stem}"
-        cells.append(Cell(cid, m["strategy"], m["size"], m["diversity"], m["seed"], subset, out / "runs" / cid))
+        r = int(m.get("replicate", 0))
+        cells.append(Cell(cid, m["strategy"], m["size"], m["diversity"], m["seed"], subset, out / "runs" / cid,
+                          replicate=r, train_seed=spec.selection.train_seed(spec.train.seed, r),
+                          types_covered=m.get("types_covered")))
     return cells
+
+
+def unit_of(spec: ExperimentSpec, strategy: str) -> str | None:
+    """The unit a micro strategy counts types in (its tokenizer, or "words"); None for other strategies."""
+    from divscope.select.registry import get_strategy
+
+    if strategy == ANCHOR:
+        return None
+    incidence = get_strategy(strategy).needs(side=spec.selection.side).incidence
+    if not incidence or incidence[1] != "micro":
+        return None
+    micro = spec.features.micro
+    return "words" if micro.unit == "words" else micro.tokenizer
 
 
 def metric_columns(subset: Path, keys: dict[tuple[str, str], str] | None = None) -> dict[str, float]:
@@ -116,15 +134,27 @@ def metric_columns(subset: Path, keys: dict[tuple[str, str], str] | None = None)
 
 def write_results(out: Path, cells: list[Cell], spec: ExperimentSpec,
                    keys: dict[tuple[str, str], str] | None = None) -> int:
-    primary = spec.primary_eval().name
+    """One row per evaluated cell (the anchor's first): its coordinates, every seed, the primary score, the other
+    evaluations' scores (``eval.<set>.<method>``) and the subset's metrics (``m.<side>.<metric>``).
+
+    ``seed`` = ``selection_seed``; the anchor has neither, nor a training seed (null). ``types_covered``: the
+    subset's covered types on its strategy's own axis (null for baselines); ``unit``: what a micro strategy
+    counts (tokenizer name or "words"), else null.
+    """
+    primary = spec.primary_eval()
     rows = []
     for c in cells:
-        if primary not in c.results:
+        if primary.name not in c.results:
             continue
         row = {"cell": c.id, "strategy": c.strategy, "size": c.size, "diversity": c.diversity, "seed": c.seed,
-               "metric": primary, "score": c.results[primary]}
-        row.update({f"eval.{k}": v for k, v in sorted(c.results.items()) if k != primary and "." in k})
-        row.update(metric_columns(c.subset, keys))
+               "replicate": c.replicate, "selection_seed": c.seed,
+               "train_seed": None if c.subset is None else spec.train.seed if c.train_seed is None else c.train_seed,
+               "eval_seed": primary.seed,
+               "types_covered": c.types_covered, "unit": unit_of(spec, c.strategy),
+               "metric": primary.name, "score": c.results[primary.name]}
+        row.update({f"eval.{k}": v for k, v in sorted(c.results.items()) if k != primary.name and "." in k})
+        if c.subset is not None:
+            row.update(metric_columns(c.subset, keys))
         rows.append(row)
     with atomic_open(out / "results.jsonl") as fh:
         for row in rows:
@@ -196,11 +226,14 @@ def check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
 
 
 def grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndarray,
-                runs: dict[str, Path] | None = None) -> tuple[list[Cell], int, dict[tuple[str, str], str]]:
+                runs: dict[str, Path] | None = None, anchor: Path | None = None
+                ) -> tuple[list[Cell], int, dict[tuple[str, str], str]]:
     """featurize -> grid -> metric cards -> train + evaluate, for one (sub-)study whose files go to ``out``.
 
-    ``runs``: finished training runs by subset digest (variants): a cell whose subset file has the same bytes
-    reuses that run instead of training again. Returns the cells, how many failed, and the feature cache keys.
+    ``runs``: finished training runs by ``reuse.run_key`` (variants): a cell whose subset file has the same bytes
+    and training seed reuses that run instead of training again. ``anchor``: the run folder of the untrained
+    model (default ``out/runs/base``; variants share the base study's). Returns the cells (the anchor first),
+    how many failed, and the feature cache keys.
     """
     from divscope.select.lengths import target_tokenizer
     from divscope.select.subsets import run_grid_settings
@@ -211,7 +244,7 @@ def grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndar
     console.print("grid")
     manifests, _ = run_grid_settings(ws, out / "subsets", sel, eligible=eligible, features=feature_options(spec),
                                      target_tokenizer=target_tokenizer(spec.train.model))
-    cells = cells_of(spec, out, manifests)
+    cells = [anchor_cell(anchor or out / "runs" / ANCHOR), *cells_of(spec, out, manifests)]
     if runs:
         from divscope.experiment.reuse import share_runs
 
@@ -243,7 +276,7 @@ def metric_cards(cells: list[Cell], spec: ExperimentSpec) -> None:
     from divscope.ui import track
 
     res = Resources()
-    for c in track(cells, "metric cards"):
+    for c in track([c for c in cells if c.subset is not None], "metric cards"):
         card_for_path(c.subset, resources=res, **spec.metrics.model_dump())
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from divscope.experiment.cells import ANCHOR
 from divscope.experiment.reuse import finished_runs
 from divscope.experiment.spec import ExperimentSpec
 from divscope.io.workspace import Workspace
@@ -63,7 +64,7 @@ def run_variants(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.nd
         check_study(vout, vspec, f"{command}  # variant {v.name}")
         changed = ", ".join(f"{k}={x}" for k, x in overrides(spec, v.name).items()) or "nothing"
         console.print(f"[bold]variant {v.name}[/] ({changed})")
-        cells, failed, keys = grid_study(vspec, vout, ws, eligible, runs=runs)
+        cells, failed, keys = grid_study(vspec, vout, ws, eligible, runs=runs, anchor=Path(out) / "runs" / ANCHOR)
         n = write_results(vout, cells, vspec, keys)
         shared = sum(1 for c in cells if "shared_run" in c.results)
         summary: dict[str, Any] = {"name": v.name, "dir": str(vout), "cells": len(cells), "evaluated": n,

@@ -54,14 +54,17 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "-f", "fmt", default=None, help="Writer format [openai JSONL].")
 def grid_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
-    """Write every subset of strategies x sizes x levels (x seeds) into OUT, skipping finished ones."""
+    """Write every subset of strategies x sizes x levels (x seeds x replicates) into OUT, skipping finished ones."""
     from divscope.select.subsets import run_grid_settings
 
     g = GridSettings.from_cli(values)
     ext = {"alpaca": ".json", "sharegpt": ".json", "parquet": ".parquet", "hf": ""}.get(fmt or "", ".jsonl")
     manifests, built = run_grid_settings(ws, out, g, fmt=fmt, ext=ext)
+    rep = g.replicates > 1  # a replicate column only where there are replicates
     rows = [(m["strategy"], m["size"], "-" if m["diversity"] is None else f"{m['diversity']:.3f}", m["seed"],
-             m.get("k", "-"), m.get("types_covered", "-")) for m in manifests]
+             *([m.get("replicate", 0)] if rep else []), m.get("k", "-"), m.get("types_covered", "-"))
+            for m in manifests]
     console.print(table(f"grid: {len(manifests)} subsets ({built} new, {len(manifests) - built} already there)",
-                        ["strategy", "size", "d", "seed", "k", "types covered"], rows))
+                        ["strategy", "size", "d", "seed", *(["replicate"] if rep else []), "k", "types covered"],
+                        rows))
     console.print(f"grid: {out / 'grid.json'}")

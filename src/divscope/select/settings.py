@@ -1,19 +1,32 @@
 """The select stage's settings: what ``divscope select`` / ``divscope grid`` take and the spec's ``selection:``.
 
 ``SelectOptions`` are the options every strategy shares (baseline options, the length band); ``SelectSettings``
-adds one request (strategy, level, size, seed), ``GridSettings`` a whole grid (strategies x sizes x levels x seeds).
+adds one request (strategy, level, size, seed), ``GridSettings`` a whole grid (strategies x sizes x levels x seeds
+x replicates).
+
+Replicates: replicate r of a cell selects with seed ``s + 1000 r`` (s from ``seeds`` / ``baseline_seeds``) and, in a
+study, trains with ``train.seed + 1000 r``; ``hold`` keeps one of the two at r = 0's. Replicate 0 is the cell
+without replicates, so its seeds are the ones a study without replicates uses.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from divscope.errors import DivscopeError
 from divscope.select.builtin import DEFAULT_SIDE, DEFAULT_THRESHOLD
 from divscope.select.registry import parse_strategies
 from divscope.settings import Settings, setting
+
+REPLICATE_STRIDE = 1000  # replicate r's seeds are the base seeds + REPLICATE_STRIDE * r
+
+
+def replicate_seed(seed: int, replicate: int, held: bool = False) -> int:
+    """The seed of ``replicate`` derived from a base seed (the base seed itself when held fixed or r = 0)."""
+    return seed if held else seed + REPLICATE_STRIDE * replicate
+
 
 STRATEGY_HELP = ("instruction-macro | instruction-meso | instruction-micro | response-macro | response-meso | "
                  "response-micro | random | k-center | distance")
@@ -69,6 +82,11 @@ class GridSettings(SelectOptions):
     seeds: list[int] = setting(help="Selection seeds (each gives a full grid).", default_factory=lambda: [0],
                                min_length=1)
     baseline_seeds: list[int] | None = setting(None, "Seeds of the baselines [--seeds].")
+    replicates: int = setting(1, f"Replicates R of every cell, the baselines' too: replicate r selects with seed + "
+                              f"{REPLICATE_STRIDE} r and (in a study) trains with train.seed + {REPLICATE_STRIDE} r.")
+    hold: Literal["none", "selection", "training"] = setting(
+        "none", "Keep one seed fixed across replicates: selection (the same subsets, training seeds differ) | "
+        "training (one training seed, subsets differ) | none.")
 
     @field_validator("strategies")
     @classmethod
@@ -98,6 +116,36 @@ class GridSettings(SelectOptions):
         if any(x < 1 for x in v):
             raise ValueError("sizes must be >= 1")
         return v
+
+    @field_validator("replicates")
+    @classmethod
+    def _replicates(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("replicates must be >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_replicates(self) -> GridSettings:
+        """Two (seed, replicate) pairs must not select with one seed: that replicate would repeat another cell."""
+        for seeds in (self.seeds, self.baseline_seeds or []):
+            seen: dict[int, int] = {}
+            for s in seeds:
+                for r in range(self.replicates):
+                    x = self.selection_seed(s, r)
+                    if x in seen and seen[x] != s:
+                        raise ValueError(f"seeds {seen[x]} and {s} both give selection seed {x} across "
+                                         f"{self.replicates} replicates; use seeds that differ by other than a "
+                                         f"multiple of {REPLICATE_STRIDE}")
+                    seen[x] = s
+        return self
+
+    def selection_seed(self, seed: int, replicate: int) -> int:
+        """Replicate ``replicate``'s selection seed for base seed ``seed`` (from ``seeds`` / ``baseline_seeds``)."""
+        return replicate_seed(seed, replicate, self.hold == "selection")
+
+    def train_seed(self, seed: int, replicate: int) -> int:
+        """Replicate ``replicate``'s training seed for ``train.seed`` = ``seed``."""
+        return replicate_seed(seed, replicate, self.hold == "training")
 
     def level_values(self) -> list[float]:
         return levels_of(self.levels) if isinstance(self.levels, int) else [float(x) for x in self.levels]

@@ -18,7 +18,7 @@ from divscope._version import __version__
 from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
 from divscope.select.registry import get_strategy
-from divscope.select.settings import GridSettings
+from divscope.select.settings import GridSettings, replicate_seed
 from divscope.select.strategies import Selector, Subset
 from divscope.store.atomic import write_json
 from divscope.store.cached import stored_result
@@ -34,8 +34,9 @@ def request_of(strategy: str, n: int, d: float | None, seed: int, options: dict[
     return {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "options": dict(sorted(options.items()))}
 
 
-def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any]) -> \
-        dict[str, Any]:
+def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
+                 replicate: int | None = None) -> dict[str, Any]:
+    """The data file, then its manifest; ``replicate`` is recorded when the grid has replicates (R > 1)."""
     records = selector.pool.records(subset.rows.tolist())
     write_records(records, path, fmt=fmt)
     manifest = {
@@ -45,6 +46,7 @@ def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None
         "diversity": subset.diversity,
         "size": subset.size,
         "seed": subset.seed,
+        **({} if replicate is None else {"replicate": replicate}),
         **subset.info,
         "workspace": str(selector.ws.path.resolve()),
         "pool_fingerprint": selector.pool.fingerprint,
@@ -62,26 +64,29 @@ class GridCell:
     strategy: str
     size: int
     diversity: float | None
-    seed: int
+    seed: int  # the selection seed (replicate r's, see ``select.settings.replicate_seed``)
     path: Path
+    replicate: int = 0
 
 
 def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[float], seeds: list[int],
-               ext: str, baseline_seeds: list[int] | None = None) -> list[GridCell]:
+               ext: str, baseline_seeds: list[int] | None = None, replicates: int = 1,
+               hold_selection: bool = False) -> list[GridCell]:
     """Cells of the strategies that take a level first, then the others (with ``baseline_seeds``, default
-    ``seeds``)."""
+    ``seeds``), each in ``replicates`` replicates. File names are ``n<N>-d<d>-s<seed>[-r<r>]`` with the base
+    seed; ``-r<r>`` only when there are replicates, so a grid without them keeps its names."""
     cells = []
     leveled = {s: get_strategy(s).takes_level for s in strategies}
     ordered = [s for s in strategies if leveled[s]] + [s for s in strategies if not leveled[s]]
     for strategy in ordered:
         for size in sizes:
             for seed in seeds if leveled[strategy] else baseline_seeds or seeds:
-                if leveled[strategy]:
-                    for d in levels:
-                        name = f"n{size}-d{d:.3f}-s{seed}{ext}"
-                        cells.append(GridCell(strategy, size, d, seed, out / strategy / name))
-                else:
-                    cells.append(GridCell(strategy, size, None, seed, out / strategy / f"n{size}-s{seed}{ext}"))
+                for d in levels if leveled[strategy] else [None]:
+                    for r in range(replicates):
+                        level = "" if d is None else f"-d{d:.3f}"
+                        name = f"n{size}{level}-s{seed}{f'-r{r}' if replicates > 1 else ''}{ext}"
+                        cells.append(GridCell(strategy, size, d, replicate_seed(seed, r, hold_selection),
+                                              out / strategy / name, r))
     return cells
 
 
@@ -89,13 +94,14 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
              seeds: list[int], fmt: str | None = None, ext: str = ".jsonl", eligible: np.ndarray | None = None,
              length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
              features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
-             **options: Any) -> tuple[list[dict[str, Any]], int]:
+             replicates: int = 1, hold_selection: bool = False, **options: Any) -> tuple[list[dict[str, Any]], int]:
     """Write every subset of the grid (skipping finished ones) and ``OUT/grid.json``; returns the manifests and how
     many were new.
 
     ``length_range`` ("MIN:MAX"): only rows whose ``length_side`` has MIN..MAX tokens of ``length_tokenizer``
     (inclusive) are selectable (length control). ``features``: options per level; selection then uses exactly
-    those cached features instead of the most recently featurized ones (see ``Selector``).
+    those cached features instead of the most recently featurized ones (see ``Selector``). ``replicates``: each
+    cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``).
     """
     from divscope.ui import progress_bar
 
@@ -108,7 +114,7 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
         eligible = mask if eligible is None else (np.asarray(eligible, bool) & mask)
         length = length_request(length_range, length_side, length_tokenizer)
     selector = Selector(ws, eligible, features=features)
-    cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds)
+    cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds, replicates, hold_selection)
     manifests, built = [], 0
     with progress_bar("grid", total=len(cells)) as advance:
         for c in cells:
@@ -119,11 +125,12 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
             manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
             if manifest is None:
                 manifest = write_subset(selector, selector.select(c.strategy, c.size, c.diversity, c.seed,
-                                                                  **options), c.path, fmt, req)
+                                                                  **options), c.path, fmt, req,
+                                        c.replicate if replicates > 1 else None)
                 built += 1
             manifests.append(manifest)
             advance()
-    index = [{k: m[k] for k in ("strategy", "size", "diversity", "seed", "k", "types_covered") if k in m}
+    index = [{k: m[k] for k in ("strategy", "size", "diversity", "seed", "replicate", "k", "types_covered") if k in m}
              | {"file": str(Path(m["strategy"]) / m["file"])} for m in manifests]
     write_json(out / "grid.json", {"workspace": str(selector.ws.path.resolve()), "subsets": index})
     return manifests, built
@@ -140,5 +147,6 @@ def run_grid_settings(ws: Workspace | str | Path, out: Path, grid: GridSettings,
         length = {"length_range": grid.length_range, "length_side": grid.length_side,
                   "length_tokenizer": grid.length_tokenizer or target_tokenizer}
     return run_grid(ws, out, grid.strategies, grid.sizes, grid.level_values(), grid.seeds, fmt=fmt, ext=ext,
-                    eligible=eligible, features=features, baseline_seeds=grid.baseline_seeds, **length,
+                    eligible=eligible, features=features, baseline_seeds=grid.baseline_seeds,
+                    replicates=grid.replicates, hold_selection=grid.hold == "selection", **length,
                     **grid.strategy_options())

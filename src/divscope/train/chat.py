@@ -46,5 +46,30 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_len: int
     return {"input_ids": list(enc["input_ids"]), "assistant_masks": mask}
 
 
+def encode_for_scoring(tokenizer: Any, messages: Sequence[dict[str, str]], max_len: int) -> dict[str, Any] | None:
+    """:func:`encode_chat` (the same tokens and masks) plus what scoring must report about them.
+
+    ``end_of_turn_masks``: 1 for the tokens of the marker that closes an assistant turn (``<|im_end|>`` and its
+    newline in ChatML): the text of the turn's span after its answer. ``length``: tokens before truncation, so a
+    cut reference is counted, not hidden. ``unlocated``: turns whose answer the template rendered changed, so
+    their marker could not be told from the answer (their tokens all count as answer).
+    """
+    text, spans = assistant_spans(tokenizer, messages)
+    answers = [m["content"].strip() for m in messages if m["role"] == "assistant"]
+    closing: list[int | None] = []
+    for (start, end), body in zip(spans, answers, strict=True):
+        at = text.rfind(body, start, end) if body else start
+        closing.append(None if at < 0 else at + len(body))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"][:max_len]
+    mask = [int(any(s <= a < e for s, e in spans)) for a, _ in offsets]
+    if not any(mask):
+        return None
+    eot = [int(any(c is not None and c <= a < e for (_, e), c in zip(spans, closing, strict=True)))
+           for a, _ in offsets]
+    return {"input_ids": list(enc["input_ids"][:max_len]), "assistant_masks": mask, "end_of_turn_masks": eot,
+            "length": len(enc["input_ids"]), "unlocated": sum(c is None for c in closing)}
+
+
 def labels_from(enc: dict[str, list[int]]) -> list[int]:
     return [t if m else IGNORE for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True)]

@@ -1,7 +1,9 @@
 """A finished training run: the one owner of its folder, summary (``train.json``) and model.
 
 Evaluation, generation and studies all reach a trained model through :class:`Run`, so what "finished" means,
-where the model lives and how it loads (base + LoRA adapter, or the full model) is decided in one place.
+where the model lives and how it loads (base + LoRA adapter, the full model, or the untrained model) is decided
+in one place. The untrained model is a run too (:func:`base_run`, method ``base``): a study's anchor is then
+evaluated, cached and reported exactly like a trained cell, with no special case in evaluation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from divscope.errors import DivscopeError
 
 TRAIN_FILE = "train.json"
+BASE_METHOD = "base"  # ``config.method`` of the untrained model's run (the anchor of a study)
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,27 @@ class Run:
         """(model, tokenizer): the base model with the LoRA adapter, or the fully fine-tuned model."""
         from divscope.train.model import load_causal_lm
 
+        if self.config["method"] == BASE_METHOD:
+            return load_causal_lm(self.config["model"], device=device)
         if self.config["method"] == "lora":
             from peft import PeftModel
 
             base, tok = load_causal_lm(self.config["model"], device=device)
             return PeftModel.from_pretrained(base, str(self.model_dir)), tok
         return load_causal_lm(str(self.model_dir), device=device)
+
+
+def base_run(path: str | Path, model: str) -> Run:
+    """The untrained ``model`` as a finished run in ``path`` (its ``train.json`` written once, then reused).
+
+    It has no training data, so no evaluation item is held out of it, and no model folder of its own: ``load``
+    returns the model as shipped or downloaded.
+    """
+    from divscope._version import __version__
+    from divscope.store.cached import cached_result
+
+    path = Path(path)
+    params = {"config": {"model": model, "method": BASE_METHOD}, "data_fingerprint": BASE_METHOD}
+    summary = cached_result(path / TRAIN_FILE, params, lambda: {
+        "divscope_version": __version__, "samples": 0, "train_ids": [], "eval_overlap": [], "global_step": 0})
+    return Run(path, summary)

@@ -13,8 +13,10 @@ assistant tokens only (``divscope.train.chat``); the labels are checked in the t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -105,7 +107,6 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
     """Train (resuming from the last checkpoint), save the model; the summary that becomes ``train.json``."""
     import torch
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
 
     from divscope.train.model import load_causal_lm
 
@@ -122,18 +123,7 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
     ckpt_dir = run / "checkpoints"
-    args = SFTConfig(
-        output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate(), warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        lr_scheduler_type="cosine", logging_steps=cfg.logging_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
-        max_length=cfg.max_len, disable_tqdm=True, dataloader_num_workers=0,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        use_cpu=not str(model.device).startswith("cuda"), bf16=model.dtype == torch.bfloat16, **cfg.extra,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+    trainer = build_trainer(model, tokenizer, dataset, cfg, ckpt_dir, peft_config)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
@@ -165,9 +155,60 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
         "train_seconds": round(train_s, 2),
         "seconds_per_step": round(train_s / steps_run, 3) if steps_run > 0 else None,
         "device": str(model.device), "model_dir": "model",
+        # recorded because runs trained before it (transformers' warmup) had their first step at lr 0
+        "lr_schedule": {"type": "cosine", "warmup_steps": warmup_steps(cfg.warmup_ratio, state.max_steps),
+                        "warmup": "(step + 1) / (warmup + 1)"},
     }
     summary["eval_overlap"] = eval_overlap(records)
     return summary
+
+
+def warmup_steps(ratio: float, total: int) -> int:
+    """floor(ratio * total): a short run gets no warmup at all rather than a whole step spent at a tiny lr."""
+    return max(0, math.floor(ratio * total + 1e-9))
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor of optimizer step ``step`` (0-based): linear warmup, then cosine decay to 0.
+
+    The warmup gives (step + 1) / (warmup + 1), so the first step already learns; transformers' own warmup gives
+    step / warmup, i.e. lr 0 for step 0, which on an 8-step run wasted one step in eight. The cosine is
+    evaluated before it reaches 0, so no step of the run has lr 0.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_trainer(model: Any, tokenizer: Any, dataset: Any, cfg: TrainSettings, ckpt_dir: Path,
+                  peft_config: Any = None) -> Any:
+    """The TRL ``SFTTrainer`` of a run, with divscope's learning-rate schedule (:func:`lr_factor`)."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    class Trainer(SFTTrainer):  # type: ignore[misc]
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            if self.lr_scheduler is None:
+                warm = warmup_steps(cfg.warmup_ratio, num_training_steps)
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer or self.optimizer,
+                    functools.partial(lr_factor, warmup=warm, total=num_training_steps))
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    args = SFTConfig(
+        output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate(), warmup_steps=0, weight_decay=cfg.weight_decay,
+        lr_scheduler_type="cosine", logging_steps=cfg.logging_steps, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
+        max_length=cfg.max_len, disable_tqdm=True, dataloader_num_workers=0,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not str(model.device).startswith("cuda"), bf16=model.dtype == torch.bfloat16, **cfg.extra,
+    )
+    return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                   peft_config=peft_config)
 
 
 def _finished_checkpoint(resume: str | None, max_steps: int) -> bool:
