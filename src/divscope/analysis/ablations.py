@@ -165,7 +165,8 @@ def predictor_rows(per_study: Mapping[str, Sequence[Mapping[str, Any]]]) -> list
     """Each pre-training metric column vs score: pooled Pearson/Spearman with BH q over the columns, and
     within-study sign agreement. Unit-dependent columns are split by unit first, so each is pooled only over the
     studies that count it in the same unit."""
-    tagged = [{**r, "_study": name} for name, rows in per_study.items() for r in rows if r["strategy"] != ANCHOR]
+    tagged = [{**r, "_study": name} for name, rows in per_study.items() for r in rows
+              if r.get("strategy") != ANCHOR]
     tagged = corr_mod.split_units(tagged)
     pooled: dict[str, dict[str, Any]] = {}
     for r in tagged:  # a shared subset keeps its first study's values, plus the unit columns of the others

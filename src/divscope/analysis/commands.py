@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from divscope.ui import console, table
+from divscope.ui import console, print_wide, table
 
 STUDY = click.Path(file_okay=False, path_type=Path)
 
@@ -30,13 +30,13 @@ def print_summary(res: dict[str, Any], top: int = 8) -> None:
                          _f(s["sd_x100"], ".2f"), ci, _f(s["p_positive"], ".3f"), _f(s["hilo_x100"], "+.2f"),
                          "" if s["paper_x100"] is None else f"{s['paper_x100']:+.2f}"))
         if rows:
-            console.print(table(f"slope of score ({metric}) per unit diversity level, x 10^-2"
+            print_wide(table(f"slope of score ({metric}) per unit diversity level, x 10^-2"
                                 + (f"; untrained model: {anchor['mean']:.4g}" if anchor else ""),
                                 ["strategy", "size", "model", "n", "reps", "slope", "sd", "90% interval", "P(>0)",
                                  "high-low", "paper 10K"], rows))
         corr = [c for c in res["correlations"] if c["metric"] == metric and c["pearson_r"] is not None][:top]
         if corr:
-            console.print(table(f"metrics vs score ({metric}), top {len(corr)} by |r| (q: Benjamini-Hochberg)",
+            print_wide(table(f"metrics vs score ({metric}), top {len(corr)} by |r| (q: Benjamini-Hochberg)",
                                 ["metric column", "n", "pearson r", "q", "spearman rho", "q", "partial r (length)",
                                  "within r"],
                                 [(c["column"], c["n"], _f(c["pearson_r"], "+.3f"), _f(c["pearson_q"], ".2g"),
@@ -77,12 +77,12 @@ def print_ablations(ab: dict[str, Any], top: int = 6) -> None:
              f"{s['low']}-{s['high']}" if s["low"] is not None else "", s["length_range"] or "-")
             for s in ab["slopes"]]
     if rows:
-        console.print(table("ablations: slope of score per unit d, x 10^-2 (delta response tokens d 0 -> 1)",
+        print_wide(table("ablations: slope of score per unit d, x 10^-2 (delta response tokens d 0 -> 1)",
                             ["study", "strategy", "size", "slope", "sd", "P(>0)", "d length", "unit", "tokenizer", "band",
                              "length control"], rows))
     pred = [p for p in ab["predictors"] if p["spearman_rho"] is not None][:top]
     if pred:
-        console.print(table(f"cheap predictors (before training) vs score, top {len(pred)} by |spearman|",
+        print_wide(table(f"cheap predictors (before training) vs score, top {len(pred)} by |spearman|",
                             ["metric", "column", "n", "spearman", "p", "pearson", "same sign"],
                             [(p["metric"], p["column"], p["n"], f(p["spearman_rho"], "+.3f"),
                               f(p["spearman_p"], ".2g"), f(p["pearson_r"], "+.3f"),
