@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from divscope.analysis.settings import PlanSettings
+from divscope.settings import cli_options
 from divscope.ui import console, print_wide, table
 
 STUDY = click.Path(file_okay=False, path_type=Path)
@@ -99,3 +101,45 @@ def report_cmd(study: Path, force: bool) -> None:
 
     path = report(study, force=force)
     console.print(f"report: {path}", markup=False)
+
+
+@click.command("plan")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@cli_options(PlanSettings)
+def plan_cmd(spec: Path, **kwargs: Any) -> None:
+    """Before running SPEC: the minimum detectable slope of each strategy at its levels and replicates (80%
+    power, two-sided 0.05, as the analysis tests it), the replicates needed for --effect, and the hours and disk
+    the study takes; from a pilot study's variance components and timings (--pilot DIR) or documented defaults."""
+    from divscope.analysis.plan import plan
+
+    print_plan(plan(spec, PlanSettings.from_cli(kwargs)))
+
+
+def print_plan(p: dict[str, Any]) -> None:
+    nz, c = p["noise"], p["costs"]
+    head = (f"plan: {p['spec']} ({p['metric']}); {len(p['levels'])} levels, {p['replicates']} replicate(s); "
+            f"per-cell noise sd {nz['var'] ** 0.5:.3g} at {nz['items']} items ({nz['source']}); slope sd between "
+            f"replicates {nz['slope_var'] ** 0.5:.3g} ({nz['slope_source']})")
+    console.print(head, markup=False)
+    print_wide(table(f"minimum detectable slope at {p['power']:.0%} power, two-sided {p['alpha']:g} (x 10^-2)",
+                     ["strategy", "size", "levels", "replicates", "df", "sd of slope", "min detectable"],
+                     [(r["strategy"], r["size"], r["levels"], r["replicates"], _f(r["df"], ".0f"),
+                       _f(100 * r["se"], ".3f"), _f(100 * r["mds"], ".2f")) for r in p["rows"]]))
+    console.print("minimum detectable slope x 10^-2 by replicates: " + ", ".join(
+        f"{r}: {_f(100 * v, '.2f')}" for r, v in p["mds_by_replicates"].items()), markup=False)
+    if p["effect"] is not None:
+        need = p["replicates_needed"]
+        console.print(f"replicates needed for a slope of {100 * p['effect']:.3g} x 10^-2: "
+                      + (str(need) if need else "more than 500"), markup=False)
+    parts = [(k, nz.get(k)) for k in ("training", "selection", "prompt") if nz.get(k) is not None]
+    if parts:
+        console.print("variance components (score^2 per cell): " + ", ".join(f"{k} {v:.3g}" for k, v in parts),
+                      markup=False)
+    print_wide(table(f"cost on {c['device']} ({c['source']})", ["cells", "evaluations", "s / step", "s / item",
+                                                              "train h", "eval h", "featurize h", "total h",
+                                                              "disk GB"],
+                     [(c["cells"], c["evaluations"], _f(c["step_seconds"], ".3g"), _f(c["item_seconds"], ".3g"),
+                       _f(c["train_hours"], ".2f"), _f(c["eval_hours"], ".2f"), _f(c["featurize_hours"], ".2f"),
+                       _f(c["hours"], ".2f"), _f(c["disk_gb"], ".3g"))]))
+    for n in c["notes"]:
+        console.print(f"note: {n}", markup=False)
