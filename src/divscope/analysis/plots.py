@@ -49,15 +49,36 @@ def score_label(metric: str) -> str:
         metric, f"score ({metric})")
 
 
-def _reference(ax: Any, random: Mapping[str, Any] | None, anchor: Mapping[str, Any] | None) -> None:
+def _ylim(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], random: Mapping[str, Any] | None,
+          anchor: Mapping[str, Any] | None) -> tuple[float, float, bool]:
+    """Shared y range of the subsets and the random band; the untrained model's score joins it when it lies
+    within half a range of it (else it is printed, not drawn, so the subsets keep a readable scale)."""
+    ys = [float(v) for _, y in points.values() for v in y]
+    if random and random.get("n"):
+        ys += [random["mean"] - (random.get("std") or 0.0), random["mean"] + (random.get("std") or 0.0)]
+    if not ys:
+        return 0.0, 1.0, bool(anchor)
+    lo, hi = min(ys), max(ys)
+    span = hi - lo or max(abs(hi), 1.0) * 1e-3
+    drawn = bool(anchor) and lo - span / 2 <= anchor["mean"] <= hi + span / 2
+    if drawn:
+        lo, hi = min(lo, anchor["mean"]), max(hi, anchor["mean"])
+        span = hi - lo
+    return lo - 0.08 * span, hi + 0.08 * span, drawn
+
+
+def _reference(ax: Any, random: Mapping[str, Any] | None, anchor: Mapping[str, Any] | None, drawn: bool) -> None:
     """The random baseline's mean +- sd band and the untrained model's score, as horizontal references."""
     if random and random.get("n"):
         m, s = random["mean"], random.get("std") or 0.0
         ax.axhspan(m - s, m + s, color=_RANDOM, alpha=0.18, linewidth=0,
                    label=f"random mean \u00b1 sd (n={random['n']})")
         ax.axhline(m, color=_RANDOM, linestyle="--", linewidth=1.0)
-    if anchor:
+    if anchor and drawn:
         ax.axhline(anchor["mean"], color=_ANCHOR, linestyle=":", linewidth=1.4, label="untrained model (base)")
+    elif anchor:
+        ax.text(0.02, 0.03, f"untrained model: {anchor['mean']:.4g} (off scale)", transform=ax.transAxes,
+                fontsize=8, color=_ANCHOR)
 
 
 def _panels(title: str, metric: str, xlabel: str, sharex: bool) -> tuple[Any, Any]:
@@ -96,13 +117,15 @@ def diversity_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]
     mpl = _mpl()
     with mpl.style.context("default"):
         fig, axes = _panels(title, metric, "diversity level d", sharex=True)
+        lo, hi, drawn = _ylim(points, random, anchor)
         grid = np.linspace(0.0, 1.0, 101)
         for i, side in enumerate(SIDES):
             for j, level in enumerate(LEVELS):
                 ax = axes[i, j]
                 strategy = f"{side}-{level}"
                 ax.set_xlim(-0.03, 1.03)
-                _reference(ax, random, anchor)
+                ax.set_ylim(lo, hi)
+                _reference(ax, random, anchor, drawn)
                 pts = points.get(strategy)
                 fit = fits.get(strategy)
                 if pts is None or len(pts[0]) == 0:
@@ -110,8 +133,8 @@ def diversity_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]
                     continue
                 ax.scatter(pts[0], pts[1], s=18, color=_POINT, alpha=0.8, zorder=3, label="subsets")
                 if fit is not None and fit.ok:
-                    mean, lo, hi = fit.band(grid)
-                    ax.fill_between(grid, lo, hi, color=_LINE, alpha=0.18, linewidth=0,
+                    mean, band_lo, band_hi = fit.band(grid)
+                    ax.fill_between(grid, band_lo, band_hi, color=_LINE, alpha=0.18, linewidth=0,
                                     label="fitted line, 90% band")
                     ax.plot(grid, mean, color=_LINE, linewidth=1.6)
                     sub = f"slope {100 * fit.slope:+.2f} \u00d710\u207b\u00b2"
@@ -133,11 +156,13 @@ def measured_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]]
     mpl = _mpl()
     with mpl.style.context("default"):
         fig, axes = _panels(title, metric, "types covered (own axis)", sharex=False)
+        lo, hi, drawn = _ylim(points, random, anchor)
         for i, side in enumerate(SIDES):
             for j, level in enumerate(LEVELS):
                 ax = axes[i, j]
                 strategy = f"{side}-{level}"
-                _reference(ax, random, anchor)
+                ax.set_ylim(lo, hi)
+                _reference(ax, random, anchor, drawn)
                 x, y = points.get(strategy, ((), ()))
                 if len(x) == 0:
                     ax.set_title(f"{strategy}\nno types covered recorded", fontsize=10, color="#888888")
