@@ -135,6 +135,15 @@ def test_pilot_components_recover_the_truth(tmp_path: Path) -> None:
     p = pilot_components(tmp_path)
     assert p["items"] == 40 and p["prompt_cells"] == 56 and p["within_subset_df"] == 28
     assert p["prompt_item_var"] == pytest.approx(truth["prompt_item_var"], rel=0.1)  # 1,365 df
+    # exactly the residual mean square of the additive cell + item model (statsmodels OLS with both factors)
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    long = [{"cell": c.parent.parent.relative_to(tmp_path / "runs").as_posix(), "item": k, "y": v}
+            for c in sorted((tmp_path / "runs").rglob("alpaca_eval.nll.json"))
+            for k, v in json.loads(c.read_text())["per_item"].items()]
+    ols = smf.ols("y ~ C(cell) + C(item)", pd.DataFrame(long)).fit()
+    assert p["prompt_item_var"] == pytest.approx(ols.mse_resid, rel=1e-9)
     assert p["prompt"] == pytest.approx(truth["prompt_item_var"] / 40, rel=0.1)
     # training (28 df) and selection (28 df, a difference of two estimates): chi-square noise, loose bounds
     assert 0.3 * truth["training"] < p["training"] < 2.5 * truth["training"]
