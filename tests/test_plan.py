@@ -98,6 +98,19 @@ def test_plan_command_prints_the_detectable_slope_and_hours() -> None:
     assert "5 replicate(s)" in more.output and "--noise-sd" in more.output and "cost on gpu" in more.output
 
 
+@pytest.mark.parametrize("where", ["top", "selection"])
+def test_plan_reads_replicates_from_the_spec(tmp_path: Path, where: str) -> None:
+    """``replicates: R`` (top level, or under selection) is the design; older specs: the selection seeds."""
+    text = REPRODUCE.read_text()
+    text = (text + "replicates: 4\n") if where == "top" else text.replace("  seeds: [0]", "  seeds: [0]\n  replicates: 4")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    res = plan(spec)
+    assert res["replicates"] == 4 and res["df"] == 3
+    assert res["costs"]["cells"] == 6 * 7 * 4 + 3  # the random baseline keeps its own baseline_seeds
+    assert read_spec(REPRODUCE)["replicates"] == 1
+
+
 def _pilot(root: Path, seed: int = 0) -> dict[str, float]:
     """A pilot with known components: 2 strategies x 7 levels x 2 subsets x 2 training seeds, 40 items each."""
     rng = np.random.default_rng(seed)

@@ -273,8 +273,9 @@ def _ablations(ab: Mapping[str, Any]) -> str:
     """The "Ablations and controls" section (divscope.analysis.ablations)."""
     parts = ['<h2 id="ablations">Ablations and controls</h2>',
              "<p>The base study and each variant (same training and evaluation; only the features or the selection "
-             "differ, as listed). Score slopes are ×10<sup>−2</sup> per unit of d with their posterior sd; "
-             "<b>Δ length</b> is the posterior mean change of mean length (target tokens) from d = 0 to d = 1 "
+             "differ, as listed). Score slopes are ×10<sup>−2</sup> per unit of d, the calibrated fit of the slopes "
+             "table (sd = the t's scale, the 90% interval and P(slope&gt;0) on its df); "
+             "<b>Δ length</b> is the fitted change of mean length (target tokens) from d = 0 to d = 1 "
              "over the same subsets: under length control it should be near 0, so a slope that survives it is not "
              "a length effect.</p>"]
     studies = ab.get("studies", [])
@@ -283,15 +284,16 @@ def _ablations(ab: Mapping[str, Any]) -> str:
             [e(s["name"]), f'<code>{e(s["changes"] or "-")}</code>', e(s["description"]), e(_num(s["results"]))]
             for s in studies], left=3))
     if ab.get("slopes"):
-        rows = [[e(s["study"]), e(s["strategy"]), e(_num(s["size"])), e(s["metric"]), e(_num(s["n"])),
-                 _x100(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")), e(_num(s["p_positive"], ".3f")),
+        rows = [[e(s["study"]), e(s["strategy"]), e(_num(s["size"])), e(s["metric"]), e(s.get("model") or ""),
+                 e(_num(s["n"])), e(_num(s.get("replicates"))), _x100(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")),
+                 _interval(s.get("ci_low_x100"), s.get("ci_high_x100")), e(_num(s["p_positive"], ".3f")),
                  _signed(s["length_slope_response"], "+.1f"), _signed(s["length_slope_instruction"], "+.1f"),
                  e(_num(s["mean_response_tokens"], ".1f")), e(s["unit"] or ""), e(s["tokenizer"] or ""),
                  e(_num(s["low"])), e(_num(s["high"])), e(_num(s["types_mid"])), e(s["length_range"] or "-")]
                 for s in ab["slopes"]]
         parts.append("<h3>Slopes per study</h3>")
-        parts.append(_table(["study", "strategy", "size", "metric", "n", "slope ×10⁻²",
-                             "sd ×10⁻²", "P(slope>0)", "Δ response tokens", "Δ instruction tokens",
+        parts.append(_table(["study", "strategy", "size", "metric", "model", "n", "reps", "slope ×10⁻²",
+                             "sd ×10⁻²", "90% interval", "P(slope>0)", "Δ response tokens", "Δ instruction tokens",
                              "mean response tokens", "unit", "tokenizer", "low", "high", "types in band",
                              "length control"], rows, left=2, scroll=True))
     if ab.get("bands"):
