@@ -63,8 +63,13 @@ def _int(v: Any) -> int | None:
 
 
 def study_unit(study: str | Path) -> str | None:
-    """The unit micro types are counted in, from ``study.json``'s spec: "words", or the tokenizer's name."""
-    micro = ((load_study(study).get("spec") or {}).get("features") or {}).get("micro") or {}
+    """The unit micro types are counted in, from ``study.json``'s spec: "words", or the tokenizer's name (None
+    when unknown; an unreadable study.json is reported by ``load_study`` where it matters, not here)."""
+    try:
+        spec = load_study(study).get("spec") or {}
+    except DivscopeError:
+        return None
+    micro = ((spec if isinstance(spec, dict) else {}).get("features") or {}).get("micro") or {}
     if not isinstance(micro, dict):
         return None
     if micro.get("unit") == "words":
