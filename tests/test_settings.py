@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 import pytest
 
+from divscope.analysis.settings import PlanSettings
 from divscope.cli import cli
 from divscope.errors import DivscopeError
 from divscope.evaluate.settings import EvalSettings
@@ -23,6 +24,7 @@ from divscope.train.settings import TrainSettings
 COMMANDS: dict[str, tuple[type[Settings], ...]] = {
     "featurize": (MicroSettings, MacroSettings, MesoSettings), "select": (SelectSettings,),
     "grid": (GridSettings,), "train": (TrainSettings,), "evaluate": (EvalSettings,), "metrics": (MetricSettings,),
+    "plan": (PlanSettings,),
 }
 NOT_SETTINGS = {"out", "fmt", "level", "side", "meso_options", "rebuild", "engine", "ray_address", "ray_cpus",
                 "force", "help"}

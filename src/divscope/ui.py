@@ -81,6 +81,22 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     return t
 
 
+def print_wide(t: Table) -> None:
+    """Print a table at its natural width (never squeezed into ellipses; a narrow terminal wraps the lines)."""
+    from rich import box
+    from rich.measure import Measurement
+
+    t.box = box.SIMPLE_HEAD
+    for c in t.columns:
+        c.no_wrap = True
+    need = Measurement.get(console, console.options.update(width=100_000), t).maximum
+    if need <= console.width:
+        console.print(t)
+        return
+    Console(file=console.file, width=need, highlight=False, force_terminal=console.is_terminal,
+            no_color=console.no_color).print(t)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"

@@ -6,8 +6,8 @@ main result with, computed from what the runner wrote.
 
 Tables:
 
-* ``slopes``: per study (base, each variant), strategy, size and score metric: the Bayesian slope of the score
-  on d (x 10^-2, posterior sd), beside the slope of mean response / instruction length (target tokens per unit
+* ``slopes``: per study (base, each variant), strategy, size and score metric: the calibrated slope of the score
+  on d (``analyze.slope_rows``: x 10^-2, sd, 90% interval, P(slope > 0)), beside the slope of mean response / instruction length (target tokens per unit
   d) over the same subsets, so a reader sees whether length or diversity moved; with the micro band and the
   tokenizer/unit of that study.
 * ``bands``: per study and micro strategy: unit, tokenizer, vocabulary, low/high thresholds, and how many token
@@ -16,8 +16,10 @@ Tables:
 * ``predictors``: every post-hoc metric of the metric card (all computed before any training: token entropy,
   length, Self-BLEU, distinct-n, Vendi, types covered, ...) against the score that training later measured,
   over the subsets of every study pooled (a subset trained once and shared by several studies counts once):
-  Pearson r and Spearman rho with two-sided p, and in how many studies the within-study Spearman has the pooled
-  sign. Sorted by |Spearman|: the top rows are the metrics worth trusting before paying for training.
+  Pearson r and Spearman rho with two-sided p and Benjamini-Hochberg q over the columns, and in how many studies
+  the within-study Spearman has the pooled sign. Micro type counts are pooled only over studies that count them
+  in the same unit (``types_micro[words]``, ``types_micro[llama2]``, ...). Sorted by |Spearman|: the top rows are
+  the metrics worth trusting before paying for training.
 """
 
 from __future__ import annotations
@@ -31,31 +33,31 @@ from typing import Any
 import numpy as np
 
 from divscope.analysis import correlation as corr_mod
-from divscope.analysis.analyze import (
-    STRATEGIES,
+from divscope.analysis.analyze import slope_rows
+from divscope.analysis.regression import fit
+from divscope.analysis.results import (
+    ANCHOR,
     clean,
     group_rows,
     load_results,
     load_study,
-    slope_rows,
     strategy_rank,
     write_csv,
 )
-from divscope.analysis.regression import fit
 from divscope.store.atomic import atomic_path, write_json
 
 OUT = "ablations"
 VARIANTS = "variants"
-SLOPE_COLUMNS = ("study", "changes", "metric", "strategy", "size", "n", "n_levels", "slope_x100", "sd_x100",
-                 "p_positive", "length_slope_response", "length_slope_instruction", "mean_response_tokens",
+SLOPE_COLUMNS = ("study", "changes", "metric", "strategy", "size", "model", "n", "n_levels", "replicates",
+                 "slope_x100", "sd_x100", "ci_low_x100", "ci_high_x100", "p_positive", "length_slope_response", "length_slope_instruction", "mean_response_tokens",
                  "unit", "tokenizer", "low", "high", "types_mid", "length_range", "note")
 BAND_COLUMNS = ("study", "strategy", "side", "unit", "tokenizer", "vocab_size", "low", "high", "types_below",
                 "types_mid", "types_above", "samples_without_type", "mean_types_per_sample", "length_range",
                 "eligible")
 LENGTH_COLUMNS = ("study", "strategy", "size", "diversity", "seed", "metric", "score", "mean_response_tokens",
                   "mean_instruction_tokens", "types_covered")
-PREDICTOR_COLUMNS = ("metric", "column", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p",
-                     "studies_same_sign", "studies", "note")
+PREDICTOR_COLUMNS = ("metric", "column", "n", "pearson_r", "pearson_p", "pearson_q", "spearman_rho", "spearman_p",
+                     "spearman_q", "studies_same_sign", "studies", "note")
 
 
 def studies(study: str | Path) -> list[dict[str, Any]]:
@@ -141,10 +143,10 @@ def _band(study: str, strategy: str, m: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _length_slope(g: Sequence[Mapping[str, Any]], column: str) -> float | None:
-    pts = [(r["diversity"], r[column]) for r in g if isinstance(r.get(column), int | float)]
-    if len({d for d, _ in pts}) < 2:
+    pts = [(r["diversity"], r[column], r.get("replicate", 0)) for r in g if isinstance(r.get(column), int | float)]
+    if len({d for d, _, _ in pts}) < 2:
         return None
-    f = fit([d for d, _ in pts], [y for _, y in pts])
+    f = fit([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts])
     return f.slope if f.ok else None
 
 
@@ -160,25 +162,31 @@ def _identity(r: Mapping[str, Any]) -> str:
 
 
 def predictor_rows(per_study: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """Each pre-training metric column vs score: pooled Pearson/Spearman and within-study sign agreement."""
-    pooled: dict[str, Mapping[str, Any]] = {}
-    for rows in per_study.values():
-        for r in rows:
-            pooled.setdefault(_identity(r), r)
+    """Each pre-training metric column vs score: pooled Pearson/Spearman with BH q over the columns, and
+    within-study sign agreement. Unit-dependent columns are split by unit first, so each is pooled only over the
+    studies that count it in the same unit."""
+    tagged = [{**r, "_study": name} for name, rows in per_study.items() for r in rows
+              if r.get("strategy") != ANCHOR]
+    tagged = corr_mod.split_units(tagged)
+    pooled: dict[str, dict[str, Any]] = {}
+    for r in tagged:  # a shared subset keeps its first study's values, plus the unit columns of the others
+        kept = pooled.setdefault(_identity(r), dict(r))
+        for k, v in r.items():
+            kept.setdefault(k, v)
     all_rows = list(pooled.values())
     columns = corr_mod.metric_columns(all_rows)
     out = []
     for metric in sorted({r["metric"] for r in all_rows}):
         block = []
+        g = [r for r in all_rows if r["metric"] == metric]
         for col in columns:
-            g = [r for r in all_rows if r["metric"] == metric]
             x = [corr_mod.as_number(r.get(col)) for r in g]
             if not any(math.isfinite(v) for v in x):
                 continue
             c = corr_mod.correlate(x, [r["score"] for r in g])
             signs = []
-            for rows in per_study.values():
-                sg = [r for r in rows if r["metric"] == metric]
+            for name in per_study:
+                sg = [r for r in tagged if r["_study"] == name and r["metric"] == metric]
                 cs = corr_mod.correlate([corr_mod.as_number(r.get(col)) for r in sg], [r["score"] for r in sg])
                 if cs["spearman_rho"] is not None:
                     signs.append(np.sign(cs["spearman_rho"]))
@@ -188,6 +196,9 @@ def predictor_rows(per_study: Mapping[str, Sequence[Mapping[str, Any]]]) -> list
                           "spearman_p": c["spearman_p"],
                           "studies_same_sign": int(sum(1 for s in signs if pooled_sign and s == pooled_sign)),
                           "studies": len(signs), "note": c["note"]})
+        for test in ("pearson", "spearman"):
+            for c, q in zip(block, corr_mod.bh_qvalues([c[f"{test}_p"] for c in block]), strict=True):
+                c[f"{test}_q"] = q
         block.sort(key=lambda c: (c["spearman_rho"] is None, -abs(c["spearman_rho"] or 0.0), c["column"]))
         out.extend(block)
     return out
@@ -217,7 +228,8 @@ def build(study: str | Path) -> dict[str, Any]:
             cfg = m.get("features_config") or {}
             resp = [r["m.response.mean_tokens"] for r in g if isinstance(r.get("m.response.mean_tokens"), int | float)]
             slopes.append({"study": s["name"], "changes": s["changes"], **{k: sr[k] for k in (
-                "metric", "strategy", "size", "n", "n_levels", "slope_x100", "sd_x100", "p_positive", "note")},
+                "metric", "strategy", "size", "model", "n", "n_levels", "replicates", "slope_x100", "sd_x100",
+                "ci_low_x100", "ci_high_x100", "p_positive", "note")},
                 "length_slope_response": _length_slope(g, "m.response.mean_tokens"),
                 "length_slope_instruction": _length_slope(g, "m.instruction.mean_tokens"),
                 "mean_response_tokens": float(np.mean(resp)) if resp else None,
@@ -226,20 +238,18 @@ def build(study: str | Path) -> dict[str, Any]:
                 "low": cfg.get("low"), "high": cfg.get("high"),
                 "types_mid": (cfg.get("provenance") or {}).get("types_mid"), "length_range": _length_text(m)})
         for r in rows:
-            side, _, level = r["strategy"].partition("-")
             lengths.append({"study": s["name"], **{k: r[k] for k in ("strategy", "size", "diversity", "seed",
                                                                      "metric", "score")},
                             "mean_response_tokens": r.get("m.response.mean_tokens"),
                             "mean_instruction_tokens": r.get("m.instruction.mean_tokens"),
-                            "types_covered": r.get(f"m.{side}.types_{level}") if r["strategy"] in STRATEGIES
-                            else None})
+                            "types_covered": r.get("types_covered")})
     return clean({"studies": [{"name": s["name"], "dir": str(s["dir"]), "changes": s["changes"],
                                 "description": s["description"], "results": len(per_study.get(s["name"], []))}
                                for s in st],
                    "slopes": slopes, "bands": bands, "lengths": lengths,
                    "predictors": predictor_rows(per_study), "notes": notes,
-                   "units": "slope_x100: score change per unit of d x 100; length_slope_*: change of mean length "
-                            "in target tokens per unit of d (posterior mean)"})
+                   "units": "slope_x100: score change per unit of d x 100 (sd: the posterior t's scale; ci: central "
+                            "90% interval); length_slope_*: change of mean length in target tokens per unit of d"})
 
 
 def write(study: str | Path) -> dict[str, Any]:

@@ -7,69 +7,57 @@ from typing import Any
 
 import click
 
-from divscope.ui import console, table
+from divscope.analysis.settings import PlanSettings
+from divscope.settings import cli_options
+from divscope.ui import console, print_wide, table
 
 STUDY = click.Path(file_okay=False, path_type=Path)
 
 
-def _prior(a0: float | None, b0: float | None, scale: float | None) -> Any:
-    from divscope.analysis.regression import Prior
-
-    kw: dict[str, Any] = {}
-    if a0 is not None:
-        kw["a0"] = a0
-    if b0 is not None:
-        kw["b0"] = b0
-    if scale is not None:
-        kw["scale"] = (scale, scale)
-    return Prior(**kw)
-
-
-def _prior_options(f: Any) -> Any:
-    f = click.option("--prior-scale", type=float, default=None,
-                     help="Prior sd of intercept and slope, in noise-sd units [default: 100, practically flat].")(f)
-    f = click.option("--b0", type=float, default=None,
-                     help="Inverse-gamma scale of the noise variance [default: a0 * var(score)].")(f)
-    f = click.option("--a0", type=float, default=None, help="Inverse-gamma shape of the noise variance [default: 0.01].")(f)
-    return f
+def _f(v: Any, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"
 
 
 def print_summary(res: dict[str, Any], top: int = 8) -> None:
     """Slope table (x 10^-2, the paper's 10K slopes beside), top correlations and notes, on the console."""
     for metric in res["metrics"]:
+        anchor = next((b for b in res["baselines"] if b["metric"] == metric and b["strategy"] == "base"), None)
         rows = []
         for s in res["slopes"]:
             if s["metric"] != metric:
                 continue
-            slope = f"{s['slope_x100']:+.2f}" if isinstance(s["slope_x100"], float) else "n/a"
-            sd = f"{s['sd_x100']:.2f}" if isinstance(s["sd_x100"], float) else "n/a"
-            rows.append((s["strategy"], s["size"], s["n"], s["n_levels"], slope, sd,
-                         s["p_positive"] if isinstance(s["p_positive"], float) else "n/a",
+            ci = (f"[{s['ci_low_x100']:+.2f}, {s['ci_high_x100']:+.2f}]"
+                  if isinstance(s["ci_low_x100"], float) and isinstance(s["ci_high_x100"], float) else "n/a")
+            rows.append((s["strategy"], s["size"], s["model"], s["n"], s["replicates"], _f(s["slope_x100"], "+.2f"),
+                         _f(s["sd_x100"], ".2f"), ci, _f(s["p_positive"], ".3f"), _f(s["hilo_x100"], "+.2f"),
                          "" if s["paper_x100"] is None else f"{s['paper_x100']:+.2f}"))
         if rows:
-            console.print(table(f"slope of score ({metric}) per unit diversity level, x 10^-2",
-                                ["strategy", "size", "n", "levels", "slope", "sd", "P(>0)", "paper 10K"], rows))
+            print_wide(table(f"slope of score ({metric}) per unit diversity level, x 10^-2"
+                                + (f"; untrained model: {anchor['mean']:.4g}" if anchor else ""),
+                                ["strategy", "size", "model", "n", "reps", "slope", "sd", "90% interval", "P(>0)",
+                                 "high-low", "paper 10K"], rows))
         corr = [c for c in res["correlations"] if c["metric"] == metric and c["pearson_r"] is not None][:top]
         if corr:
-            console.print(table(f"metrics vs score ({metric}), top {len(corr)} by |r|",
-                                ["metric column", "n", "pearson r", "p", "spearman rho"],
-                                [(c["column"], c["n"], c["pearson_r"], "n/a" if c["pearson_p"] is None else f"{c['pearson_p']:.2g}",
-                                  c["spearman_rho"] if c["spearman_rho"] is not None else "n/a") for c in corr]))
+            print_wide(table(f"metrics vs score ({metric}), top {len(corr)} by |r| (q: Benjamini-Hochberg)",
+                                ["metric column", "n", "pearson r", "q", "spearman rho", "q", "partial r (length)",
+                                 "within r"],
+                                [(c["column"], c["n"], _f(c["pearson_r"], "+.3f"), _f(c["pearson_q"], ".2g"),
+                                  _f(c["spearman_rho"], "+.3f"), _f(c["spearman_q"], ".2g"),
+                                  _f(c["partial_r"], "+.3f"), _f(c["within_r"], "+.3f")) for c in corr]))
     for note in res["notes"]:
         console.print(f"note: {note}", markup=False)
 
 
 @click.command("analyze")
 @click.argument("study", type=STUDY)
-@_prior_options
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures (tables only).")
-def analyze_cmd(study: Path, a0: float | None, b0: float | None, prior_scale: float | None,
-                no_figures: bool) -> None:
-    """Bayesian slopes of score on diversity level per strategy and size, metric correlations, best subsets
-    and figures, from STUDY/results.jsonl into STUDY/analysis/."""
+def analyze_cmd(study: Path, no_figures: bool) -> None:
+    """Calibrated slopes of score on diversity level per strategy and size (replicates: a random slope per
+    replicate), metric correlations with BH q-values, best subsets and figures, from STUDY/results.jsonl into
+    STUDY/analysis/."""
     from divscope.analysis.analyze import analyze
 
-    res = analyze(study, _prior(a0, b0, prior_scale), figures=not no_figures)
+    res = analyze(study, figures=not no_figures)
     print_summary(res)
     console.print(f"analysis: {res['dir']}", markup=False)
     from divscope.analysis import ablations
@@ -86,16 +74,17 @@ def print_ablations(ab: dict[str, Any], top: int = 6) -> None:
         return format(v, fmt) if isinstance(v, int | float) else "n/a"
 
     rows = [(s["study"], s["strategy"], s["size"], f(s["slope_x100"], "+.2f"), f(s["sd_x100"], ".2f"),
+             f(s["p_positive"], ".3f"),
              f(s["length_slope_response"], "+.1f"), s["unit"] or "", s["tokenizer"] or "",
              f"{s['low']}-{s['high']}" if s["low"] is not None else "", s["length_range"] or "-")
             for s in ab["slopes"]]
     if rows:
-        console.print(table("ablations: slope of score per unit d, x 10^-2 (delta response tokens d 0 -> 1)",
-                            ["study", "strategy", "size", "slope", "sd", "d length", "unit", "tokenizer", "band",
+        print_wide(table("ablations: slope of score per unit d, x 10^-2 (delta response tokens d 0 -> 1)",
+                            ["study", "strategy", "size", "slope", "sd", "P(>0)", "d length", "unit", "tokenizer", "band",
                              "length control"], rows))
     pred = [p for p in ab["predictors"] if p["spearman_rho"] is not None][:top]
     if pred:
-        console.print(table(f"cheap predictors (before training) vs score, top {len(pred)} by |spearman|",
+        print_wide(table(f"cheap predictors (before training) vs score, top {len(pred)} by |spearman|",
                             ["metric", "column", "n", "spearman", "p", "pearson", "same sign"],
                             [(p["metric"], p["column"], p["n"], f(p["spearman_rho"], "+.3f"),
                               f(p["spearman_p"], ".2g"), f(p["pearson_r"], "+.3f"),
@@ -104,12 +93,53 @@ def print_ablations(ab: dict[str, Any], top: int = 6) -> None:
 
 @click.command("report")
 @click.argument("study", type=STUDY)
-@_prior_options
 @click.option("--force", is_flag=True, help="Rerun the analysis even if it is up to date.")
-def report_cmd(study: Path, a0: float | None, b0: float | None, prior_scale: float | None, force: bool) -> None:
+def report_cmd(study: Path, force: bool) -> None:
     """One static HTML report (tables, embedded plots, no script, no external resource) at STUDY/report.html;
     runs the analysis first when STUDY/analysis is missing or older than the results."""
     from divscope.analysis.report import report
 
-    path = report(study, force=force, prior=_prior(a0, b0, prior_scale))
+    path = report(study, force=force)
     console.print(f"report: {path}", markup=False)
+
+
+@click.command("plan")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@cli_options(PlanSettings)
+def plan_cmd(spec: Path, **kwargs: Any) -> None:
+    """Before running SPEC: the minimum detectable slope of each strategy at its levels and replicates (80%
+    power, two-sided 0.05, as the analysis tests it), the replicates needed for --effect, and the hours and disk
+    the study takes; from a pilot study's variance components and timings (--pilot DIR) or documented defaults."""
+    from divscope.analysis.plan import plan
+
+    print_plan(plan(spec, PlanSettings.from_cli(kwargs)))
+
+
+def print_plan(p: dict[str, Any]) -> None:
+    nz, c = p["noise"], p["costs"]
+    head = (f"plan: {p['spec']} ({p['metric']}); {len(p['levels'])} levels, {p['replicates']} replicate(s); "
+            f"per-cell noise sd {nz['var'] ** 0.5:.3g} at {nz['items']} items ({nz['source']}); slope sd between "
+            f"replicates {nz['slope_var'] ** 0.5:.3g} ({nz['slope_source']})")
+    console.print(head, markup=False)
+    print_wide(table(f"minimum detectable slope at {p['power']:.0%} power, two-sided {p['alpha']:g} (x 10^-2)",
+                     ["strategy", "size", "levels", "replicates", "df", "sd of slope", "min detectable"],
+                     [(r["strategy"], r["size"], r["levels"], r["replicates"], _f(r["df"], ".0f"),
+                       _f(100 * r["se"], ".3f"), _f(100 * r["mds"], ".2f")) for r in p["rows"]]))
+    console.print("minimum detectable slope x 10^-2 by replicates: " + ", ".join(
+        f"{r}: {_f(100 * v, '.2f')}" for r, v in p["mds_by_replicates"].items()), markup=False)
+    if p["effect"] is not None:
+        need = p["replicates_needed"]
+        console.print(f"replicates needed for a slope of {100 * p['effect']:.3g} x 10^-2: "
+                      + (str(need) if need else "more than 500"), markup=False)
+    parts = [(k, nz.get(k)) for k in ("training", "selection", "prompt") if nz.get(k) is not None]
+    if parts:
+        console.print("variance components (score^2 per cell): " + ", ".join(f"{k} {v:.3g}" for k, v in parts),
+                      markup=False)
+    print_wide(table(f"cost on {c['device']} ({c['source']})", ["cells", "evaluations", "s / step", "s / item",
+                                                              "train h", "eval h", "featurize h", "total h",
+                                                              "disk GB"],
+                     [(c["cells"], c["evaluations"], _f(c["step_seconds"], ".3g"), _f(c["item_seconds"], ".3g"),
+                       _f(c["train_hours"], ".2f"), _f(c["eval_hours"], ".2f"), _f(c["featurize_hours"], ".2f"),
+                       _f(c["hours"], ".2f"), _f(c["disk_gb"], ".3g"))]))
+    for n in c["notes"]:
+        console.print(f"note: {n}", markup=False)

@@ -1,4 +1,5 @@
-"""Figures: score against diversity level per strategy, and metric/score correlations, as PNG bytes.
+"""Figures: score against diversity level (and against types covered) per strategy, and metric/score
+correlations, as PNG bytes.
 
 Matplotlib with the Agg canvas and its default style (a user's matplotlibrc does not leak in), fixed size and
 dpi, no PNG ``Software`` tag and no timestamp: the same inputs give byte-identical files.
@@ -22,6 +23,7 @@ LEVELS = ("macro", "meso", "micro")
 _POINT = "#1f77b4"
 _LINE = "#d62728"
 _RANDOM = "#7f7f7f"
+_ANCHOR = "#6a3d9a"
 
 
 def _mpl() -> Any:
@@ -47,29 +49,83 @@ def score_label(metric: str) -> str:
         metric, f"score ({metric})")
 
 
-def diversity_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], fits: Mapping[str, Fit],
-                     random: Mapping[str, float] | None, title: str, metric: str) -> bytes:
-    """2 x 3 panels (instruction/response x macro/meso/micro): points, posterior mean line, 1-sigma band,
-    and the random baseline's mean +- std as a horizontal band. Missing strategies get an empty panel."""
-    mpl = _mpl()
+def _ylim(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], random: Mapping[str, Any] | None,
+          anchor: Mapping[str, Any] | None) -> tuple[float, float, bool]:
+    """Shared y range of the subsets and the random band; the untrained model's score joins it when it lies
+    within half a range of it (else it is printed, not drawn, so the subsets keep a readable scale)."""
+    ys = [float(v) for _, y in points.values() for v in y]
+    if random and random.get("n"):
+        ys += [random["mean"] - (random.get("std") or 0.0), random["mean"] + (random.get("std") or 0.0)]
+    if not ys:
+        return 0.0, 1.0, bool(anchor)
+    lo, hi = min(ys), max(ys)
+    span = hi - lo or max(abs(hi), 1.0) * 1e-3
+    drawn = bool(anchor) and lo - span / 2 <= anchor["mean"] <= hi + span / 2
+    if drawn:
+        lo, hi = min(lo, anchor["mean"]), max(hi, anchor["mean"])
+        span = hi - lo
+    return lo - 0.08 * span, hi + 0.08 * span, drawn
+
+
+def _reference(ax: Any, random: Mapping[str, Any] | None, anchor: Mapping[str, Any] | None, drawn: bool) -> None:
+    """The random baseline's mean +- sd band and the untrained model's score, as horizontal references."""
+    if random and random.get("n"):
+        m, s = random["mean"], random.get("std") or 0.0
+        ax.axhspan(m - s, m + s, color=_RANDOM, alpha=0.18, linewidth=0,
+                   label=f"random mean \u00b1 sd (n={random['n']})")
+        ax.axhline(m, color=_RANDOM, linestyle="--", linewidth=1.0)
+    if anchor and drawn:
+        ax.axhline(anchor["mean"], color=_ANCHOR, linestyle=":", linewidth=1.4, label="untrained model (base)")
+    elif anchor:
+        ax.text(0.02, 0.03, f"untrained model: {anchor['mean']:.4g} (off scale)", transform=ax.transAxes,
+                fontsize=8, color=_ANCHOR)
+
+
+def _panels(title: str, metric: str, xlabel: str, sharex: bool) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(12, 7), dpi=DPI, layout="constrained")
+    axes = fig.subplots(2, 3, sharex=sharex, sharey=True)
+    for ax in axes[1, :]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(score_label(metric), fontsize=9)
+    for ax in axes.flat:
+        ax.grid(True, color="#e6e6e6", linewidth=0.6)
+        ax.set_axisbelow(True)
+    fig.suptitle(title, fontsize=12)
+    return fig, axes
+
+
+def _legend(fig: Any, axes: Any) -> bytes:
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    return _png(fig)
+
+
+def diversity_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], fits: Mapping[str, Fit],
+                     random: Mapping[str, Any] | None, title: str, metric: str,
+                     anchor: Mapping[str, Any] | None = None) -> bytes:
+    """2 x 3 panels (instruction/response x macro/meso/micro): points, fitted line with its 90% credible band,
+    the random baseline's mean +- sd band and the untrained model's score. Missing strategies: empty panel."""
+    mpl = _mpl()
     with mpl.style.context("default"):
-        fig = Figure(figsize=(12, 7), dpi=DPI, layout="constrained")
-        axes = fig.subplots(2, 3, sharex=True, sharey=True)
+        fig, axes = _panels(title, metric, "diversity level d", sharex=True)
+        lo, hi, drawn = _ylim(points, random, anchor)
         grid = np.linspace(0.0, 1.0, 101)
         for i, side in enumerate(SIDES):
             for j, level in enumerate(LEVELS):
                 ax = axes[i, j]
                 strategy = f"{side}-{level}"
                 ax.set_xlim(-0.03, 1.03)
-                ax.grid(True, color="#e6e6e6", linewidth=0.6)
-                ax.set_axisbelow(True)
-                if random and random.get("n"):
-                    m, s = random["mean"], random.get("std") or 0.0
-                    ax.axhspan(m - s, m + s, color=_RANDOM, alpha=0.18, linewidth=0,
-                               label=f"random mean \u00b1 sd (n={random['n']})")
-                    ax.axhline(m, color=_RANDOM, linestyle="--", linewidth=1.0)
+                ax.set_ylim(lo, hi)
+                _reference(ax, random, anchor, drawn)
                 pts = points.get(strategy)
                 fit = fits.get(strategy)
                 if pts is None or len(pts[0]) == 0:
@@ -77,32 +133,48 @@ def diversity_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]
                     continue
                 ax.scatter(pts[0], pts[1], s=18, color=_POINT, alpha=0.8, zorder=3, label="subsets")
                 if fit is not None and fit.ok:
-                    mean, sd, _ = fit.band(grid)
-                    ax.fill_between(grid, mean - sd, mean + sd, color=_LINE, alpha=0.18, linewidth=0,
-                                    label="posterior mean \u00b1 1 sd")
+                    mean, band_lo, band_hi = fit.band(grid)
+                    ax.fill_between(grid, band_lo, band_hi, color=_LINE, alpha=0.18, linewidth=0,
+                                    label="fitted line, 90% band")
                     ax.plot(grid, mean, color=_LINE, linewidth=1.6)
-                    sub = f"slope {100 * fit.slope:+.2f} \u00b1 {100 * fit.slope_sd:.2f} (\u00d710\u207b\u00b2)"
+                    sub = f"slope {100 * fit.slope:+.2f} \u00d710\u207b\u00b2"
+                    if fit.inference:
+                        sub += f", P(>0) {fit.prob_positive():.2f}"
+                    if fit.replicates > 1:
+                        sub += f", {fit.replicates} reps"
                 else:
                     sub = "slope n/a: " + (fit.note if fit is not None else "no levels")
                 ax.set_title(f"{strategy}\n{sub}", fontsize=10)
-        for ax in axes[1, :]:
-            ax.set_xlabel("diversity level d")
-        for ax in axes[:, 0]:
-            ax.set_ylabel(score_label(metric), fontsize=9)
-        handles, labels = [], []
-        for ax in axes.flat:
-            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
-        fig.suptitle(title, fontsize=12)
-        return _png(fig)
+        return _legend(fig, axes)
+
+
+def measured_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                    random: Mapping[str, Any] | None, title: str, metric: str,
+                    anchor: Mapping[str, Any] | None = None) -> bytes:
+    """Score against measured diversity (types the subset covers on its strategy's own axis), per strategy:
+    what the level d bought, read off the subsets themselves; each panel has its own x range."""
+    mpl = _mpl()
+    with mpl.style.context("default"):
+        fig, axes = _panels(title, metric, "types covered (own axis)", sharex=False)
+        lo, hi, drawn = _ylim(points, random, anchor)
+        for i, side in enumerate(SIDES):
+            for j, level in enumerate(LEVELS):
+                ax = axes[i, j]
+                strategy = f"{side}-{level}"
+                ax.set_ylim(lo, hi)
+                _reference(ax, random, anchor, drawn)
+                x, y = points.get(strategy, ((), ()))
+                if len(x) == 0:
+                    ax.set_title(f"{strategy}\nno types covered recorded", fontsize=10, color="#888888")
+                    continue
+                ax.scatter(x, y, s=18, color=_POINT, alpha=0.8, zorder=3, label="subsets")
+                ax.set_title(f"{strategy}\n{min(x):,.0f} to {max(x):,.0f} types", fontsize=10)
+        return _legend(fig, axes)
 
 
 def correlation_figure(rows: Sequence[Mapping[str, Any]], title: str, limit: int = 30) -> bytes:
-    """Horizontal bars of Pearson r per metric column (in table order), Spearman rho as dots; faded if p >= 0.05."""
+    """Horizontal bars of Pearson r per metric column (in table order), Spearman rho as dots; a bar is faded when
+    its Benjamini-Hochberg q >= 0.05 (its p when no q is given)."""
     mpl = _mpl()
     from matplotlib.figure import Figure
 
@@ -116,7 +188,8 @@ def correlation_figure(rows: Sequence[Mapping[str, Any]], title: str, limit: int
         else:
             y = np.arange(len(rows))[::-1]
             r = np.array([row["pearson_r"] for row in rows])
-            p = np.array([row["pearson_p"] if row["pearson_p"] is not None else 1.0 for row in rows])
+            p = np.array([row.get("pearson_q", row["pearson_p"]) if row.get("pearson_q", row["pearson_p"]) is not None
+                          else 1.0 for row in rows])
             colors = ["#2c7fb8" if v >= 0 else "#d95f0e" for v in r]
             alphas = [0.9 if pv < 0.05 else 0.35 for pv in p]
             for yi, ri, c, a in zip(y, r, colors, alphas, strict=True):
@@ -126,7 +199,7 @@ def correlation_figure(rows: Sequence[Mapping[str, Any]], title: str, limit: int
             ax.set_yticks(y, [row["column"] for row in rows], fontsize=8)
             ax.axvline(0, color="black", linewidth=0.8)
             ax.set_xlim(-1.05, 1.05)
-            ax.set_xlabel("Pearson r with score (bars; faded: p \u2265 0.05)")
+            ax.set_xlabel("Pearson r with score (bars; faded: BH q \u2265 0.05)")
             ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.6)
             ax.set_axisbelow(True)
             ax.legend(loc="lower right", fontsize=8, frameon=False)

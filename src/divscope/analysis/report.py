@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from divscope._version import __version__
-from divscope.analysis.analyze import OUT, analyze, is_current, load_results, load_study, slug
+from divscope.analysis.analyze import OUT, analyze, is_current
 from divscope.analysis.plots import score_label
-from divscope.analysis.regression import PAPER_SIZE, Prior
+from divscope.analysis.regression import PAPER_SIZE
+from divscope.analysis.results import ANCHOR, load_results, load_study, slug
 from divscope.store.atomic import atomic_open
 
 REPORT = "report.html"
@@ -122,14 +123,33 @@ def _header(study: Path, info: Mapping[str, Any], summary: Mapping[str, Any], ab
     return "\n".join(parts)
 
 
-def _slopes(slopes: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
-    parts = ['<h2 id="slopes">Performance against diversity level: Bayesian slopes</h2>',
-             "<p>Per strategy and size, a Bayesian linear regression of score on the diversity level d "
-             "(d = 0 least diverse, d = 1 most) with a weakly informative conjugate Normal-Inverse-Gamma "
-             "prior. <b>slope</b> = posterior mean change of score per unit of d, shown \u00d7100 "
-             "(i.e. in units of 10<sup>\u22122</sup>, as the paper reports); <b>sd</b> = its posterior standard "
-             "deviation (Student-t marginal), same units; P(slope&gt;0) = posterior probability of a positive "
-             "slope.</p>"]
+def _interval(lo: Any, hi: Any) -> str:
+    if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+        return e("\u2014")
+    return e(f"[{lo:+.2f}, {hi:+.2f}]")
+
+
+def _anchor_line(baselines: Sequence[Mapping[str, Any]], metric: str) -> str:
+    a = next((b for b in baselines if b["metric"] == metric and b["strategy"] == ANCHOR), None)
+    if a is None:
+        return ""
+    return (f'<p class="meta">untrained model (base row): score <b>{e(_num(a["mean"]))}</b>; every trained '
+            "subset's score is read against it.</p>")
+
+
+def _slopes(slopes: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+            baselines: Sequence[Mapping[str, Any]] = ()) -> str:
+    parts = ['<h2 id="slopes">Performance against diversity level: slopes</h2>',
+             "<p>Per strategy and size, the slope of score on the diversity level d (d = 0 least diverse, d = 1 "
+             "most), in score units per unit of d, shown \u00d7100 (i.e. in units of 10<sup>\u22122</sup>, as "
+             "the paper reports). One replicate per level (<i>ols</i>): the reference-prior posterior, a Student-t "
+             "on n \u2212 2 degrees of freedom around the least-squares slope; several replicates "
+             "(<i>mixedlm</i>): a random intercept and slope per replicate, t on replicates \u2212 1 df "
+             "(<i>two-stage</i>: the labelled fallback, see the note). <b>sd</b> = the t's scale (the standard "
+             "error); <b>90% interval</b> = central credible interval, which is also a 90% confidence interval; "
+             "<b>P(slope&gt;0)</b> is calibrated: under no true slope it falls outside [0.025, 0.975] in 5% of "
+             "studies. <b>high\u2212low</b> = score at the highest level minus the lowest, per replicate, mean "
+             "and 90% interval (\u00d710<sup>\u22122</sup>).</p>"]
     has_paper = any(s["size"] == PAPER_SIZE for s in slopes)
     if has_paper:
         parts.append("<p>The paper's column is its Table's 10K slopes (\u00d710<sup>\u22122</sup>), measured "
@@ -138,21 +158,23 @@ def _slopes(slopes: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> 
         block = [s for s in slopes if s["metric"] == metric]
         if not block:
             continue
-        cols = ["strategy", "size", "n", "levels", "slope \u00d710\u207b\u00b2", "sd \u00d710\u207b\u00b2",
-                "P(slope>0)", "intercept"]
+        cols = ["strategy", "size", "model", "n", "levels", "reps", "slope \u00d710\u207b\u00b2",
+                "sd \u00d710\u207b\u00b2", "90% interval", "P(slope>0)", "high\u2212low", "90% interval"]
         if has_paper:
             cols.append("paper 10K \u00d710\u207b\u00b2")
         cols.append("note")
         rows = []
         for s in block:
-            r = [e(s["strategy"]), e(_num(s["size"])), e(_num(s["n"])), e(_num(s["n_levels"])),
-                 _signed(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")), e(_num(s["p_positive"], ".3f")),
-                 e(_num(s["intercept"]))]
+            r = [e(s["strategy"]), e(_num(s["size"])), e(s["model"]), e(_num(s["n"])), e(_num(s["n_levels"])),
+                 e(_num(s["replicates"])), _signed(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")),
+                 _interval(s["ci_low_x100"], s["ci_high_x100"]), e(_num(s["p_positive"], ".3f")),
+                 _signed(s["hilo_x100"]), _interval(s["hilo_low_x100"], s["hilo_high_x100"])]
             if has_paper:
                 r.append(_signed(s["paper_x100"]) if s["paper_x100"] is not None else "")
             r.append(f'<span class="muted">{e(s["note"])}</span>')
             rows.append(r)
         parts.append(f"<h3>metric: {e(metric)} \u2014 {e(score_label(metric))}</h3>")
+        parts.append(_anchor_line(baselines, metric))
         parts.append(_table(cols, rows, left=1))
     parts.append(_files("slopes.csv", "slopes.json"))
     return "\n".join(parts)
@@ -160,29 +182,41 @@ def _slopes(slopes: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> 
 
 def _figures(out: Path, summary: Mapping[str, Any]) -> str:
     parts = ['<h2 id="figures">Figures</h2>',
-             "<p>Each panel: the evaluated subsets (dots), the posterior mean regression line and its "
-             "1-sigma credible band (red), and the random baseline of the same size, mean \u00b1 sd over seeds "
-             "(grey band, dashed mean).</p>"]
+             "<p>Each panel: the evaluated subsets (dots), the fitted line and its 90% credible band (red), "
+             "the random baseline of the same size, mean \u00b1 sd over seeds (grey band, dashed mean), and the "
+             "untrained model's score (purple dotted line) when the study scored it. The second figure of a size "
+             "puts the same scores against the types each subset actually covers on its strategy's axis (the "
+             "measured diversity), so a level that bought no more types shows as a vertical stack.</p>"]
     for name in summary["figures"]:
-        if name.startswith("diversity_"):
-            parts.append(_img(out / "figures" / name, f"score against diversity level ({name})",
-                              f"figures/{name}"))
+        if name.startswith(("diversity_", "measured_")):
+            what = "diversity level" if name.startswith("diversity_") else "types covered"
+            parts.append(_img(out / "figures" / name, f"score against {what} ({name})", f"figures/{name}"))
     return "\n".join(parts)
+
+
+def _corr_row(c: Mapping[str, Any]) -> list[str]:
+    return [e(c["column"]), e(_num(c["n"])), _signed(c["pearson_r"], "+.3f"), e(_num(c["pearson_p"], ".2g")),
+            e(_num(c["pearson_q"], ".2g")), _signed(c["spearman_rho"], "+.3f"), e(_num(c["spearman_q"], ".2g")),
+            _signed(c["partial_r"], "+.3f"), e(_num(c["partial_q"], ".2g")), _signed(c["within_r"], "+.3f"),
+            e(_num(c["within_q"], ".2g")), f'<span class="muted">{e(c["note"])}</span>']
 
 
 def _correlations(out: Path, corrs: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
     parts = ['<h2 id="correlations">Post-hoc metrics against performance</h2>',
-             "<p>Pearson r (two-sided p) and Spearman \u03c1 of every metric column with the score, over all "
-             "subsets of a score metric (baselines included), sorted by |r|.</p>"]
+             "<p>Over all subsets of a score metric (baselines included, the untrained model not): Pearson r "
+             "(two-sided p) and Spearman \u03c1, each with its Benjamini-Hochberg q over the metric columns "
+             "tested (read q, not p: with ~26 columns a p &lt; 0.05 or two comes by chance); the <b>partial</b> r "
+             "controlling for mean response length (a metric that only tracks length loses it); and the "
+             "<b>within</b>-strategy r (score and metric centred in each strategy and size, so differences "
+             "between strategies do not make it). Sorted by |r|. Micro type counts in different units (tokenizers, "
+             "words) are never pooled: such a column is split by unit, <code>[unit]</code>.</p>"]
     for metric in summary["metrics"]:
         block = [c for c in corrs if c["metric"] == metric]
         if not block:
             continue
-        rows = [[e(c["column"]), e(_num(c["n"])), _signed(c["pearson_r"], "+.3f"), e(_num(c["pearson_p"], ".2g")),
-                 _signed(c["spearman_rho"], "+.3f"), e(_num(c["spearman_p"], ".2g")),
-                 f'<span class="muted">{e(c["note"])}</span>'] for c in block]
         parts.append(f"<h3>metric: {e(metric)}</h3>")
-        parts.append(_table(["metric column", "n", "Pearson r", "p", "Spearman \u03c1", "p", "note"], rows))
+        parts.append(_table(["metric column", "n", "Pearson r", "p", "q", "Spearman \u03c1", "q",
+                             "partial r (length)", "q", "within r", "q", "note"], [_corr_row(c) for c in block]))
         fig = f"correlations_{slug(metric)}.png"
         if fig in summary["figures"]:
             parts.append(_img(out / "figures" / fig, f"correlations ({metric})", f"figures/{fig}"))
@@ -207,7 +241,7 @@ def _best(best: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]]) -> st
     if baselines:
         rows = [[e(b["strategy"]), e(b["metric"]), e(_num(b["size"])), e(_num(b["n"])), e(_num(b["mean"])),
                  e(_num(b["std"], ".3g")), e(_num(b["min"])), e(_num(b["max"]))] for b in baselines]
-        parts.append("<h3>baselines (no diversity level)</h3>")
+        parts.append("<h3>baselines (no diversity level) and the untrained model (base)</h3>")
         parts.append(_table(["baseline", "metric", "size", "runs", "mean", "sd", "min", "max"], rows, left=2))
     parts.append(_files("best.csv", "best.json", "baselines.csv", "baselines.json"))
     return "\n".join(parts)
@@ -218,12 +252,14 @@ def _results(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     main += [c for c in columns if c not in main][: max(0, MAX_MAIN - len(main))]
     main = main[:MAX_MAIN]
     parts = ['<h2 id="results">All evaluated subsets</h2>',
-             "<p>One row per evaluated subset. Mean response length (target tokens) sits next to the score so a "
+             "<p>One row per evaluated subset (and the untrained model, <i>base</i>). Mean response length (target tokens) sits next to the score so a "
              "reader sees whether length or diversity moved with the level. All metric columns are in "
              "results.csv.</p>"]
-    cols = ["strategy", "size", "d", "seed", "metric", "score", *[c.removeprefix("m.") for c in main]]
-    body = [[e(r["strategy"]), e(_num(r["size"])), e(_num(r["diversity"], ".3f")), e(_num(r["seed"])),
-             e(r["metric"]), e(_num(r["score"])), *[e(_num(r.get(c))) for c in main]] for r in rows]
+    cols = ["strategy", "size", "d", "replicate", "types covered", "metric", "score",
+            *[c.removeprefix("m.") for c in main]]
+    body = [[e(r["strategy"]), e(_num(r["size"])), e(_num(r["diversity"], ".3f")), e(_num(r.get("replicate"))),
+             e(_num(r.get("types_covered"))), e(r["metric"]), e(_num(r["score"])),
+             *[e(_num(r.get(c))) for c in main]] for r in rows]
     parts.append(_table(cols, body, left=1, scroll=True))
     parts.append(_files("results.csv"))
     return "\n".join(parts)
@@ -237,8 +273,9 @@ def _ablations(ab: Mapping[str, Any]) -> str:
     """The "Ablations and controls" section (divscope.analysis.ablations)."""
     parts = ['<h2 id="ablations">Ablations and controls</h2>',
              "<p>The base study and each variant (same training and evaluation; only the features or the selection "
-             "differ, as listed). Score slopes are ×10<sup>−2</sup> per unit of d with their posterior sd; "
-             "<b>Δ length</b> is the posterior mean change of mean length (target tokens) from d = 0 to d = 1 "
+             "differ, as listed). Score slopes are ×10<sup>−2</sup> per unit of d, the calibrated fit of the slopes "
+             "table (sd = the t's scale, the 90% interval and P(slope&gt;0) on its df); "
+             "<b>Δ length</b> is the fitted change of mean length (target tokens) from d = 0 to d = 1 "
              "over the same subsets: under length control it should be near 0, so a slope that survives it is not "
              "a length effect.</p>"]
     studies = ab.get("studies", [])
@@ -247,15 +284,16 @@ def _ablations(ab: Mapping[str, Any]) -> str:
             [e(s["name"]), f'<code>{e(s["changes"] or "-")}</code>', e(s["description"]), e(_num(s["results"]))]
             for s in studies], left=3))
     if ab.get("slopes"):
-        rows = [[e(s["study"]), e(s["strategy"]), e(_num(s["size"])), e(s["metric"]), e(_num(s["n"])),
-                 _x100(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")), e(_num(s["p_positive"], ".3f")),
+        rows = [[e(s["study"]), e(s["strategy"]), e(_num(s["size"])), e(s["metric"]), e(s.get("model") or ""),
+                 e(_num(s["n"])), e(_num(s.get("replicates"))), _x100(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")),
+                 _interval(s.get("ci_low_x100"), s.get("ci_high_x100")), e(_num(s["p_positive"], ".3f")),
                  _signed(s["length_slope_response"], "+.1f"), _signed(s["length_slope_instruction"], "+.1f"),
                  e(_num(s["mean_response_tokens"], ".1f")), e(s["unit"] or ""), e(s["tokenizer"] or ""),
                  e(_num(s["low"])), e(_num(s["high"])), e(_num(s["types_mid"])), e(s["length_range"] or "-")]
                 for s in ab["slopes"]]
         parts.append("<h3>Slopes per study</h3>")
-        parts.append(_table(["study", "strategy", "size", "metric", "n", "slope ×10⁻²",
-                             "sd ×10⁻²", "P(slope>0)", "Δ response tokens", "Δ instruction tokens",
+        parts.append(_table(["study", "strategy", "size", "metric", "model", "n", "reps", "slope ×10⁻²",
+                             "sd ×10⁻²", "90% interval", "P(slope>0)", "Δ response tokens", "Δ instruction tokens",
                              "mean response tokens", "unit", "tokenizer", "low", "high", "types in band",
                              "length control"], rows, left=2, scroll=True))
     if ab.get("bands"):
@@ -317,19 +355,20 @@ def render(study: str | Path, ablations: Mapping[str, Any] | None = None) -> str
     name = info.get("name") or study.resolve().name
     notes = summary.get("notes") or []
     note_html = ("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>") if notes else "<p>none</p>"
-    prior = summary.get("prior", {})
+    baselines = _load(out, "baselines.json")
     body = [
         _header(study, info, summary, bool(ablations)),
-        _slopes(_load(out, "slopes.json"), summary),
+        _slopes(_load(out, "slopes.json"), summary, baselines),
         _figures(out, summary),
         _correlations(out, _load(out, "correlations.json"), summary),
         _ablations(ablations) if ablations else "",
-        _best(_load(out, "best.json"), _load(out, "baselines.json")),
+        _best(_load(out, "best.json"), baselines),
         _results(rows, summary.get("metric_columns", [])),
         '<h2 id="notes">Notes</h2>', note_html,
-        f'<p class="meta">prior: coefficients ~ N({e(prior.get("mean"))}, \u03c3\u00b2 diag(scale\u00b2)) '
-        f'with scale {e(prior.get("scale"))} (noise-sd units); \u03c3\u00b2 ~ Inv-Gamma(a0={e(prior.get("a0"))}, '
-        f'b0={e(prior.get("b0"))}). Input fingerprint <code>{e(summary["fingerprint"][:16])}</code>.</p>',
+        '<p class="meta">slopes: reference prior p(b0, b1, \u03c3\u00b2) \u221d 1/\u03c3\u00b2 (one replicate), '
+        "statsmodels MixedLM with a random intercept and slope per replicate (replicates); intervals "
+        f'{e(_num(summary.get("interval_level", 0.9), ".0%"))}. Input fingerprint '
+        f'<code>{e(summary["fingerprint"][:16])}</code>.</p>',
         f'<footer class="meta">divscope {e(__version__)} \u2014 static report, no script, no external resource.'
         "</footer>",
     ]
@@ -338,11 +377,11 @@ def render(study: str | Path, ablations: Mapping[str, Any] | None = None) -> str
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 
-def report(study: str | Path, force: bool = False, prior: Prior | None = None) -> Path:
+def report(study: str | Path, force: bool = False) -> Path:
     """Write ``study/report.html`` (running ``analyze`` first when its outputs are missing or stale)."""
     study = Path(study)
-    if force or not is_current(study, prior):
-        analyze(study, prior)
+    if force or not is_current(study):
+        analyze(study)
     from divscope.analysis import ablations as ab_mod
 
     text = render(study, ab_mod.write(study) if ab_mod.has_ablations(study) else None)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from divscope.analysis.results import ANCHOR  # the untrained model's row: one name for writer and reader
 from divscope.errors import DivscopeError
 from divscope.experiment.spec import ExperimentSpec
-
-ANCHOR = "base"  # strategy and cell id of the untrained model's row
 
 
 @dataclass

@@ -21,26 +21,6 @@ PRINTED = ("distinct_2", "mean_cosine_distance", "mean_tokens", "compression_rat
            "token_entropy_bits", "vendi")
 
 
-def _print_wide(t: Any) -> None:
-    """Print a table at its natural width (never squeezed into ellipses; a narrow terminal wraps lines)."""
-    from rich import box
-    from rich.measure import Measurement
-
-    from divscope.ui import console
-
-    t.box = box.SIMPLE_HEAD
-    for c in t.columns:
-        c.no_wrap = True
-    need = Measurement.get(console, console.options.update(width=100_000), t).maximum
-    if need <= console.width:
-        console.print(t)
-        return
-    from rich.console import Console
-
-    Console(file=console.file, width=need, highlight=False, force_terminal=console.is_terminal,
-            no_color=console.no_color).print(t)
-
-
 def _card_table(card: dict[str, Any], title: str) -> Any:
     from divscope.metrics.card import LEVELS, MAIN_METRICS, SIDES, latest_coverage
     from divscope.ui import table
@@ -84,7 +64,7 @@ def _directory(directory: Path, options: dict[str, Any], force: bool) -> None:
         summary_row,
     )
     from divscope.store.atomic import write_json
-    from divscope.ui import console, table, track
+    from divscope.ui import console, print_wide, table, track
 
     subsets = find_subsets(directory)
     if not subsets:
@@ -98,7 +78,7 @@ def _directory(directory: Path, options: dict[str, Any], force: bool) -> None:
     columns = summary_columns(rows)
     _write_csv(directory / "metrics.csv", columns, rows)
     write_json(directory / "metrics.json", {"params": params, "columns": columns, "subsets": rows})
-    _print_wide(table(f"metrics: {directory}", ["subset", "strategy", "d", "N"] + [
+    print_wide(table(f"metrics: {directory}", ["subset", "strategy", "d", "N"] + [
         f"{SIDE_SHORT[s]}.{SHORT[m]}" for s in SIDES for m in PRINTED],
         (["-" if r.get(c) is None else r[c] for c in
           ["subset", "strategy", "diversity", "size"] + [f"{s}.{m}" for s in SIDES for m in PRINTED]]

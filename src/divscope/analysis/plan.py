@@ -1,0 +1,274 @@
+"""``divscope plan SPEC``: what a study can detect and what it costs, before running it.
+
+Detectable slope. A strategy's slope is tested as the analysis does (``regression``): one replicate, a t on
+L - 2 df with standard error sigma / sqrt(Sxx); R >= 2 replicates, a t on R - 1 df with standard error
+sqrt((sigma^2 / Sxx + tau^2) / R) (Sxx = sum of (d - mean d)^2 over the L levels; sigma^2 the per-cell noise
+at the spec's evaluation size; tau the between-replicate sd of the slope). The minimum detectable slope (MDS)
+is the true slope detected with probability ``power`` (80%) at two-sided level ``alpha`` (5%), i.e. with
+P(slope > 0) beyond 0.975 or below 0.025, from the noncentral t (exact for these t statistics). Two replicates
+are worse than one (1 df); the replicates needed for ``--effect`` are the fewest that reach the power.
+
+Per-cell noise: ``--noise-sd``; else the pilot's residual variance (``pilot``), its prompt part rescaled from the
+pilot's items to the spec's (prompt-sampling noise falls as 1/items, training and selection noise do not);
+else ``DEFAULT_NOISE`` (documented below).
+
+Costs: cells x (model load + steps x seconds per step + items x seconds per item), plus featurization, from
+``COSTS`` (measured on the 2-core CPU of examples/reproduce-cpu.yaml; the GPU numbers are assumptions) scaled
+by batch x length x model size, or from the pilot's train.json / eval timings and run folders.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from divscope.analysis.results import STRATEGIES
+from divscope.analysis.settings import PlanSettings
+from divscope.errors import DivscopeError
+
+# Per-cell noise when no pilot is given (score units). nll: examples/reproduce-cpu (SmolLM2-135M LoRA, N = 64,
+# 32 AlpacaEval prompts): pooled residual variance of its six slope fits 9.83e-6 (sd 0.0031, 30 df), split by
+# ASSUMPTION into half prompt interaction (per item: 0.5 x 9.83e-6 x 32) and a quarter each training and
+# selection. judge / ifeval (scores in [0, 1]): ASSUMED, item interaction 0.125 per item (half a fair coin's
+# variance), training and selection sd 0.01 each.
+DEFAULT_NOISE = {
+    "nll": {"training": 2.46e-6, "selection": 2.46e-6, "prompt_item_var": 1.573e-4,
+            "source": "reproduce-cpu residual 9.83e-6 at 32 items, split assumed"},
+    "judge": {"training": 1e-4, "selection": 1e-4, "prompt_item_var": 0.125, "source": "assumed"},
+    "ifeval": {"training": 1e-4, "selection": 1e-4, "prompt_item_var": 0.125, "source": "assumed"},
+}
+# Seconds, per token of one optimizer step's batch x grad_accum x max_len (train; max_len is an upper bound on a
+# sample's tokens), per token scored (nll: eval max_len) or generated (judge, ifeval: max_new_tokens, per item of
+# a batch), for a 135M-parameter model; scaled linearly by parameter count. cpu: measured (2 cores, fp32: LoRA step 8 x
+# 256 tokens 16.1 s; NLL of 32 prompts at 256 tokens ~15 s; model load ~5 s; featurizing the 20K study pool ~65
+# min). gpu: ASSUMED for one current GPU, not measured.
+COSTS = {
+    "cpu": {"train_token": 16.1 / (8 * 256), "nll_token": 15.0 / (32 * 256), "gen_token": 0.02, "load": 5.0,
+            "featurize_20k_h": 65 / 60},
+    "gpu": {"train_token": 2.5e-5, "nll_token": 1e-5, "gen_token": 1e-4, "load": 10.0, "featurize_20k_h": 0.15},
+}
+FULL_FACTOR = 1.5  # a full fine-tune step against a LoRA step (weight gradients and optimizer state): assumed
+POOL_SIZES = {"builtin:demo": 3_000, "builtin:study": 20_000, "builtin:sharegpt-pairs": 57_000}
+EVAL_SIZES = {"alpaca_eval": 805, "vicuna": 80, "arena_hard": 750, "mt_bench": 80, "ifeval": 541}
+BASE_PARAMS = 0.135e9
+
+
+def model_params(model: str) -> tuple[float, str]:
+    """Parameter count of a model id (SmolLM2 names, or a size in the name such as 7b / 360M)."""
+    m = model.lower()
+    if m == "smollm2" or "smollm2-135m" in m:
+        return 0.135e9, ""
+    hit = re.search(r"(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", m.replace("_", "-"))
+    if hit:
+        return float(hit.group(1)) * (1e9 if hit.group(2) == "b" else 1e6), ""
+    return BASE_PARAMS, f"model size of {model!r} unknown: costs are for a 135M model (give --seconds-per-step)"
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """The parts of a spec the plan needs, validated by the stages' own settings (unknown keys are left to
+    ``divscope run``: this command only reads)."""
+    import yaml
+
+    from divscope.evaluate.settings import EvalSettings
+    from divscope.select.settings import GridSettings
+    from divscope.settings import parse
+    from divscope.train.settings import TrainSettings
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DivscopeError(f"{path}: cannot read the spec ({e})") from None
+    if not isinstance(data, dict):
+        raise DivscopeError(f"{path}: the top level must be a mapping")
+
+    def section(model: Any, raw: Any, where: str) -> Any:
+        raw = raw if isinstance(raw, dict) else {}
+        return parse(model, {k: v for k, v in raw.items() if k in model.model_fields}, f"{path}: {where}")
+
+    sel_raw = data.get("selection") or {}
+    sel = section(GridSettings, sel_raw, "selection")
+    train = section(TrainSettings, data.get("train"), "train")
+    evals = [section(EvalSettings, e, "evaluate") for e in data.get("evaluate") or [{}]]
+    primary = data.get("primary")
+    ev = next((e for e in evals if f"{e.eval_set}.{e.method}" == primary), evals[0])
+    reps = data.get("replicates", sel_raw.get("replicates") if isinstance(sel_raw, dict) else None)
+    replicates = int(reps) if isinstance(reps, int) and reps >= 1 else len(sel.seeds)
+    levels = sel.levels if isinstance(sel.levels, list) else (
+        list(np.linspace(0.0, 1.0, sel.levels)) if sel.levels > 1 else [0.0])
+    variants = []
+    for v in [v for v in data.get("variants") or [] if isinstance(v, dict)]:
+        vsel = v.get("selection") if isinstance(v.get("selection"), dict) else {}
+        strategies = section(GridSettings, {**sel_raw, **vsel}, "variants").strategies if vsel else sel.strategies
+        variants.append({"name": v.get("name", "?"), "strategies": strategies,
+                         "new_baselines": bool(set(vsel) - {"strategies"})})
+    pool = data.get("pool") or {}
+    sources = pool.get("source", ["builtin:demo"]) if isinstance(pool, dict) else ["builtin:demo"]
+    return {"name": data.get("name", path.stem), "path": str(path), "strategies": sel.strategies,
+            "levels": [float(x) for x in levels], "sizes": sel.sizes, "replicates": replicates,
+            "baseline_runs": len(sel.baseline_seeds) if sel.baseline_seeds else replicates, "train": train,
+            "eval": ev, "evals": evals, "variants": variants,
+            "sources": [sources] if isinstance(sources, str) else list(sources)}
+
+
+def design(levels: list[float], replicates: int, noise_var: float, slope_var: float = 0.0) -> tuple[float, float]:
+    """(standard error, df) of the slope the analysis reports for this design."""
+    d = np.asarray(levels, dtype=np.float64)
+    sxx = float(((d - d.mean()) ** 2).sum())
+    if sxx <= 0:
+        return math.nan, 0.0
+    if replicates <= 1:
+        return math.sqrt(noise_var / sxx), float(d.size - 2)
+    return math.sqrt((noise_var / sxx + slope_var) / replicates), float(replicates - 1)
+
+
+def power_at(effect: float, se: float, df: float, alpha: float = 0.05) -> float:
+    """Probability that a study with true slope ``effect`` ends with P(slope > 0) beyond 1 - alpha/2 or below
+    alpha/2 (the t statistic beyond its two-sided critical value): noncentral t."""
+    from scipy import stats
+
+    if not (df > 0 and se > 0):
+        return math.nan
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    nc = effect / se
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def min_detectable(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The slope detected with probability ``power``."""
+    from scipy.optimize import brentq
+
+    if not (df > 0 and se > 0):
+        return math.nan
+    hi = se
+    while power_at(hi, se, df, alpha) < power:
+        hi *= 2
+    return float(brentq(lambda x: power_at(x, se, df, alpha) - power, 0.0, hi, xtol=1e-12 * hi))
+
+
+def replicates_for(effect: float, levels: list[float], noise_var: float, slope_var: float, alpha: float,
+                   power: float, most: int = 500) -> int | None:
+    """The fewest replicates whose power at ``effect`` reaches ``power`` (None: more than ``most``)."""
+    for r in range(1, most + 1):
+        se, df = design(levels, r, noise_var, slope_var)
+        if df > 0 and power_at(abs(effect), se, df, alpha) >= power:
+            return r
+    return None
+
+
+def noise(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -> dict[str, Any]:
+    """Per-cell noise variance at the spec's evaluation size, its parts, and where it came from."""
+    items = eval_items(spec)
+    method = spec["eval"].method
+    d = DEFAULT_NOISE.get(method, DEFAULT_NOISE["judge"])
+    out: dict[str, Any] = {"items": items, "slope_var": (s.slope_sd or 0.0) ** 2,
+                           "slope_source": "--slope-sd" if s.slope_sd is not None else "default 0"}
+    if pilot and pilot.get("slope_var") is not None and s.slope_sd is None:
+        out.update(slope_var=pilot["slope_var"], slope_source=f"pilot ({pilot['slope_var_groups']} groups)")
+    if s.noise_sd is not None:
+        return {**out, "var": s.noise_sd**2, "source": "--noise-sd"}
+    if pilot and pilot.get("residual") is not None:
+        var, src = pilot["residual"], f"pilot residual ({pilot['residual_df']} df)"
+        if pilot.get("prompt") is not None and pilot.get("prompt_item_var") is not None:
+            var = max(var - pilot["prompt"], 0.0) + pilot["prompt_item_var"] / items
+            src += f", prompt part rescaled {pilot['pilot_items']} -> {items} items"
+        return {**out, "var": var, "source": src, "training": pilot.get("training"),
+                "selection": pilot.get("selection"), "prompt": pilot.get("prompt")}
+    parts = {"training": d["training"], "selection": d["selection"], "prompt": d["prompt_item_var"] / items}
+    return {**out, "var": sum(parts.values()), "source": f"default ({method}: {d['source']})", **parts}
+
+
+def eval_items(spec: dict[str, Any]) -> int:
+    ev = spec["eval"]
+    full = EVAL_SIZES.get(ev.eval_set, 100)
+    return min(ev.limit, full) if ev.limit else full
+
+
+def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -> dict[str, Any]:
+    """Cells, hours (train, eval, featurize) and disk of the spec."""
+    c, t, ev = COSTS[s.device], spec["train"], spec["eval"]
+    params, why = model_params(t.model)
+    scale = params / BASE_PARAMS
+    notes = [why] if why else []
+    six = [x for x in spec["strategies"] if x in STRATEGIES]
+    base_cells = [x for x in spec["strategies"] if x not in STRATEGIES]
+    L, R, sizes = len(spec["levels"]), spec["replicates"], spec["sizes"]
+    cells = {size: len(six) * L * R + len(base_cells) * spec["baseline_runs"] for size in sizes}
+    for v in spec["variants"]:
+        vsix = [x for x in v["strategies"] if x in STRATEGIES]
+        vbase = [x for x in v["strategies"] if x not in STRATEGIES] if v["new_baselines"] else []
+        for size in sizes:
+            cells[size] += len(vsix) * L * R + len(vbase) * spec["baseline_runs"]
+    if spec["variants"]:
+        notes.append("variants: baselines of a variant that changes only the features are reused, not retrained")
+    measured = pilot or {}
+    per_token = measured.get("seconds_per_token") or c["train_token"] * scale * (
+        FULL_FACTOR if t.method == "full" else 1.0)
+    step_s = s.seconds_per_step or per_token * t.batch_size * t.grad_accum * t.max_len  # max_len: an upper bound
+    load_s = s.load_seconds if s.load_seconds is not None else (measured.get("load_seconds") or c["load"] *
+                                                                max(1.0, scale ** 0.5))
+    items = eval_items(spec)
+    gen = ev.method != "nll"
+    item_s = s.seconds_per_item or measured.get("seconds_per_item") or (
+        c["gen_token"] * ev.max_new_tokens * scale if gen else c["nll_token"] * ev.max_len * scale)
+    train_h = eval_h = 0.0
+    disk_mb = 0.0
+    for size, n in cells.items():
+        steps = t.max_steps if t.max_steps > 0 else math.ceil(size * t.epochs / (t.batch_size * t.grad_accum))
+        train_h += n * (load_s + steps * step_s) / 3600
+        trainable = (9.8 / 4 * 1e6 * (t.lora_r / 8) * math.sqrt(scale) if t.method == "lora" else params)
+        ckpts = min(2, steps // t.save_steps)
+        model_mb = trainable * (4 if s.device == "cpu" or t.method == "lora" else 2) / 1e6
+        run_mb = s.run_mb if s.run_mb is not None else (measured.get("run_mb") or (
+            model_mb + ckpts * trainable * 12 / 1e6 + size * 2e-3))
+        disk_mb += n * run_mb
+    n_evals = sum(cells.values()) + 1 + len(spec["variants"])  # every cell, and the untrained anchor per study
+    eval_h = n_evals * (load_s + items * item_s) * len(spec["evals"]) / 3600
+    if gen and any(e.method == "judge" for e in spec["evals"]):
+        notes.append("judge calls to the endpoint are not counted (their time is the endpoint's)")
+    pool = sum(POOL_SIZES.get(src, 0) for src in spec["sources"])
+    feat_h = s.featurize_hours if s.featurize_hours is not None else c["featurize_20k_h"] * pool / 20_000
+    if not pool and s.featurize_hours is None:
+        notes.append("pool size unknown (not a builtin source): featurization not counted (give "
+                     "--featurize-hours)")
+    src = "pilot" if measured.get("seconds_per_token") else ("--seconds-per-step" if s.seconds_per_step else
+                                                               f"default {s.device}")
+    return {"cells": sum(cells.values()), "cells_per_size": cells, "evaluations": n_evals, "step_seconds": step_s,
+            "item_seconds": item_s, "load_seconds": load_s, "items": items, "train_hours": train_h,
+            "eval_hours": eval_h, "featurize_hours": feat_h, "hours": train_h + eval_h + feat_h,
+            "disk_gb": disk_mb / 1e3, "device": s.device, "model_params": params, "source": src, "notes": notes}
+
+
+def plan(spec_path: str | Path, settings: PlanSettings | None = None) -> dict[str, Any]:
+    """The plan of the spec at ``spec_path``: detectable slopes, replicates for an effect, costs."""
+    s = settings or PlanSettings()
+    spec = read_spec(spec_path)
+    pilot = None
+    if s.pilot:
+        from divscope.analysis.pilot import pilot_components
+
+        pilot = pilot_components(s.pilot, f"{spec['eval'].eval_set}.{spec['eval'].method}")
+    nz = noise(spec, s, pilot)
+    R = s.replicates or spec["replicates"]
+    se, df = design(spec["levels"], R, nz["var"], nz["slope_var"])
+    mds = min_detectable(se, df, s.alpha, s.power)
+    rows = [{"strategy": x, "size": size, "levels": len(spec["levels"]), "replicates": R, "df": df, "se": se,
+             "mds": mds} for size in spec["sizes"] for x in spec["strategies"] if x in STRATEGIES]
+    by_r = {}
+    for r in (1, 3, 5, 10, 20):
+        se_r, df_r = design(spec["levels"], r, nz["var"], nz["slope_var"])
+        by_r[r] = min_detectable(se_r, df_r, s.alpha, s.power)
+    need = None
+    if s.effect is not None:
+        need = replicates_for(s.effect, spec["levels"], nz["var"], nz["slope_var"], s.alpha, s.power)
+    costs_ = costs({**spec, "replicates": R}, s, pilot)
+    costs_["notes"] = (pilot or {}).get("notes", []) + costs_["notes"] + [
+        "training time assumes every sample fills max_len: an upper bound"]
+    return {"spec": spec["name"], "path": spec["path"], "metric": f"{spec['eval'].eval_set}.{spec['eval'].method}",
+            "alpha": s.alpha, "power": s.power, "levels": spec["levels"], "replicates": R, "se": se, "df": df,
+            "mds": mds, "rows": rows, "mds_by_replicates": by_r, "effect": s.effect, "replicates_needed": need,
+            "noise": nz, "pilot": pilot, "costs": costs_}

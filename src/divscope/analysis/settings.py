@@ -1,0 +1,32 @@
+"""The plan stage's settings: ``divscope plan`` options (one source for their names, types and defaults)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from divscope.settings import Settings, setting
+
+
+class PlanSettings(Settings):
+    pilot: str | None = setting(None, "Pilot study directory: variance components from its results.jsonl and "
+                                "runs/ (per-item scores), costs from its train.json and eval timings "
+                                "[documented defaults].", metavar="DIR")
+    effect: float | None = setting(None, "Target slope in score units per unit d (0.01 = 1 x 10^-2): the "
+                                   "replicates needed to detect it.")
+    power: float = setting(0.8, "Power of the minimum detectable slope.", gt=0.0, lt=1.0)
+    alpha: float = setting(0.05, "Two-sided level: a slope is detected when P(slope > 0) is beyond 1 - alpha/2 "
+                           "or below alpha/2.", gt=0.0, lt=1.0)
+    replicates: int | None = setting(None, "Replicates per level to plan for [the spec's].", ge=1)
+    noise_sd: float | None = setting(None, "Per-cell score sd at the spec's evaluation size (training + "
+                                     "selection + prompt sampling) [pilot, else default].", gt=0.0)
+    slope_sd: float | None = setting(None, "Between-replicate sd of the slope, score per unit d [pilot, else 0].",
+                                     ge=0.0)
+    device: Literal["cpu", "gpu"] = setting("cpu", "Whose default costs: the measured 2-core CPU, or an assumed "
+                                            "single GPU.")
+    seconds_per_step: float | None = setting(None, "Training seconds per optimizer step [pilot, else default "
+                                             "scaled by batch x length x model size].", gt=0.0)
+    seconds_per_item: float | None = setting(None, "Evaluation seconds per item [pilot, else default].", gt=0.0)
+    load_seconds: float | None = setting(None, "Seconds to load the model, per cell [pilot, else default].",
+                                         ge=0.0)
+    featurize_hours: float | None = setting(None, "Featurization hours [default from the pool size].", ge=0.0)
+    run_mb: float | None = setting(None, "Disk per trained cell in MB [pilot, else from the model size].", ge=0.0)
