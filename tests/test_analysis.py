@@ -548,3 +548,34 @@ def test_committed_ablations_reanalysed(tmp_path: Path) -> None:
     words = next(p for p in ab["predictors"] if p["column"] == "m.response.types_micro[words]")
     assert words["n"] == 8 and words["studies"] == 1  # the words study's 8 subsets, alone
     assert all(p["spearman_q"] is None or p["spearman_q"] >= p["spearman_p"] for p in ab["predictors"])
+
+
+def test_rows_as_the_study_writes_them_are_analysed(tmp_path: Path) -> None:
+    """The writer (experiment.study.write_results) and the reader (analysis) share one row contract: the anchor
+    row (size 0, no selection or training seed), replicates and baselines go through analyze and the report."""
+    from divscope.analysis.report import report
+    from divscope.experiment.cells import Cell, anchor_cell
+    from divscope.experiment.spec import parse_spec
+    from divscope.experiment.study import write_results
+
+    spec = parse_spec({"selection": {"strategies": ["response-micro", "random"], "replicates": 2}})
+    name = spec.primary_eval().name
+    rng = np.random.default_rng(0)
+    cells = [anchor_cell(tmp_path / "runs" / "base")]
+    for r in range(2):
+        for d in (0.0, 0.5, 1.0):
+            cells.append(Cell(f"response-micro/n8-d{d:.3f}-s0-r{r}", "response-micro", 8, d, 1000 * r, None,
+                              tmp_path, replicate=r, train_seed=1000 * r, types_covered=int(10 + 20 * d)))
+        cells.append(Cell(f"random/n8-s0-r{r}", "random", 8, None, 1000 * r, None, tmp_path, replicate=r))
+    for c in cells:
+        c.subset = None if c.strategy == "base" else tmp_path / "none.jsonl"
+        c.results[name] = float(-2.0 + 0.1 * (c.diversity or 0) + rng.normal(0, 0.01))
+    (tmp_path / "study.json").write_text(json.dumps({"name": "t", "spec": spec.model_dump(mode="json")}))
+    assert write_results(tmp_path, cells, spec) == len(cells)
+    first = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert first["strategy"] == "base" and first["size"] == 0 and first["seed"] is None
+    res = analyze(tmp_path)
+    [slope] = [s for s in res["slopes"] if s["strategy"] == "response-micro"]
+    assert slope["replicates"] == 2 and slope["slope"] > 0
+    assert any(b["strategy"] == "base" for b in res["baselines"])
+    assert "untrained" in report(tmp_path).read_text()

@@ -81,13 +81,14 @@ def _row(obj: dict[str, Any], path: Path, lineno: int, unit: str | None) -> dict
     for k in ("cell", "strategy", "metric"):
         if not isinstance(obj.get(k), str) or not obj[k]:
             raise _bad(path, lineno, f"field {k!r} missing or not a non-empty string")
+    anchor = obj["strategy"] == ANCHOR  # the untrained model: no subset, so size 0 and no selection seed
     size = _int(obj.get("size"))
-    if size is None or size <= 0:
+    if size is None or size < (0 if anchor else 1):
         raise _bad(path, lineno, "field 'size' missing or not a positive integer")
     d = obj.get("diversity")
     if d is not None and not (_finite(d) and 0.0 <= d <= 1.0):
         raise _bad(path, lineno, "field 'diversity' must be a number in [0, 1] or null")
-    seed = _int(obj.get("seed", 0))
+    seed = _int(obj.get("seed", 0) if not (anchor and obj.get("seed") is None) else 0)
     if seed is None:
         raise _bad(path, lineno, "field 'seed' must be an integer")
     rep = _int(obj.get("replicate", seed))
