@@ -354,7 +354,7 @@ def test_study_with_variants_end_to_end(tmp_path):
 
 
 def test_ablation_examples_validate_and_need_no_macro_or_meso():
-    from divscope.experiment.spec import load_spec, stored_spec
+    from divscope.experiment.spec import load_spec
 
     root = Path(__file__).resolve().parents[1]
     for name in ("ablations-cpu.yaml", "ablations-gpu.yaml"):

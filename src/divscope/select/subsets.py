@@ -17,7 +17,7 @@ import numpy as np
 from divscope._version import __version__
 from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
-from divscope.select.builtin import LEGACY_OPTIONS
+from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.registry import get_strategy
 from divscope.select.settings import GridSettings
 from divscope.select.strategies import Selector, Subset
@@ -32,9 +32,11 @@ def manifest_path(path: Path) -> Path:
 
 
 def request_of(strategy: str, n: int, d: float | None, seed: int, options: dict[str, Any]) -> dict[str, Any]:
-    """What a manifest's request records. Engine options at the value that reproduces older selections
-    (``LEGACY_OPTIONS``) are left out, so requests (and finished grids) from before they existed still match."""
-    kept = {k: v for k, v in options.items() if k not in LEGACY_OPTIONS or LEGACY_OPTIONS[k] != v}
+    """What a manifest's request records. The engine options count as given at their defaults when absent (the
+    strategies apply them); at the value that reproduces older selections (``LEGACY_OPTIONS``) they are left out,
+    so requests (and finished grids) from before they existed still match."""
+    kept = {k: v for k, v in {**ENGINE_DEFAULTS, **options}.items()
+            if k not in LEGACY_OPTIONS or LEGACY_OPTIONS[k] != v}
     return {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "options": dict(sorted(kept.items()))}
 
 
