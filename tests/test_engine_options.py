@@ -59,6 +59,34 @@ def simulate_sample_pruning(m: sp.csr_matrix, rank: np.ndarray) -> list[tuple[fr
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Typeless samples (the hand-worked example of test_engine.py: s5 carries no type)
+# --------------------------------------------------------------------------------------------------------------
+
+HAND = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0]],
+                              dtype=bool))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 7, 123])
+def test_hand_worked_example_typeless_excluded(seed):
+    """The default: s5 is in no pool, so every pool loses it and k_min grows where s5 made up the size."""
+    eng = Engine(Incidence(HAND, ["A", "B", "C", "D"], "micro", "response"), seed=seed)
+    assert eng.removal_order().tolist() == [3, 1, 2, 0] and eng.n_typeless == 1
+    assert eng.pool_sizes().tolist() == [0, 1, 3, 4, 5]
+    assert [eng.pool(k).tolist() for k in range(5)] == [[], [1], [1, 2, 4], [0, 1, 2, 4], [0, 1, 2, 3, 4]]
+    assert [eng.k_range(n) for n in range(1, 6)] == [(1, 4), (2, 4), (2, 4), (3, 4), (4, 4)]
+    with pytest.raises(DivscopeError) as e:
+        eng.select(6, 0.5)
+    assert "\n" not in str(e.value) and "only 5 of the 6 eligible samples carry a type on the response-micro axis" in str(e.value)
+    assert "--typeless include" in str(e.value) and "--size" in str(e.value) and "--length-range" in str(e.value)
+    sel = eng.select(3, 0)
+    assert (sel.k, sel.pool_size, sel.typeless) == (2, 3, "exclude") and sorted(sel.ids.tolist()) == [1, 2, 4]
+    sel = eng.select(4, 0)
+    assert (sel.k, sel.pool_size) == (3, 4) and sorted(sel.ids.tolist()) == [0, 1, 2, 4]  # typed only
+    for d in LEVELS:
+        assert 5 not in eng.select(5, d).ids
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Sample pruning
 # --------------------------------------------------------------------------------------------------------------
 
