@@ -140,7 +140,7 @@ def child(path: str, n_select: int, seed: int) -> None:
 
 def time_reference(m: sp.csr_matrix, n_select: int, seed: int) -> tuple[float, float]:
     from divscope.select import Engine
-    from divscope.select.engine import reference_select_levels
+    from divscope.select.reference import reference_select_levels
 
     t = time.perf_counter()
     ref = reference_select_levels(m, n_select, LEVELS, seed=seed)
@@ -210,7 +210,8 @@ def main() -> None:
               f" engine's own peak: {(res['engine_peak_kib'] - res['rss_after_load_kib']) / 2**20:.2f} GiB")
 
     from divscope.select import Engine
-    from divscope.select.engine import _salts, _type_rank, reference_prune
+    from divscope.select.reference import reference_prune
+    from divscope.select.seeding import salts, type_rank
 
     Engine(sp.random(50, 8, density=0.3, random_state=0, format="csr").astype(bool)).select(10, 0.5)  # warm-up
     rows = []
@@ -231,7 +232,7 @@ def main() -> None:
           f"{rows[1][4]:.2f} s * ({n}/{m2})^{alpha:.2f} = {t_ref_full:,.0f} s")
     print(f"  speed-up at full size: {t_ref_full:,.0f} s / {fast_full:.2f} s = {t_ref_full / fast_full:,.0f}x")
     steps = 20
-    tie_rank = _type_rank(np.arange(n_types, dtype=np.uint64), _salts(args.seed)[0])
+    tie_rank = type_rank(np.arange(n_types, dtype=np.uint64), salts(args.seed)[0])
     k_max = int(np.count_nonzero(np.bincount(m.indices, minlength=n_types)))
     t = time.perf_counter()
     reference_prune(m, tie_rank, max_steps=steps)

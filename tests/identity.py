@@ -10,6 +10,9 @@ may differ between CPUs (the kernel a BLAS picks depends on the instruction set)
 test the machine, not divscope. The test copies them into the workspace, where the feature cache must still
 accept them (their cache keys must not change: "caches stay valid"); micro features (exact integer counts)
 are rebuilt and compared byte for byte, and so is every subset selected from all of them.
+
+The digests were recorded before the engine's options existed, so the grids run with the options that reproduce
+that behaviour (``LEGACY``: typeless samples included); tests/test_identity.py checks the new default separately.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SIDES = ("instruction", "response")
 STORED_LEVELS = ("macro", "meso")
 GRID = {"sizes": [40], "levels": [0.0, 0.5, 1.0], "seeds": [0, 1]}
 MANIFEST_FIELDS = ("rows", "ids", "k", "k_min", "k_max", "types_covered", "pool_size", "eligible")
+LEGACY = {"typeless": "include"}  # the recorded behaviour (divscope.select.builtin.LEGACY_OPTIONS)
 
 
 def sha(path: Path) -> str:
@@ -77,8 +81,9 @@ def install_stored(ws: Path) -> None:
         shutil.copytree(src, ws / "features" / src.name, dirs_exist_ok=True)
 
 
-def grid_digests(ws: Path, out: Path) -> dict[str, str]:
-    """Every strategy at three levels and two seeds, plus a length-controlled response-micro grid."""
+def grid_digests(ws: Path, out: Path, options: dict[str, Any] | None = None) -> dict[str, str]:
+    """Every strategy at three levels and two seeds, plus a length-controlled response-micro grid; ``options``
+    (default ``LEGACY``) go to every selection."""
     from divscope.select.strategies import ALL
     from divscope.select.subsets import run_grid
 
@@ -86,7 +91,8 @@ def grid_digests(ws: Path, out: Path) -> dict[str, str]:
     runs = [("plain", {}), ("length", {"length_range": "40:400"})]
     for label, extra in runs:
         strategies = list(ALL) if label == "plain" else ["response-micro", "random"]
-        manifests, _ = run_grid(ws, out / label, strategies, GRID["sizes"], GRID["levels"], GRID["seeds"], **extra)
+        manifests, _ = run_grid(ws, out / label, strategies, GRID["sizes"], GRID["levels"], GRID["seeds"], **extra,
+                                **(LEGACY if options is None else options))
         for m in manifests:
             name = f"grid/{label}/{m['strategy']}/{m['file']}"
             digests[name] = sha(out / label / m["strategy"] / m["file"])

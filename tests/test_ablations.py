@@ -170,17 +170,34 @@ def test_band_sweep_moves_types_between_bands(ws):
 # ------------------------------------------------------------------------------------------------ spec
 
 def test_fingerprints_of_specs_without_the_new_options_are_unchanged():
-    from divscope.experiment.spec import load_spec
+    from divscope.experiment.spec import load_spec, stored_spec
 
     root = Path(__file__).resolve().parents[1]
-    assert parse_spec({}).fingerprint() == "411d3017aa5b182d"  # as computed before variants existed
-    assert load_spec(root / "src" / "divscope" / "data" / "specs" / "demo.yaml").fingerprint() == "76b40d23cbabd96d"
+
+    def old_behaviour(spec):  # typeless samples included: what every version before `selection.typeless` did
+        data = spec.model_dump(mode="json")
+        data["selection"]["typeless"] = "include"
+        return parse_spec(data)
+
+    assert old_behaviour(parse_spec({})).fingerprint() == "411d3017aa5b182d"  # as computed before variants existed
+    demo = load_spec(root / "src" / "divscope" / "data" / "specs" / "demo.yaml")
+    assert old_behaviour(demo).fingerprint() == "76b40d23cbabd96d"
     for name, digest in (("reproduce-cpu", "51be5353a8e858ab"), ("ablations-cpu", "7b1bad7e998ac3d9")):
-        assert load_spec(root / "examples" / f"{name}.yaml").fingerprint() == digest  # docs/results/*/study.json
+        spec = load_spec(root / "examples" / f"{name}.yaml")
+        assert old_behaviour(spec).fingerprint() == digest  # docs/results/*/study.json
+        stored = json.loads((root / "docs" / "results" / name / "study.json").read_text())
+        assert parse_spec(stored_spec(stored["spec"])).fingerprint() == digest == stored["spec_fingerprint"]
+        # The new default (typeless samples excluded) selects other subsets: another study, another fingerprint.
+        assert spec.fingerprint() != digest
     # paper.yaml (never run) changed once: its judge settings moved from evaluate[].options to fields of their own
-    assert load_spec(root / "examples" / "paper.yaml").fingerprint() == "07425f72e974df77"
+    assert old_behaviour(load_spec(root / "examples" / "paper.yaml")).fingerprint() == "07425f72e974df77"
     with_len = parse_spec({"selection": {"length_range": "10:20"}})
     assert with_len.fingerprint() != parse_spec({}).fingerprint()
+    # spacing and pruning keep the old behaviour at their defaults: left out of the fingerprint there
+    for key, value in (("spacing", "coverage"), ("pruning", "samples")):
+        assert parse_spec({"selection": {key: value}}).fingerprint() != parse_spec({}).fingerprint()
+        default = {"spacing": "k", "pruning": "types"}[key]
+        assert parse_spec({"selection": {key: default}}).fingerprint() == parse_spec({}).fingerprint()
 
 
 def test_variants_override_only_the_keys_they_write():

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from divscope.errors import DivscopeError
 from divscope.features.incidence import Incidence
 from divscope.select import Engine, Selection, level_to_k
-from divscope.select.engine import reference_prune, reference_select
+from divscope.select.engine import PRUNINGS, SPACINGS, TYPELESS
+from divscope.select.reference import reference_prune, reference_select
 
 LEVELS = [i / 6 for i in range(7)]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -25,6 +26,18 @@ def incidences(draw, max_samples=30, max_types=10):
     p = draw(st.sampled_from([0.1, 0.25, 0.5]))
     a = draw(arrays(np.float64, (ns, nt), elements=st.floats(0, 1, allow_nan=False, width=32)))
     return sp.csr_matrix(a < p)
+
+
+# Every engine option (docs/engine.md): the properties below hold for each combination.
+OPTIONS = st.fixed_dictionaries({"typeless": st.sampled_from(TYPELESS), "pruning": st.sampled_from(PRUNINGS),
+                                 "spacing": st.sampled_from(SPACINGS)})
+
+
+def _size(data, m: sp.csr_matrix, opts: dict) -> int:
+    """A feasible N: at most the typed samples when typeless ones are excluded (none feasible: skip the example)."""
+    eligible = m.shape[0] if opts["typeless"] == "include" else int(np.count_nonzero(np.diff(m.indptr)))
+    assume(eligible > 0)
+    return data.draw(st.integers(1, eligible))
 
 
 def _types_in_pool(m: sp.csr_matrix, rows: np.ndarray) -> int:
@@ -46,7 +59,7 @@ def _covered(m: sp.csr_matrix, ids: np.ndarray) -> int:
 #   step 2: C (2)                  -> s2, s4 leave;         counts A 1
 #   step 3: A (1)                  -> s1 leaves
 # removal order D, B, C, A; leave steps s0 1, s1 3, s2 2, s3 0, s4 2, s5 4 (= k_max, typeless never leaves).
-# Pools (types among the last k of the order):
+# Pools with typeless samples included (``typeless="include"``; the default excludes s5, see the next test):
 #   pool(0) = {s5}                       |1|
 #   pool(1) = {s1, s5}          (A)      |2|
 #   pool(2) = {s1, s2, s4, s5}  (C, A)   |4|
@@ -78,7 +91,7 @@ HAND = sp.csr_matrix(np.array([
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 7, 123])
 def test_hand_worked_example(seed):
-    eng = Engine(Incidence(HAND, ["A", "B", "C", "D"], "micro", "response"), seed=seed)
+    eng = Engine(Incidence(HAND, ["A", "B", "C", "D"], "micro", "response"), seed=seed, typeless="include")
     assert eng.removal_order().tolist() == [3, 1, 2, 0]  # D, B, C, A
     assert eng._pruning().leave_step.tolist() == [1, 3, 2, 0, 2, 4]
     assert eng.pool_sizes().tolist() == [1, 2, 4, 5, 6]
@@ -124,11 +137,12 @@ def test_pruning_order_matches_reference(m, seed):
 @SETTINGS
 @given(m=incidences(max_samples=25), seed=st.integers(0, 1000), data=st.data())
 def test_selection_matches_reference(m, seed, data):
-    n = data.draw(st.integers(1, m.shape[0]))
-    eng = Engine(m, seed=seed)
+    opts = data.draw(OPTIONS)
+    n = _size(data, m, opts)
+    eng = Engine(m, seed=seed, **opts)
     for d in (0.0, 1 / 3, 0.5, 1.0):
         sel = eng.select(n, d)
-        ids, k, k_min, k_max, covered = reference_select(m, n, d, seed=seed)
+        ids, k, k_min, k_max, covered = reference_select(m, n, d, seed=seed, **opts)
         assert np.array_equal(sel.ids, ids)
         assert (sel.k, sel.k_min, sel.k_max, sel.types_covered) == (k, k_min, k_max, covered)
 
@@ -141,8 +155,9 @@ def test_selection_matches_reference(m, seed, data):
 @SETTINGS
 @given(m=incidences(), seed=st.integers(0, 2**32), data=st.data())
 def test_selection_properties(m, seed, data):
-    n = data.draw(st.integers(1, m.shape[0]))
-    eng = Engine(m, seed=seed)
+    opts = data.draw(OPTIONS)
+    n = _size(data, m, opts)
+    eng = Engine(m, seed=seed, **opts)
     k_min, k_max = eng.k_range(n)
     prev_k = -1
     for d in LEVELS:
@@ -156,15 +171,20 @@ def test_selection_properties(m, seed, data):
         assert k_min <= sel.k <= k_max and sel.k >= prev_k                           # k non-decreasing in d
         prev_k = sel.k
         assert sel.types_covered == _covered(m, sel.ids)
-        again = Engine(m, seed=seed).select(n, d)                                    # determinism
+        if opts["typeless"] == "exclude":
+            assert np.diff(m.indptr)[sel.ids].min() > 0                               # typed samples only
+        again = Engine(m, seed=seed, **opts).select(n, d)                            # determinism
         assert again.ids.tobytes() == sel.ids.tobytes() and again == sel
 
 
 @SETTINGS
 @given(m=incidences(), seed=st.integers(0, 2**32), data=st.data())
 def test_k_range_and_pools_brute_force(m, seed, data):
-    n = data.draw(st.integers(1, m.shape[0]))
-    eng = Engine(m, seed=seed)
+    """Type pruning: pool(k) = the samples whose types all lie among the last k removed (typed ones only, by
+    default). Sample pruning has its own brute force in test_engine_options.py."""
+    typeless = data.draw(st.sampled_from(TYPELESS))
+    n = _size(data, m, {"typeless": typeless})
+    eng = Engine(m, seed=seed, typeless=typeless)
     order = eng.removal_order()
     col = np.asarray(m.sum(axis=0)).ravel()
     k_max = int(np.count_nonzero(col))
@@ -174,7 +194,8 @@ def test_k_range_and_pools_brute_force(m, seed, data):
     for k in range(k_max + 1):
         kept = np.zeros(m.shape[1], bool)
         kept[order[k_max - k:]] = True
-        brute = np.flatnonzero(~(dense & ~kept).any(axis=1))  # every type of the sample among the last k
+        inside = ~(dense & ~kept).any(axis=1)  # every type of the sample among the last k
+        brute = np.flatnonzero(inside & (dense.any(axis=1) | (typeless == "include")))
         assert np.array_equal(eng.pool(k), brute)
         sizes.append(len(brute))
     assert eng.k_range(n) == (next(k for k in range(k_max + 1) if sizes[k] >= n), k_max)
@@ -182,6 +203,9 @@ def test_k_range_and_pools_brute_force(m, seed, data):
         eng.k_range(m.shape[0] + 1)
     with pytest.raises(DivscopeError):
         eng.select(m.shape[0] + 1, 0.5)
+    if sizes[-1] < m.shape[0]:  # typeless samples excluded: N up to the typed ones only
+        with pytest.raises(DivscopeError, match="--typeless include"):
+            eng.select(sizes[-1] + 1, 0.5)
 
 
 @SETTINGS
@@ -190,14 +214,15 @@ def test_row_order_independence_up_to_the_seed(m, seed, data):
     """Rows permuted together with their keys: the same original samples, chosen in the same order. The type
     columns (with their names) may be permuted too."""
     ns, nt = m.shape
-    n = data.draw(st.integers(1, ns))
+    opts = data.draw(OPTIONS)
+    n = _size(data, m, opts)
     rperm = np.asarray(data.draw(st.permutations(range(ns))), np.int64)
     cperm = np.asarray(data.draw(st.permutations(range(nt))), np.int64)
     keys = np.asarray([f"record-{i}" for i in range(ns)])
     names = [f"type-{j}" for j in range(nt)]
-    base = Engine(Incidence(m, names, "meso", "instruction"), seed=seed, sample_keys=keys)
+    base = Engine(Incidence(m, names, "meso", "instruction"), seed=seed, sample_keys=keys, **opts)
     perm = Engine(Incidence(m[rperm][:, cperm], [names[j] for j in cperm], "meso", "instruction"), seed=seed,
-                  sample_keys=keys[rperm])
+                  sample_keys=keys[rperm], **opts)
     assert np.array_equal(cperm[perm.removal_order()], base.removal_order())
     for d in (0.0, 0.5, 1.0):
         a = base.select(n, d)
@@ -212,8 +237,9 @@ def test_types_covered_weaker_monotonicity(m, seed, data):
     """types covered is NOT always non-decreasing in d (see the counterexample below and docs/engine.md). What
     holds: with T(k) = types present in pool(k) (non-decreasing in k), min(N, T(k)) <= covered <= T(k); hence
     covered(d1) <= covered(d2) for d1 <= d2 whenever N >= T(k(d2))."""
-    n = data.draw(st.integers(1, m.shape[0]))
-    eng = Engine(m, seed=seed)
+    opts = data.draw(OPTIONS)
+    n = _size(data, m, opts)
+    eng = Engine(m, seed=seed, **opts)
     rows = []
     for d in LEVELS:
         sel = eng.select(n, d)
@@ -333,13 +359,15 @@ def test_seed_override_and_call_order():
 
 
 def test_typeless_pool_and_integer_keys():
-    m = sp.csr_matrix((5, 3), dtype=bool)  # no type occurs: k_max = 0, every sample is in pool(0)
-    eng = Engine(m, seed=4, sample_keys=np.array([10, -3, 7, 99, 2**40]))
+    m = sp.csr_matrix((5, 3), dtype=bool)  # no type occurs: k_max = 0, every sample is in pool(0) if included
+    eng = Engine(m, seed=4, sample_keys=np.array([10, -3, 7, 99, 2**40]), typeless="include")
     assert eng.k_range(5) == (0, 0)
     sel = eng.select(3, 1.0)
     assert sel.k == 0 and sel.types_covered == 0 and len(set(sel.ids.tolist())) == 3
+    with pytest.raises(DivscopeError, match="only 0 of the 5 eligible samples carry a type"):
+        eng.select(3, 1.0, typeless="exclude")
     perm = np.array([4, 2, 0, 3, 1])
-    eng2 = Engine(m, seed=4, sample_keys=np.array([10, -3, 7, 99, 2**40])[perm])
+    eng2 = Engine(m, seed=4, sample_keys=np.array([10, -3, 7, 99, 2**40])[perm], typeless="include")
     assert np.array_equal(perm[eng2.select(3, 1.0).ids], sel.ids)
 
 

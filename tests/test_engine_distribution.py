@@ -43,10 +43,12 @@ SEEDS = 3000
 # --------------------------------------------------------------------------------------------------------------
 
 
-def spec_distribution(rows: list[frozenset[str]], n: int, d: float) -> dict[tuple[int, ...], Fraction]:
+def spec_distribution(rows: list[frozenset[str]], n: int, d: float, typeless_mode: str = "include",
+                      ) -> dict[tuple[int, ...], Fraction]:
     """Exact probability of every ordered selection of ``n`` rows at level ``d``, per DESIGN.md's engine spec.
 
-    ``rows[s]`` is the set of type names of sample s (empty = typeless, in every pool, filled last)."""
+    ``rows[s]`` is the set of type names of sample s (empty = typeless: with ``typeless="include"`` in every
+    pool, filled last; with ``typeless_mode="exclude"`` in no pool)."""
     types = sorted({t for r in rows for t in r})
     n_types = len(types)
     out: Counter[tuple[int, ...]] = Counter()
@@ -65,7 +67,7 @@ def spec_distribution(rows: list[frozenset[str]], n: int, d: float) -> dict[tupl
 
         def pool(k: int, removal=removal) -> list[int]:
             kept = set(removal[n_types - k:])
-            return [s for s in range(len(rows)) if rows[s] <= kept]
+            return [s for s in range(len(rows)) if rows[s] <= kept and (rows[s] or typeless_mode == "include")]
 
         # 2. level to k (halves round up)
         k_min = next(k for k in range(n_types + 1) if len(pool(k)) >= n)
@@ -129,9 +131,10 @@ def _matrix(rows: list[frozenset[str]]) -> tuple[sp.csr_matrix, list[str]]:
     return sp.csr_matrix(dense), names
 
 
-def _run(rows: list[frozenset[str]], n: int, d: float, seeds: int, keys=None) -> Counter:
+def _run(rows: list[frozenset[str]], n: int, d: float, seeds: int, keys=None, typeless: str = "include") -> Counter:
     m, names = _matrix(rows)
-    eng = Engine(Incidence(m, [f"type-{t}" for t in names], "meso", "instruction"), seed=0, sample_keys=keys)
+    eng = Engine(Incidence(m, [f"type-{t}" for t in names], "meso", "instruction"), seed=0, sample_keys=keys,
+                 typeless=typeless)
     return Counter(tuple(int(i) for i in eng.select(n, d, seed=s).ids) for s in range(seeds))
 
 
@@ -162,6 +165,8 @@ def test_oracle_agrees_with_hand_computed_shares() -> None:
     assert spec_distribution([R(), R("a"), R()], 2, 1.0) == {(1, 0): half, (1, 2): half}
     # No type at all: the whole pool in a uniformly random order.
     assert spec_distribution([R()] * 3, 3, 0.0) == {p: sixth for p in itertools.permutations(range(3))}
+    # Typeless samples excluded (the default): they are never chosen, and pools shrink by them.
+    assert spec_distribution([R(), R("a"), R("a"), R()], 1, 0.0, "exclude") == {(1,): half, (2,): half}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -182,6 +187,9 @@ CASES = {
     "overlap-n2-d0": (OVERLAP, 2, 0.0),
     "overlap-n3-d0.5": (OVERLAP, 3, 0.5),
     "overlap-n4-d1": (OVERLAP, 4, 1.0),
+    # typeless samples excluded (the default): never chosen, and k_min is found among typed samples only
+    "typeless-excluded": ([R(), R("a"), R(), R("b"), R(), R("a"), R("b", "c")], 3, 0.0, "exclude"),
+    "overlap-excluded-n3-d0.5": (OVERLAP, 3, 0.5, "exclude"),
 }
 
 
@@ -189,9 +197,9 @@ CASES = {
 def test_selection_follows_the_specified_distribution(case: str) -> None:
     """Ordered selections over 3,000 seeds against their exact probabilities; then the unordered sets alone
     (a coarser test with more power per outcome)."""
-    rows, n, d = CASES[case]
-    exact = spec_distribution(rows, n, d)
-    seen = _run(rows, n, d, SEEDS)
+    rows, n, d, *typeless = CASES[case]
+    exact = spec_distribution(rows, n, d, *typeless)
+    seen = _run(rows, n, d, SEEDS, typeless=(typeless or ["include"])[0])
     assert_distribution(seen, exact, f"{case}, ordered")
     sets: Counter[frozenset[int]] = Counter()
     for seq, count in seen.items():
@@ -202,7 +210,7 @@ def test_selection_follows_the_specified_distribution(case: str) -> None:
 @pytest.mark.parametrize("case", ["first-pick-of-3", "type-tie-order", "overlap-n3-d0.5", "typeless-fill"])
 def test_distribution_with_string_record_keys(case: str) -> None:
     """Record ids as sample keys (hashed, as the strategies pass them): the same exact distribution."""
-    rows, n, d = CASES[case]
+    rows, n, d, *_ = CASES[case]
     keys = np.array([f"sharegpt/{1000 + 7 * i}" for i in range(len(rows))])
     assert_distribution(_run(rows, n, d, SEEDS, keys), spec_distribution(rows, n, d), f"{case}, string keys")
 

@@ -54,18 +54,25 @@ def test_run_killed_and_resumed(tmp_path: Path) -> None:
     html = (out / "report.html").read_text()
     assert "instruction-micro" in html and "data:image/png;base64," in html
 
-    # A third run has nothing left to do and reproduces the same results file, also when study.json is the one
-    # an older divscope wrote for this spec (tests/data/study-39a1ed8.json, without the options added since).
+    # A third run has nothing left to do and reproduces the same results file.
     before = (out / "results.jsonl").read_bytes()
     trained = {p: p.stat().st_mtime_ns for p in out.glob("runs/**/train.json")}
     assert len(trained) == 4  # three cells and the anchor's train.json
-    (out / "study.json").write_bytes(OLD_STUDY.read_bytes())
     proc = _run(spec, out)
     log, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, log
     assert (out / "results.jsonl").read_bytes() == before
-    assert (out / "study.json").read_bytes() == OLD_STUDY.read_bytes()
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/**/train.json")} == trained  # nothing retrained
+    # study.json as an older divscope wrote it for this spec (tests/data/study-39a1ed8.json): that version
+    # included typeless samples, this spec now excludes them, so the folder holds another study: refused, with
+    # the fix named, nothing touched (test_study_written_before_a_new_option_still_continues: it continues with
+    # `typeless: include`).
+    (out / "study.json").write_bytes(OLD_STUDY.read_bytes())
+    proc = _run(spec, out)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "holds another study" in log and "typeless: include" in log, log
+    assert (out / "results.jsonl").read_bytes() == before
+    assert (out / "study.json").read_bytes() == OLD_STUDY.read_bytes()
     # Another spec in the same folder: one line, exit code 2, nothing touched.
     other = tmp_path / "other.yaml"
     other.write_text(TINY.replace("sizes: [8]", "sizes: [9]"))
@@ -103,6 +110,8 @@ def _merged(base: dict, over: dict) -> dict:
 def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> None:
     """A study.json written by an older divscope lacks the options added since (and holds the fingerprint that
     version computed); at their defaults it is the same study: it continues, and the file is left as written.
+    An option whose new default changes behaviour (``typeless``: older versions included typeless samples) is read
+    as the old value: the spec continues the study only when it says ``typeless: include``.
     A spec that really differs (an old option changed, or a new option away from its default) is refused;
     adding a variant continues the study and records the spec now run."""
     import yaml
@@ -111,13 +120,14 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
     from divscope.experiment.spec import parse_spec
     from divscope.experiment.study import check_study
 
-    raw = yaml.safe_load(TINY)
+    new_default = parse_spec(yaml.safe_load(TINY))
+    raw = _merged(yaml.safe_load(TINY), {"selection": {"typeless": "include"}})
     spec = parse_spec(raw)
     old = json.loads(OLD_STUDY.read_text())
     # The file really is from before these options: the path under test is exercised, not assumed.
     assert _leaves(spec.model_dump(mode="json")) - _leaves(old["spec"]) == {
         "train.gradient_checkpointing", "selection.length_range", "selection.length_side",
-        "selection.length_tokenizer", "variants",
+        "selection.length_tokenizer", "variants", "selection.typeless", "selection.spacing", "selection.pruning",
         "selection.replicates", "selection.hold",  # issue 16: replicates
         # issue 15: every setting of a stage is a spec field now (features per level, train, metrics)
         "features.micro.lowercase", *(f"features.macro.{k}" for k in ("dims", "impl", "min_samples", "name_words",
@@ -130,6 +140,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
     assert old["spec_fingerprint"] != spec.fingerprint()
     study = tmp_path / "study.json"
     study.write_bytes(OLD_STUDY.read_bytes())
+    with pytest.raises(DivscopeError, match="holds another study.*set `typeless: include` under selection:"):
+        check_study(tmp_path, new_default, "divscope run tiny.yaml --out study")
     check_study(tmp_path, spec, "divscope run tiny.yaml --out study")
     assert study.read_bytes() == OLD_STUDY.read_bytes()
 
@@ -137,7 +149,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                    {"train": {"gradient_checkpointing": True}}, {"selection": {"length_range": "10:200"}},
                    {"metrics": {"seed": 1}}, {"evaluate": [{**raw["evaluate"][0], "seed": 1}]},
                    {"selection": {"length_side": "instruction", "length_range": "10:200"}},
-                   {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]}):
+                   {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]},
+                   {"selection": {"spacing": "coverage"}}, {"selection": {"pruning": "samples"}}):
         with pytest.raises(DivscopeError, match="holds another study"):
             check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
         assert study.read_bytes() == OLD_STUDY.read_bytes(), change

@@ -126,3 +126,37 @@ def test_grid_skips_finished_subsets(ws: Path, tmp_path: Path) -> None:
     assert built2 == 0 and again == manifests
     index = json.loads((tmp_path / "g" / "grid.json").read_text())
     assert len(index["subsets"]) == 14
+
+
+def test_requests_record_engine_options_only_away_from_the_old_behaviour(ws: Path, tmp_path: Path) -> None:
+    """``typeless: include``, ``spacing: k``, ``pruning: types`` select what divscope selected before these options
+    existed, so a request with them is the request written then and a grid finished then is still finished; any
+    other value (the new default ``typeless: exclude`` included) is recorded, so such a grid is selected again."""
+    from divscope.select.subsets import request_of
+
+    base = {"side": "instruction", "score_column": None, "threshold": 0.1}
+    old = {**base, "typeless": "include", "spacing": "k", "pruning": "types"}
+    new = {**base, "typeless": "exclude", "spacing": "coverage", "pruning": "samples"}
+    assert request_of("instruction-micro", 20, 0.0, 0, old)["options"] == base
+    assert request_of("instruction-micro", 20, 0.0, 0, new)["options"] == dict(sorted(new.items()))
+    assert request_of("instruction-micro", 20, 0.0, 0, base)["options"] == {**base, "typeless": "exclude"}
+    cells = (ws, tmp_path / "g", ["instruction-micro", "random"], [20], [0.0], [0])
+    manifests, built = run_grid(*cells, typeless="include")
+    assert built == 2 and all(m["request"]["options"] == {} for m in manifests)  # as written before the options
+    assert run_grid(*cells, typeless="include")[1] == 0
+    manifests, built = run_grid(*cells)  # the default: typeless samples excluded, another request
+    assert built == 2 and all(m["request"]["options"] == {"typeless": "exclude"} for m in manifests)
+
+
+def test_select_cli_takes_the_engine_options(ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["select", str(ws), "-s", "instruction-micro", "-d", "0.5", "-n", "30"]
+    assert main([*args, "--typeless", "include", "--spacing", "coverage", "--pruning", "samples",
+                 "--out", str(tmp_path / "a.jsonl")]) == 0
+    m = json.loads((tmp_path / "a.jsonl.manifest.json").read_text())
+    assert (m["typeless"], m["spacing"], m["pruning"]) == ("include", "coverage", "samples")
+    assert m["types_covered"] >= m["coverage_target"] and len(m["coverage_range"]) == 2
+    assert m["typeless_samples"] + m["typed_samples"] == m["eligible"] == 400
+    assert m["request"]["options"] == {"pruning": "samples", "score_column": None, "side": "instruction",
+                                       "spacing": "coverage", "threshold": 0.1}
+    assert main([*args, "--typeless", "drop", "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert "--typeless" in capsys.readouterr().err

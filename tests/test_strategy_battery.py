@@ -4,6 +4,8 @@ catch, each failing at least the check it breaks."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 import divscope
 from divscope.errors import DivscopeError, MissingFeaturesError, StaleFeaturesError
 from divscope.select.baselines import id_rank, k_center, random_subset
+from divscope.select.builtin import DiversityStrategy
 from divscope.select.checks import CHECKS, BatteryPool, battery_pool, parametrize_with_checks, run_checks
 from divscope.select.protocol import Needs, SelectionContext
 from divscope.select.registry import get_strategy, register_strategy, strategy_names, unregister_strategy
@@ -35,6 +38,29 @@ def battery(tmp_path_factory: pytest.TempPathFactory) -> BatteryPool:
 @parametrize_with_checks()
 def test_contract(strategy: str, check: Any, battery: BatteryPool) -> None:
     check(strategy, battery)
+
+
+# The engine's options away from their defaults (typeless: exclude, spacing: k, pruning: types), each passed to
+# every selection of the battery; the baselines ignore them and must still pass.
+ENGINE_OPTIONS = {
+    "typeless-include": {"typeless": "include"},
+    "coverage": {"spacing": "coverage"},
+    "coverage-typeless-include": {"spacing": "coverage", "typeless": "include"},
+    "sample-pruning": {"pruning": "samples"},
+}
+
+
+@pytest.mark.parametrize("options", list(ENGINE_OPTIONS))
+@parametrize_with_checks()
+def test_contract_under_engine_options(strategy: str, check: Any, options: str, battery: BatteryPool) -> None:
+    check(strategy, dataclasses.replace(battery, options=ENGINE_OPTIONS[options]))
+
+
+def test_battery_pool_has_typeless_samples(battery: BatteryPool) -> None:
+    """The typeless checks bite only if some axis has samples without a type: here they do."""
+    sel = Selector(battery.workspace)
+    counts = {s: int((np.diff(sel.incidence(*s.split("-")).matrix.indptr) == 0).sum()) for s in STRATEGIES}
+    assert counts["response-micro"] > 0 and sum(v > 0 for v in counts.values()) >= 2, counts
 
 
 def test_registry_lists_the_nine_builtins() -> None:
@@ -135,6 +161,27 @@ class NumpyInfo(TypeWeighted):
         return rows, {"heaviest": np.int64(rows[0])}
 
 
+class LeaksTypeless(DiversityStrategy):
+    """response-micro that records ``typeless: exclude`` but selects with typeless samples in every pool."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("response", "micro")
+        self.name = name
+
+    def select(self, context, n, d, seed, **options):
+        rows, info = super().select(context, n, d, seed, **{**options, "typeless": "include"})
+        return rows, {**info, "typeless": "exclude"}
+
+
+class CoverageAtLowest(LeaksTypeless):
+    """Records coverage spacing and each level's target, but selects every level at the lowest one's k."""
+
+    def select(self, context, n, d, seed, **options):
+        rows, info = DiversityStrategy.select(self, context, n, 0.0, seed, **{**options, "spacing": "coverage"})
+        lo, hi = info["coverage_range"]
+        return rows, {**info, "coverage_target": math.floor(lo + d * (hi - lo) + 0.5 + 1e-9)}
+
+
 BROKEN = [
     (ShortByOne, "check_exact_size"),
     (Duplicates, "check_distinct_rows"),
@@ -144,6 +191,8 @@ BROKEN = [
     (Unseeded, "check_same_seed_same_subset"),
     (SwallowsMissingFeatures, "check_missing_features"),
     (NumpyInfo, "check_rows_in_pool"),
+    (LeaksTypeless, "check_typeless_respected"),
+    (CoverageAtLowest, "check_coverage_spacing"),
 ]
 
 

@@ -24,6 +24,7 @@ from divscope.errors import DivscopeError
 from divscope.evaluate.settings import EvalSettings
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
 from divscope.metrics.settings import MetricSettings
+from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.settings import GridSettings
 from divscope.settings import parse
 from divscope.train.settings import TrainSettings
@@ -90,6 +91,7 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("variants",), ("metrics",),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
     ("selection", "replicates"), ("selection", "hold"),
+    *(("selection", k) for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] == v),  # spacing, pruning
     ("features", "micro", "lowercase"),
     *(("features", "macro", k) for k in ("min_samples", "reduce", "dims", "seed", "impl", "name_words")),
     *(("features", "meso", k) for k in ("min_count", "merge_threshold", "max_kept_tags", "lemmatize",
@@ -99,6 +101,20 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     *(("evaluate", "*", k) for k in ("seed", "device", "max_new_tokens", "endpoint", "judge_model", "api_key_env",
                                      "concurrency", "nll_weighting", "end_of_turn")),
 )
+
+
+# Options added with a default that changes behaviour (typeless: exclude): left out of the fingerprint at the value
+# that reproduces older versions, so a study they ran keeps its fingerprint and one run with the new default is
+# another study. A stored spec (study.json) that lacks such a key was run with that value: ``stored_spec``.
+_LEGACY_VALUES = {k: v for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] != v}
+
+
+def stored_spec(data: Any) -> Any:
+    """A spec as study.json stores it, with the selection options an older version did not write set to the
+    value it behaved as (``typeless: include``): a study it ran must not continue under the new default."""
+    if isinstance(data, dict) and isinstance(data.get("selection"), dict):
+        data = {**data, "selection": {**_LEGACY_VALUES, **data["selection"]}}
+    return data
 
 
 def _defaults() -> dict[str, Any]:
@@ -168,6 +184,9 @@ class ExperimentSpec(_Strict):
         defaults = _defaults()
         for path in _NEW_AT_DEFAULT:
             _drop_at_default(data, defaults, path)
+        for key, legacy in _LEGACY_VALUES.items():
+            if data["selection"].get(key) == legacy:
+                data["selection"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

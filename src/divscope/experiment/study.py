@@ -17,7 +17,7 @@ import numpy as np
 from divscope._version import __version__
 from divscope.errors import DivscopeError
 from divscope.experiment.cells import ANCHOR, Cell, anchor_cell, run_cell_safely
-from divscope.experiment.spec import ExperimentSpec, parse_spec
+from divscope.experiment.spec import ExperimentSpec, parse_spec, stored_spec
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_open, write_json
 from divscope.store.cached import cached_result
@@ -210,13 +210,19 @@ def check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
         # make a study written by an older version look like another study.
         # Variants are sub-studies with their own check (variants/<name>/study.json), so adding one continues
         # the study; the stored spec is then updated to the one now run.
+        # A stored spec lacking an option whose default changed behaviour was run with the old value (stored_spec).
+        hint = ""
         try:
-            stored = parse_spec(old.get("spec"), str(path))
+            stored = parse_spec(stored_spec(old.get("spec")), str(path))
             same = stored.fingerprint(variants=False) == spec.fingerprint(variants=False)
+            if stored.selection.typeless != spec.selection.typeless:
+                hint = (f" (it selected with typeless: {stored.selection.typeless}; to continue it, set "
+                        f"`typeless: {stored.selection.typeless}` under selection:)")
         except DivscopeError:
             same = False
         if not same:
-            raise DivscopeError(f"{out} holds another study (its spec differs); use a new --out or the same spec")
+            raise DivscopeError(f"{out} holds another study (its spec differs){hint}; use a new --out or the same "
+                                "spec")
         if stored.fingerprint() != spec.fingerprint():
             write_json(path, {**old, "spec": spec.model_dump(mode="json"), "spec_fingerprint": spec.fingerprint()})
         return

@@ -3,7 +3,8 @@ baselines ``random``, ``k-center`` and ``distance`` (DESIGN.md). ``divscope.sele
 
 Options every selection call may carry (a grid passes the same ones to every strategy; each takes what it
 uses): ``side`` (k-center / distance: whose embeddings, default instruction), ``score_column`` and
-``threshold`` (distance).
+``threshold`` (distance), ``typeless``, ``spacing`` and ``pruning`` (the six diversity strategies: the engine's
+options, docs/engine.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from divscope.select.protocol import Needs, RowOrder, SelectionContext
 # The baselines' option defaults, declared once: ``SelectOptions`` (CLI and spec) takes them from here.
 DEFAULT_SIDE = "instruction"
 DEFAULT_THRESHOLD = 0.1
+# The engine's options, as the six diversity strategies default them (DESIGN.md: typeless samples are not
+# eligible by default; the paper's spacing and the one-pass type pruning).
+DEFAULT_TYPELESS = "exclude"
+DEFAULT_SPACING = "k"
+DEFAULT_PRUNING = "types"
+ENGINE_DEFAULTS = {"typeless": DEFAULT_TYPELESS, "spacing": DEFAULT_SPACING, "pruning": DEFAULT_PRUNING}
+# The values under which a selection is what it was before these options existed. A manifest's request records
+# an option only away from this value, so manifests written before stay valid where the behaviour is unchanged.
+LEGACY_OPTIONS = {"typeless": "include", "spacing": "k", "pruning": "types"}
 
 
 class DiversityStrategy:
@@ -37,11 +47,17 @@ class DiversityStrategy:
 
     def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
                **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        sel = context.engine(self.side, self.level, seed).select(n, d)
+        engine = context.engine(self.side, self.level, seed)
+        sel = engine.select(n, d, **{k: options.get(k, v) for k, v in ENGINE_DEFAULTS.items()})
         inc = context.incidence(self.side, self.level)
-        return sel.ids, {"k": sel.k, "k_min": sel.k_min, "k_max": sel.k_max, "pool_size": sel.pool_size,
-                         "types_covered": sel.types_covered, "features_fingerprint": inc.fingerprint,
-                         "features_config": inc.config}
+        info = {"k": sel.k, "k_min": sel.k_min, "k_max": sel.k_max, "pool_size": sel.pool_size,
+                "types_covered": sel.types_covered, "features_fingerprint": inc.fingerprint,
+                "features_config": inc.config, "typeless": sel.typeless, "typeless_samples": engine.n_typeless,
+                "typed_samples": engine.n_samples - engine.n_typeless, "spacing": sel.spacing,
+                "pruning": sel.pruning}
+        if sel.coverage_target is not None:
+            info |= {"coverage_target": sel.coverage_target, "coverage_range": list(sel.coverage_range or ())}
+        return sel.ids, info
 
 
 class RandomStrategy:

@@ -335,10 +335,70 @@ def check_missing_features(strategy: str, pool: BatteryPool) -> None:
                               f"{' or '.join(wanted)}`, got {type(e).__name__}: {e}")
 
 
+def _typed(pool: BatteryPool, strategy: str, eligible: np.ndarray | None = None) -> np.ndarray | None:
+    """Whether each (eligible) row carries a type on the strategy's axis; None if it reads no incidence."""
+    needs = get_strategy(strategy).needs(**pool.options)
+    if needs.incidence is None:
+        return None
+    sel = Selector(pool.workspace, eligible)
+    return np.diff(sel.incidence(*needs.incidence).matrix[sel.rows].indptr) > 0
+
+
+def check_typeless_respected(strategy: str, pool: BatteryPool) -> None:
+    """A strategy that reports ``typeless`` in its manifest honours it: under ``exclude`` no chosen sample lacks a
+    type on its axis, ``typeless_samples`` / ``typed_samples`` count the eligible rows of each kind, and asking
+    for more than the typed ones is a one-line error naming ``--typeless include``. Others are exempt."""
+    mask = pool.mask()
+    for eligible in (None, mask):
+        typed = _typed(pool, strategy, eligible)
+        for d in _levels(strategy, pool):
+            info = _select(pool, strategy, d=d, eligible=eligible).info
+            if typed is None or "typeless" not in info:
+                return
+            if (info.get("typeless_samples"), info.get("typed_samples")) != (int((~typed).sum()), int(typed.sum())):
+                raise _fail(strategy, f"d={d}: manifest counts {info.get('typeless_samples')} typeless and "
+                                      f"{info.get('typed_samples')} typed samples, the pool has "
+                                      f"{int((~typed).sum())} and {int(typed.sum())}")
+            if info["typeless"] != "exclude":
+                continue
+            sub = _select(pool, strategy, n=int(typed.sum()), d=d, eligible=eligible)  # every typed sample
+            rows = Selector(pool.workspace, eligible).rows  # ascending: local row = position
+            if not typed[np.searchsorted(rows, sub.rows)].all():
+                raise _fail(strategy, f"d={d}: typeless samples chosen under typeless: exclude")
+            if (~typed).any():
+                over = int(typed.sum()) + 1
+                e = _expect_error(strategy, f"N = typed + 1, d={d}", lambda e=eligible, n=over, d=d:
+                                  _select(pool, strategy, n=n, d=d, eligible=e))
+                if "--typeless include" not in str(e):
+                    raise _fail(strategy, f"too few typed samples: the error must name --typeless include, got {e}")
+
+
+def check_coverage_spacing(strategy: str, pool: BatteryPool) -> None:
+    """A strategy that reports ``spacing: coverage`` covers at least each level's target, the target is the
+    level placed evenly (halves up) in ``coverage_range``, and k does not decrease with d. Others are exempt."""
+    if not get_strategy(strategy).takes_level:
+        return
+    for seed in (0, 1):
+        prev_k = -1
+        for d in sorted(pool.levels):
+            info = _select(pool, strategy, d=d, seed=seed).info
+            if info.get("spacing") != "coverage":
+                return
+            lo, hi = info["coverage_range"]
+            target = info["coverage_target"]
+            if not lo <= target <= hi or target != math.floor(lo + d * (hi - lo) + 0.5 + 1e-9):
+                raise _fail(strategy, f"d={d}: coverage target {target} is not level d of [{lo}, {hi}]")
+            if info["types_covered"] < target or info["k"] < prev_k:
+                raise _fail(strategy, f"d={d}, seed {seed}: covers {info['types_covered']} types for target "
+                                      f"{target} at k = {info['k']} (previous level's k: {prev_k})")
+            prev_k = info["k"]
+
+
 CHECKS: tuple[Check, ...] = (
     check_declaration, check_exact_size, check_distinct_rows, check_rows_in_pool, check_same_seed_same_subset,
     check_seed_changes_subset, check_row_order_independence, check_eligibility_respected, check_rejects_bad_size,
-    check_rejects_bad_seed, check_rejects_bad_level, check_missing_features,
+    check_rejects_bad_seed, check_rejects_bad_level, check_missing_features, check_typeless_respected,
+    check_coverage_spacing,
 )
 
 

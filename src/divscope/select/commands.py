@@ -43,7 +43,8 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
         req["length"] = length
     m = write_subset(selector, sub, out, fmt, req)
     rows = [(k, m[k]) for k in ("strategy", "diversity", "size", "seed", "k", "k_min", "k_max", "pool_size",
-                                "types_covered", "eligible") if k in m and m[k] is not None]
+                                "types_covered", "coverage_target", "eligible", "typed_samples", "typeless_samples")
+            if k in m and m[k] is not None]
     console.print(table("select", ["", "value"], rows))
     console.print(f"subset: {out}\nmanifest: {manifest_path(out)}")
 

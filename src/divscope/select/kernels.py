@@ -180,8 +180,85 @@ def prune(indptr, indices, cindptr, crows, counts, tie_rank, occurring):
 
 
 @njit(cache=True)
+def prune_samples(indptr, indices, cindptr, crows, counts, sample_rank):
+    """Paper-literal pruning: repeatedly remove the remaining (typed) sample whose removal loses the fewest
+    remaining types, ties by ``sample_rank`` (a seeded permutation of the rows); one pass over the nonzeros.
+
+    ``loss[s]`` = the types of s of which s is the last remaining carrier. Removing s decrements its types'
+    counts: a count reaching 0 is a lost type; a count reaching 1 adds one to the loss of the last carrier (found
+    by one scan of the column, once per type in the whole run). Losses only grow, so a lazy min-heap keyed by
+    ``loss * n_samples + sample_rank`` suffices: a popped entry whose key is stale is put back with its current key.
+
+    Returns ``(removal_step, leave_step)`` in the encoding of ``prune`` (docs/engine.md, "Sample pruning"):
+    with R = the number of types remaining just before a sample (or a type's last carrier) was removed,
+    ``leave_step[s] = k_max - R`` (``k_max`` for typeless samples) and ``removal_step[t] = k_max - R`` (-1 for
+    types that never occur), so that pool(k) = {s : leave_step[s] >= k_max - k} is the set of samples remaining
+    at the first moment when at most k types remain, and its types are {t : removal_step[t] >= k_max - k}.
+    """
+    n_types = counts.shape[0]
+    n_samples = indptr.shape[0] - 1
+    k_max = 0
+    for t in range(n_types):
+        if counts[t] > 0:
+            k_max += 1
+    cnt = counts.astype(np.int64).copy()
+    loss = np.zeros(n_samples, np.int64)
+    typed = 0
+    for s in range(n_samples):
+        if indptr[s + 1] > indptr[s]:
+            typed += 1
+        for q in range(indptr[s], indptr[s + 1]):
+            if cnt[indices[q]] == 1:
+                loss[s] += 1
+    keys = np.empty(typed, np.int64)
+    vals = np.empty(typed, np.int64)
+    size = 0
+    for s in range(n_samples):
+        if indptr[s + 1] > indptr[s]:
+            keys[size] = sample_rank[s]  # loss 0 or more: set below
+            keys[size] += loss[s] * n_samples
+            vals[size] = s
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):
+        _sift_down(keys, vals, i, size)
+
+    removed = np.zeros(n_samples, np.bool_)
+    leave_step = np.full(n_samples, k_max, np.int64)
+    removal_step = np.full(n_types, -1, np.int64)
+    r = k_max
+    while size > 0:
+        s = vals[0]
+        cur = loss[s] * n_samples + sample_rank[s]
+        if keys[0] != cur:  # stale: loss[s] grew since the entry was pushed
+            keys[0] = cur
+            _sift_down(keys, vals, 0, size)
+            continue
+        size -= 1
+        if size > 0:
+            keys[0] = keys[size]
+            vals[0] = vals[size]
+            _sift_down(keys, vals, 0, size)
+        removed[s] = True
+        leave_step[s] = k_max - r
+        lost = 0
+        for q in range(indptr[s], indptr[s + 1]):
+            u = indices[q]
+            cnt[u] -= 1
+            if cnt[u] == 0:
+                removal_step[u] = k_max - r
+                lost += 1
+            elif cnt[u] == 1:
+                for j in range(cindptr[u], cindptr[u + 1]):
+                    if not removed[crows[j]]:
+                        loss[crows[j]] += 1
+                        break
+        r -= lost
+    return removal_step, leave_step
+
+
+@njit(cache=True)
 def mix64(z):
-    """splitmix64 finaliser on a uint64 array (wrap-around arithmetic); same as ``engine._mix``."""
+    """splitmix64 finaliser on a uint64 array (wrap-around arithmetic); same as ``seeding.mix``."""
     z = z + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

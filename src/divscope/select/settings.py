@@ -16,7 +16,13 @@ from typing import Any, Literal
 from pydantic import field_validator, model_validator
 
 from divscope.errors import DivscopeError
-from divscope.select.builtin import DEFAULT_SIDE, DEFAULT_THRESHOLD
+from divscope.select.builtin import (
+    DEFAULT_PRUNING,
+    DEFAULT_SIDE,
+    DEFAULT_SPACING,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TYPELESS,
+)
 from divscope.select.registry import parse_strategies
 from divscope.settings import Settings, setting
 
@@ -39,6 +45,15 @@ class SelectOptions(Settings):
                                        "[response length].")
     threshold: float = setting(DEFAULT_THRESHOLD, "distance: keep a sample if its cosine distance to every kept one exceeds "
                                "this.")
+    typeless: Literal["exclude", "include"] = setting(
+        DEFAULT_TYPELESS, "The six diversity strategies: samples with no type on the strategy's axis are not "
+        "eligible (exclude), or are in every pool and fill last (include: the behaviour before this option).")
+    spacing: Literal["k", "coverage"] = setting(
+        DEFAULT_SPACING, "Diversity levels: k linear in [k_min, k_max] (k, the paper's), or types covered by the "
+        "subset evenly spaced from the lowest to the highest achievable (coverage; for small N).")
+    pruning: Literal["types", "samples"] = setting(
+        DEFAULT_PRUNING, "Pools D_k: remove the type with the fewest carriers (types), or the sample whose removal "
+        "loses the fewest types (samples: the paper's Algorithm 1 as worded, for comparison).")
     length_range: list[int | None] | None = setting(
         None, "Length control: select only samples whose --length-side has MIN..MAX target tokens (inclusive; "
         "MIN: or :MAX for one end).", metavar="MIN:MAX")
@@ -62,8 +77,10 @@ class SelectOptions(Settings):
             raise ValueError(str(e)) from None
 
     def strategy_options(self) -> dict[str, Any]:
-        """The options a strategy's request records (the manifest's ``request.options``)."""
-        return {"side": self.side, "score_column": self.score_column, "threshold": self.threshold}
+        """The options every strategy is given (a strategy takes what it uses); the manifest's ``request.options``
+        records them, the engine's only away from their values before they existed (``subsets.request_of``)."""
+        return {"side": self.side, "score_column": self.score_column, "threshold": self.threshold,
+                "typeless": self.typeless, "spacing": self.spacing, "pruning": self.pruning}
 
 
 class SelectSettings(SelectOptions):

@@ -17,6 +17,7 @@ import numpy as np
 from divscope._version import __version__
 from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
+from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.registry import get_strategy
 from divscope.select.settings import GridSettings, replicate_seed
 from divscope.select.strategies import Selector, Subset
@@ -31,7 +32,12 @@ def manifest_path(path: Path) -> Path:
 
 
 def request_of(strategy: str, n: int, d: float | None, seed: int, options: dict[str, Any]) -> dict[str, Any]:
-    return {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "options": dict(sorted(options.items()))}
+    """What a manifest's request records. The engine options count as given at their defaults when absent (the
+    strategies apply them); at the value that reproduces older selections (``LEGACY_OPTIONS``) they are left out,
+    so requests (and finished grids) from before they existed still match."""
+    kept = {k: v for k, v in {**ENGINE_DEFAULTS, **options}.items()
+            if k not in LEGACY_OPTIONS or LEGACY_OPTIONS[k] != v}
+    return {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "options": dict(sorted(kept.items()))}
 
 
 def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
