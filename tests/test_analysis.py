@@ -240,7 +240,7 @@ def test_analyze_outputs(study: Path, analyzed: dict) -> None:
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "figures").iterdir()) == analyzed["figures"] == [
         "correlations_nll.png", "diversity_nll_1000.png", "diversity_nll_10000.png", "measured_nll_1000.png",
-        "measured_nll_10000.png"]
+        "measured_nll_10000.png", "vendi_nll_1000.png", "vendi_nll_10000.png"]
     for png in (out / "figures").iterdir():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in png.read_bytes()[:4096]
     slopes = json.loads((out / "slopes.json").read_text())
@@ -350,7 +350,7 @@ def test_report_contents(study: Path, analyzed: dict) -> None:
     assert "<script" not in html.lower() and not re.search(r"(?:src|href)=\"(?:https?:)?//", html)
     assert "http://" not in html and "https://" not in html
     srcs = re.findall(r'<img src="([^"]*)"', html)
-    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)  # 2 x (d, types) + r
+    assert len(srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in srcs)  # 2 x (d, types, vendi) + r
     assert "untrained model (base row)" in html and "high\u2212low" in html and "partial r (length)" in html
     for name in ("slopes", "figures", "correlations", "best", "results", "notes"):
         assert f'id="{name}"' in html
@@ -515,6 +515,7 @@ def test_committed_study_report_shows_the_slopes(real_study: Path) -> None:
         assert f'<td class="l">{r["strategy"]}</td>' in html and cell in html, r["strategy"]
     assert "+1.75" in html and "-0.84" in html  # the README's table
     assert "measured_alpaca_eval.nll_64.png" in html  # score against types covered, from the committed rows
+    assert "vendi_alpaca_eval.nll_64.png" in html  # and against the Vendi score of the strategy's side
 
 
 ABL = REAL.parent / "ablations-cpu"

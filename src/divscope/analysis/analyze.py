@@ -197,12 +197,16 @@ def _figures(rows: Sequence[Mapping[str, Any]], fits: Mapping[tuple[str, int, st
             rnd = _random_of(baselines, metric, size)
             figs[f"diversity_{slug(metric)}_{size}.png"] = plots.diversity_figure(
                 pts, f, rnd, f"score vs diversity level, size {size:,}, metric {metric}", metric, anchor=anchor)
-            measured = {s: ([r["types_covered"] for r in g if r.get("types_covered") is not None],
-                            [r["score"] for r in g if r.get("types_covered") is not None]) for s, g in by.items()}
-            if any(len(x) >= 2 for x, _ in measured.values()):
-                figs[f"measured_{slug(metric)}_{size}.png"] = plots.measured_figure(
-                    measured, rnd, f"score vs types covered (measured diversity), size {size:,}, metric {metric}",
-                    metric, anchor=anchor)
+            # Measured diversity: types covered on the strategy's own axis, and the Vendi score of its own side.
+            for name, label, column in (("measured", "types covered", lambda r, s: r.get("types_covered")),
+                                        ("vendi", "Vendi score",
+                                         lambda r, s: r.get(f"m.{s.partition('-')[0]}.vendi"))):
+                measured = {s: ([column(r, s) for r in g if column(r, s) is not None],
+                                [r["score"] for r in g if column(r, s) is not None]) for s, g in by.items()}
+                if any(len(x) >= 2 for x, _ in measured.values()):
+                    figs[f"{name}_{slug(metric)}_{size}.png"] = plots.measured_figure(
+                        measured, rnd, f"score vs {label} (measured diversity), size {size:,}, metric {metric}",
+                        metric, anchor=anchor, xlabel=f"{label} (own {'axis' if name == 'measured' else 'side'})")
         block = [c for c in correlations if c["metric"] == metric]
         if block:
             figs[f"correlations_{slug(metric)}.png"] = plots.correlation_figure(

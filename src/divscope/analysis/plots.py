@@ -150,12 +150,12 @@ def diversity_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]
 
 def measured_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                     random: Mapping[str, Any] | None, title: str, metric: str,
-                    anchor: Mapping[str, Any] | None = None) -> bytes:
-    """Score against measured diversity (types the subset covers on its strategy's own axis), per strategy:
-    what the level d bought, read off the subsets themselves; each panel has its own x range."""
+                    anchor: Mapping[str, Any] | None = None, xlabel: str = "types covered (own axis)") -> bytes:
+    """Score against measured diversity (types the subset covers on its strategy's own axis, or its Vendi score),
+    per strategy: what the level d bought, read off the subsets themselves; each panel has its own x range."""
     mpl = _mpl()
     with mpl.style.context("default"):
-        fig, axes = _panels(title, metric, "types covered (own axis)", sharex=False)
+        fig, axes = _panels(title, metric, xlabel, sharex=False)
         lo, hi, drawn = _ylim(points, random, anchor)
         for i, side in enumerate(SIDES):
             for j, level in enumerate(LEVELS):
@@ -165,10 +165,10 @@ def measured_figure(points: Mapping[str, tuple[Sequence[float], Sequence[float]]
                 _reference(ax, random, anchor, drawn)
                 x, y = points.get(strategy, ((), ()))
                 if len(x) == 0:
-                    ax.set_title(f"{strategy}\nno types covered recorded", fontsize=10, color="#888888")
+                    ax.set_title(f"{strategy}\nnot recorded", fontsize=10, color="#888888")
                     continue
                 ax.scatter(x, y, s=18, color=_POINT, alpha=0.8, zorder=3, label="subsets")
-                ax.set_title(f"{strategy}\n{min(x):,.0f} to {max(x):,.0f} types", fontsize=10)
+                ax.set_title(f"{strategy}\n{min(x):,.4g} to {max(x):,.4g}", fontsize=10)
         return _legend(fig, axes)
 
 

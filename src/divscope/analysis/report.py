@@ -186,10 +186,13 @@ def _figures(out: Path, summary: Mapping[str, Any]) -> str:
              "the random baseline of the same size, mean \u00b1 sd over seeds (grey band, dashed mean), and the "
              "untrained model's score (purple dotted line) when the study scored it. The second figure of a size "
              "puts the same scores against the types each subset actually covers on its strategy's axis (the "
-             "measured diversity), so a level that bought no more types shows as a vertical stack.</p>"]
+             "measured diversity), so a level that bought no more types shows as a vertical stack; the third "
+             "against each subset's Vendi score on the strategy's side (when metric cards were computed).</p>"]
+    what_of = {"diversity_": "diversity level", "measured_": "types covered", "vendi_": "Vendi score"}
     for name in summary["figures"]:
-        if name.startswith(("diversity_", "measured_")):
-            what = "diversity level" if name.startswith("diversity_") else "types covered"
+        prefix = next((p for p in what_of if name.startswith(p)), None)
+        if prefix is not None:
+            what = what_of[prefix]
             parts.append(_img(out / "figures" / name, f"score against {what} ({name})", f"figures/{name}"))
     return "\n".join(parts)
 
