@@ -432,14 +432,10 @@ def real_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# The committed tables (docs/results/reproduce-cpu/analysis/) were written by the old, miscalibrated posterior
-# (a conjugate t on n + 0.02 df). What this version must reproduce of them, deliberately:
-#   baselines.csv, correlations' Pearson and Spearman r and p, results.csv's columns: unchanged;
-#   best.csv: unchanged but for the new `replicate` column;
-#   slopes.csv: the slope itself (the old posterior mean was the least-squares slope shrunk by ~1e-4 relative);
-#   sd, interval and P(slope > 0) are recomputed independently below (numpy.polyfit and scipy's t on n - 2 df).
-UNCHANGED_CORR = ["metric", "column", "side", "name", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p",
-                  "note"]
+# The committed tables (docs/results/reproduce-cpu/analysis/) were regenerated from the committed rows by this
+# version (issue 16, item 8: the restated results); re-analysing the rows must give them again, every column
+# (numbers to 1e-9 relative). sd, interval and P(slope > 0) are also recomputed independently below (numpy.polyfit
+# and scipy's t on n - 2 df).
 
 
 def test_committed_study_reanalysed_gives_the_committed_tables(real_study: Path) -> None:
@@ -449,7 +445,8 @@ def test_committed_study_reanalysed_gives_the_committed_tables(real_study: Path)
     _same_table(got["baselines.csv"], want["baselines.csv"], "baselines.csv")
     _same_table(got["best.csv"], want["best.csv"], "best.csv")
     assert all(r["replicate"] == r["seed"] for r in got["best.csv"])  # old rows: the replicate is the seed
-    _same_table(got["correlations.csv"], want["correlations.csv"], "correlations.csv", UNCHANGED_CORR)
+    _same_table(got["correlations.csv"], want["correlations.csv"], "correlations.csv")
+    _same_table(got["slopes.csv"], want["slopes.csv"], "slopes.csv")
     _same_table(got["results.csv"], want["results.csv"], "results.csv")
     for r in got["results.csv"]:  # new columns: replicate = seed (old rows), types covered on the own axis
         assert r["replicate"] == r["seed"] and r["unit"] == "smollm2"
@@ -458,20 +455,20 @@ def test_committed_study_reanalysed_gives_the_committed_tables(real_study: Path)
     for g, w in zip(got["slopes.csv"], want["slopes.csv"], strict=True):
         assert (g["strategy"], g["n"], g["n_levels"], g["model"], g["replicates"], g["df"]) == (
             w["strategy"], "7", "7", "ols", "1", "5.0")
-        assert float(g["slope"]) == pytest.approx(float(w["slope"]), rel=3e-4)
-        assert float(g["sd_x100"]) == pytest.approx(float(w["sd_x100"]), rel=0.01)  # 5 vs 5.02 in the variance
     slopes = {r["strategy"]: r for r in got["slopes.csv"]}
     assert set(slopes) == set(SIX) and all(r["note"] == "" for r in slopes.values())
     # What docs/results/reproduce-cpu/README.md reads from them, recalibrated: response-micro's slope stays
     # beyond P = 0.975 (0.982, was 0.994); instruction-micro's P is 0.042 (was 0.019): negative, but no longer
-    # beyond 0.025, i.e. its 95% interval touches zero; the four macro/meso slopes stay within 1.2 sd of zero.
+    # beyond 0.025, i.e. its 95% interval [-1.85, +0.17] contains zero; the four macro/meso slopes stay within
+    # 1.2 sd of zero.
     assert 0.975 < float(slopes["response-micro"]["p_positive"]) < 0.99
     assert 0.025 < float(slopes["instruction-micro"]["p_positive"]) < 0.05
     assert float(slopes["instruction-micro"]["ci_high_x100"]) < 0 < float(slopes["response-micro"]["ci_low_x100"])
     for s in ("instruction-macro", "instruction-meso", "response-macro", "response-meso"):
         assert abs(float(slopes[s]["slope"])) < 1.2 * float(slopes[s]["slope_sd"]), s
     corr = {r["column"]: r for r in got["correlations.csv"]}
-    assert float(corr["m.response.mean_tokens"]["pearson_q"]) < 0.001  # length: the strongest, survives BH
+    # length: the strongest Pearson r, beyond BH (one subset's doing: the README restates it)
+    assert float(corr["m.response.mean_tokens"]["pearson_q"]) < 0.001
 
 
 def test_committed_study_slopes_match_least_squares(real_study: Path) -> None:
@@ -531,7 +528,13 @@ def test_committed_ablations_reanalysed(tmp_path: Path) -> None:
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("results.jsonl", "study.json"):
             shutil.copy(src / name, dst / name)
-    ab = ablations.build(tmp_path)
+    ab = ablations.write(tmp_path)
+    for name in ("slopes.csv", "lengths.csv", "predictors.csv", "bands.csv"):  # the committed tables: today's output
+        got, want = _csv_rows(tmp_path / ablations.OUT / name), _csv_rows(ABL / ablations.OUT / name)
+        if want:
+            _same_table(got, want, name)
+        else:  # bands come from subset manifests, which are not committed
+            assert not got, name
     assert len(ab["slopes"]) == 7 and {s["model"] for s in ab["slopes"]} == {"ols"}
     for s in ab["slopes"]:
         d_ = tmp_path if s["study"] == "base" else tmp_path / "variants" / s["study"]
