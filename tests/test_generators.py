@@ -56,7 +56,8 @@ def server_for(answer_of, verdict="[[C]]"):
 # -- the endpoint backend -----------------------------------------------------------------------------------------
 
 
-def test_endpoint_generator_answers_from_the_server_and_caches(run, openai_server):
+def test_endpoint_generator_answers_from_the_server_and_caches(run, openai_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-for-the-judge-only")
     openai_server.responder = server_for(lambda q: f"ANSWER to {q[:20]}")
     opts = {"generator": "endpoint", "generator_endpoint": openai_server.base_url, "generator_model": "trained",
             "endpoint": openai_server.base_url, "judge_model": "judge-model", "api_key_env": None}
@@ -65,6 +66,8 @@ def test_endpoint_generator_answers_from_the_server_and_caches(run, openai_serve
     assert len(gen_bodies) == 3 and openai_server.requests == 3 + 6  # 3 answers, 3 items x 2 orders judged
     # The set's own answer length (2,048 for the judge sets), greedy; no key sent to the generator.
     assert {b["max_tokens"] for b in gen_bodies} == {2048} and {b["temperature"] for b in gen_bodies} == {0.0}
+    assert not any("authorization" in h for h, b in zip(openai_server.headers, openai_server.bodies, strict=True)
+                   if b["model"] == "trained")
     assert res["params"]["max_new_tokens"] == 2048 and res["generation"]["max_new_tokens"] == 2048
     assert res["params"]["judge_prompt"] == "mt_bench" and res["params"]["generator"] == "endpoint"
     assert res["generation"]["generator"] == "endpoint" and res["generation"]["generated"] == 3
