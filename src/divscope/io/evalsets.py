@@ -19,7 +19,7 @@ from divscope.errors import DivscopeError
 
 EVAL_SETS = ("alpaca_eval", "vicuna", "arena_hard", "mt_bench", "ifeval")
 # Answer length (``max_new_tokens``) for each set when none is given: the judge sets' references run long
-# (AlpacaEval's GPT-4-Turbo answers average ~2,000 characters, Arena-Hard's much more), so 2,048 tokens; IFEval's
+# (AlpacaEval's GPT-4-Turbo answers average 2,049 characters, up to 6,639), so 2,048 tokens; IFEval's
 # "at least N words" instructions need ~1,000; a pool or a user file gets 1,024.
 MAX_NEW_TOKENS = {"alpaca_eval": 2048, "vicuna": 2048, "arena_hard": 2048, "mt_bench": 2048, "ifeval": 1024}
 OTHER_MAX_NEW_TOKENS = 1024
