@@ -12,7 +12,9 @@ and ``GET /v1/models``.
 Behaviour is scripted with:
 
 * ``responder(messages) -> str``: the assistant content (default: echo the last user message). It may also
-  return a :class:`Fault` to fail that particular request (content-dependent faults).
+  return a :class:`Fault` to fail that particular request (content-dependent faults), or a dict
+  ``{"content": str, "logprobs": {...}, "finish_reason": str}`` (``choices[0].logprobs`` and the finish reason
+  in the reply).
 * ``faults``: a FIFO list of :class:`Fault` (or ``None`` = answer normally) consumed one per request in arrival
   order, e.g. ``server.push(Fault.rate_limit(1), Fault.server_error())``; when empty, requests are answered.
 * ``latency``: seconds every request sleeps before answering (to hold requests in flight).
@@ -242,6 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 self._fault(fault)
                 return
+            extra: dict[str, Any] = {}
+            if isinstance(out, dict):
+                extra = {k: out[k] for k in ("logprobs", "finish_reason") if k in out}
+                out = out["content"]
             content = str(out)
             prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
             completion_tokens = len(content.split())
@@ -251,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created": int(time.time()),
                 "model": body.get("model", "test-model"),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "finish_reason": "stop"}],
+                             "finish_reason": "stop", **extra}],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens},
             }

@@ -189,8 +189,9 @@ def test_fingerprints_of_specs_without_the_new_options_are_unchanged():
         assert parse_spec(stored_spec(stored["spec"])).fingerprint() == digest == stored["spec_fingerprint"]
         # The new default (typeless samples excluded) selects other subsets: another study, another fingerprint.
         assert spec.fingerprint() != digest
-    # paper.yaml (never run) changed once: its judge settings moved from evaluate[].options to fields of their own
-    assert old_behaviour(load_spec(root / "examples" / "paper.yaml")).fingerprint() == "07425f72e974df77"
+    # paper.yaml (never run) changed twice: its judge settings moved from evaluate[].options to fields of their
+    # own (07425f72e974df77), then it took the regenerated pool, the endpoint tagger and vLLM generation (issue 17)
+    assert old_behaviour(load_spec(root / "examples" / "paper.yaml")).fingerprint() == "3236f471adbba991"
     with_len = parse_spec({"selection": {"length_range": "10:20"}})
     assert with_len.fingerprint() != parse_spec({}).fingerprint()
     # spacing and pruning keep the old behaviour at their defaults: left out of the fingerprint there

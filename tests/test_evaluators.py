@@ -50,9 +50,11 @@ def reflen():
 def test_builtin_methods_are_registered_with_their_options():
     assert evaluator_names()[:3] == ("nll", "judge", "ifeval")
     assert get_evaluator("nll").options == ("nll_weighting", "end_of_turn")
-    assert get_evaluator("ifeval").options == ("max_new_tokens", "temperature")
+    gen = ("generator", "generator_endpoint", "generator_model")
+    assert get_evaluator("ifeval").options == ("max_new_tokens", "temperature", *gen)
     assert get_evaluator("judge").options == ("endpoint", "judge_model", "api_key_env", "concurrency", "timeout",
-                                              "max_retries", "judge_max_tokens", "max_new_tokens", "temperature")
+                                              "max_retries", "judge_max_tokens", "max_new_tokens", "temperature",
+                                              "judge_prompt", *gen)
     with pytest.raises(DivscopeError, match="unknown evaluation method 'bleu': choose from nll, judge, ifeval"):
         get_evaluator("bleu")
 
@@ -91,7 +93,7 @@ def test_outcome_is_checked():
 
 @pytest.mark.parametrize(("method", "options", "accepted"), [
     ("nll", {"max_new_tokens": 8}, "accepted: nll_weighting, end_of_turn"),
-    ("ifeval", {"endpoint": "http://x"}, "accepted: max_new_tokens, temperature"),
+    ("ifeval", {"endpoint": "http://x"}, "accepted: max_new_tokens, temperature, generator"),
     ("judge", {"judge_modle": "m", "temprature": 0}, "accepted: endpoint, judge_model, api_key_env"),
 ])
 def test_unknown_option_is_a_one_line_error_naming_the_accepted_ones(tiny_run, method, options, accepted):

@@ -81,6 +81,7 @@ class Result:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     key: str = ""
+    logprobs: dict[str, Any] | None = None  # choices[0].logprobs when the request asked for them
     history: list[str] = field(default_factory=list)
 
     @property
@@ -282,7 +283,7 @@ class EndpointClient:
             raise _AttemptError("bad_response", f"choices[0].message.content is {type(content).__name__}, "
                                 "not a string", True)
         return {"text": content, "finish_reason": choice.get("finish_reason"), "usage": data.get("usage"),
-                "served_model": data.get("model")}
+                "served_model": data.get("model"), "logprobs": choice.get("logprobs")}
 
     def _backoff(self, key: str, attempt: int, retry_after: float | None) -> float:
         rng = random.Random(f"{self.seed}:{key}:{attempt}")
@@ -316,11 +317,15 @@ class EndpointClient:
             res.text = out["text"]
             res.finish_reason = out["finish_reason"]
             res.usage = out["usage"]
+            res.logprobs = out["logprobs"]
             res.error = None
             res.error_kind = None
             if self._cache is not None:
-                self._cache.put(key, {"text": res.text, "finish_reason": res.finish_reason, "usage": res.usage,
-                                      "served_model": out["served_model"], "t": round(time.time(), 3)})
+                rec = {"text": res.text, "finish_reason": res.finish_reason, "usage": res.usage,
+                       "served_model": out["served_model"], "t": round(time.time(), 3)}
+                if res.logprobs is not None:
+                    rec["logprobs"] = res.logprobs
+                self._cache.put(key, rec)
             break
         with self._stats_lock:
             self.stats["succeeded" if res.ok else "failed"] += 1
@@ -362,7 +367,7 @@ class EndpointClient:
         if rec is None:
             return None
         return Result(text=rec.get("text", ""), cached=True, attempts=0, finish_reason=rec.get("finish_reason"),
-                      usage=rec.get("usage"), key=key)
+                      usage=rec.get("usage"), key=key, logprobs=rec.get("logprobs"))
 
     def chat(self, messages: Messages) -> Result:
         """One request (through the cache); never raises for endpoint failures: check ``result.error``."""
@@ -425,7 +430,7 @@ class EndpointClient:
 def _copy_result(res: Result, duplicate: bool) -> Result:
     return Result(text=res.text, error=res.error, cached=res.cached, attempts=0 if duplicate else res.attempts,
                   error_kind=res.error_kind, finish_reason=res.finish_reason, usage=res.usage, key=res.key,
-                  history=list(res.history))
+                  history=list(res.history), logprobs=res.logprobs)
 
 
 def _check_messages(messages: Any, i: int) -> None:

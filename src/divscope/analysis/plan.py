@@ -214,7 +214,7 @@ def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -
     items = eval_items(spec)
     gen = ev.method != "nll"
     item_s = s.seconds_per_item or measured.get("seconds_per_item") or (
-        c["gen_token"] * ev.max_new_tokens * scale if gen else c["nll_token"] * ev.max_len * scale)
+        c["gen_token"] * ev.new_tokens() * scale if gen else c["nll_token"] * ev.max_len * scale)
     train_h = eval_h = 0.0
     disk_mb = 0.0
     for size, n in cells.items():

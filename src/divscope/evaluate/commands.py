@@ -22,7 +22,8 @@ def evaluate_cmd(run: Path, **values: Any) -> None:
     e = EvalSettings.from_cli(values)
     res = evaluate_run(run, e.eval_set, e.method, limit=e.limit or None, seed=e.seed, max_len=e.max_len,
                        batch_size=e.batch_size, device=e.device, **e.method_options())
-    keys = ("metric", "score", "ci", "items", "unjudged", "skipped_no_reference", "prompt_level_strict_acc",
+    keys = ("metric", "score", "ci", "length_controlled_win_rate", "benchmark_win_rate", "items", "unjudged",
+            "skipped_no_reference", "prompt_level_strict_acc",
             "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc", "nll_weighting",
             "end_of_turn", "mean_nll_token", "mean_nll_item", "mean_nll_token_no_eot", "mean_nll_item_no_eot",
             "excluded_overlapping", "seconds_per_item")

@@ -74,7 +74,25 @@ def _answer_key(model_id: str, item: EvalItem, n_turns: int, cfg: GenConfig) -> 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _eos_ids(tok: Any) -> list[int]:
+def encode_prompts(tok: Any, chats: Sequence[list[dict[str, str]]], max_prompt_len: int,
+                   stats: GenStats | None = None) -> list[list[int]]:
+    """Each chat rendered with the tokenizer's chat template and the generation prompt, as token ids; one longer
+    than ``max_prompt_len`` tokens is cut from the left (counted in ``stats.truncated_prompts``). Every backend
+    that generates from token ids (Hugging Face, vLLM) renders through here."""
+    encoded = []
+    for chat in chats:
+        text = tok.apply_chat_template(list(chat), tokenize=False, add_generation_prompt=True)
+        enc = tok(text, add_special_tokens=False)["input_ids"]
+        if len(enc) > max_prompt_len:
+            enc = enc[-max_prompt_len:]
+            if stats is not None:
+                stats.truncated_prompts += 1
+        encoded.append(enc)
+    return encoded
+
+
+def stop_token_ids(tok: Any) -> list[int]:
+    """The token ids generation stops at: EOS and the end-of-turn markers the vocabulary has."""
     ids = []
     for t in (tok.eos_token, "<|im_end|>", "<|eot_id|>", "<|end|>"):
         if t is None:
@@ -98,18 +116,11 @@ def generate_chats(model: Any, tok: Any, chats: Sequence[list[dict[str, str]]], 
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    encoded = []
-    for chat in chats:
-        text = tok.apply_chat_template(list(chat), tokenize=False, add_generation_prompt=True)
-        enc = tok(text, add_special_tokens=False)["input_ids"]
-        if len(enc) > cfg.max_prompt_len:
-            enc = enc[-cfg.max_prompt_len:]
-            stats.truncated_prompts += 1
-        encoded.append(enc)
+    encoded = encode_prompts(tok, chats, cfg.max_prompt_len, stats)
     order = sorted(range(len(chats)), key=lambda i: (len(encoded[i]), ids[i]))
     out: list[str] = [""] * len(chats)
     device = next(model.parameters()).device
-    eos = _eos_ids(tok)
+    eos = stop_token_ids(tok)
     model.eval()
     with _cpu_threads(device.type == "cpu"):
         _generate_sorted(model, tok, encoded, order, ids, cfg, eos, device, stats, out, progress)
@@ -191,11 +202,14 @@ def generate_answers(model: Any, items: Sequence[EvalItem], cfg: GenConfig, mode
     """The model's answers to every turn of every item (aligned with ``items``), through the cache.
 
     ``model`` is a ``(model, tokenizer)`` pair or a function returning one, called only when some answer is
-    not cached yet (a fully cached rerun loads no model). ``model_id`` identifies the model in the cache key.
+    not cached yet (a fully cached rerun loads no model), or a generation backend: an object with
+    ``generate_chats(chats, cfg, ids, stats) -> answers`` and ``chunk`` (chats per call, None: ``batch_size``;
+    see :mod:`divscope.evaluate.generators`). ``model_id`` identifies the model in the cache key.
     """
     from divscope.store import JsonlStore
 
     stats = stats if stats is not None else GenStats()
+    backend = model if hasattr(model, "generate_chats") else None
     loaded: list[Any] = [] if callable(model) else [model]
 
     def get() -> tuple[Any, Any]:
@@ -234,12 +248,13 @@ def generate_answers(model: Any, items: Sequence[EvalItem], cfg: GenConfig, mode
         todo, chats, keys = [todo[j] for j in ranked], [chats[j] for j in ranked], [keys[j] for j in ranked]
         label = "generate" if n_turns == 1 else f"generate turn {t + 1}"
         # One batch at a time, cached as it finishes, so a killed evaluation keeps what it generated.
-        step = max(1, cfg.batch_size)
+        step = max(1, getattr(backend, "chunk", None) or cfg.batch_size)
         with progress_bar(label, total=len(todo)) as advance:
             for c in range(0, len(todo), step):
                 sl = slice(c, c + step)
-                texts = generate_chats(*get(), chats[sl], cfg, ids=[items[i].id for i in todo[sl]],
-                                       stats=stats, progress=None)
+                ids = [items[i].id for i in todo[sl]]
+                texts = (backend.generate_chats(chats[sl], cfg, ids=ids, stats=stats) if backend is not None
+                         else generate_chats(*get(), chats[sl], cfg, ids=ids, stats=stats, progress=None))
                 if store is not None:
                     store.put_many((k, {"id": items[i].id, "turn": t + 1, "text": x, "t": round(time.time(), 3)})
                                    for k, i, x in zip(keys[sl], todo[sl], texts, strict=True))

@@ -161,23 +161,28 @@ def prompt_passes(checked: Sequence[dict[str, Any]]) -> list[float]:
 
 
 def evaluate_ifeval(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: int, batch_size: int,
-                    device: str | None, details_path: Path | None = None, max_new_tokens: int = 512,
-                    temperature: float = 0.0) -> EvalOutcome:
+                    device: str | None, details_path: Path | None = None, max_new_tokens: int | None = None,
+                    temperature: float = 0.0, generator: str = "hf", generator_endpoint: str | None = None,
+                    generator_model: str | None = None) -> EvalOutcome:
     """The ``ifeval`` method: generate answers to IFEval prompts and check them (``score`` = prompt-level
     strict accuracy; per item 1.0 when all its instructions are followed strictly, else 0.0)."""
     import json
 
-    from divscope.evaluate.generate import GenConfig, GenStats, answers_for_run
+    from divscope.evaluate.generate import GenConfig, GenStats
+    from divscope.evaluate.generators import answers_for_run
+    from divscope.io.evalsets import max_new_tokens_for
     from divscope.store.atomic import atomic_open
 
     impl = load_impl()
     for it in items:
         _input(impl, it)  # fail before generating anything
-    gen = GenConfig(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
+    gen = GenConfig(max_new_tokens=max_new_tokens or max_new_tokens_for("ifeval"), temperature=temperature, seed=seed, batch_size=batch_size,
                     max_prompt_len=max_len)
     stats = GenStats()
     first_turn = [EvalItem(it.id, it.turns[:1], (), it.category, it.extra) for it in items]
-    answers = [a[0] for a in answers_for_run(run.path, first_turn, gen, device=device, stats=stats)]
+    generated, backend = answers_for_run(run.path, first_turn, gen, device=device, stats=stats, generator=generator,
+                                         generator_endpoint=generator_endpoint, generator_model=generator_model)
+    answers = [a[0] for a in generated]
     checked = check_answers(items, answers)
     if details_path is not None:
         with atomic_open(details_path) as fh:
@@ -186,7 +191,7 @@ def evaluate_ifeval(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: 
     acc = accuracy(checked)
     details = {**acc, "items": len(checked),
                "implementation": f"{IMPL_PACKAGE}==0.1.0 (Google IFEval), untrained Punkt",
-               "generation": {**gen.key_params(), **stats.to_json()},
+               "generation": {**gen.key_params(), **stats.to_json(), **backend},
                "seconds_per_item": stats.to_json()["seconds_per_generated_answer"]}
     return EvalOutcome("ifeval_prompt_level_strict_acc", acc["prompt_level_strict_acc"], [c["id"] for c in checked],
                        prompt_passes(checked), details)

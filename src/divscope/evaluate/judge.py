@@ -1,9 +1,9 @@
 """Pairwise LLM judge: the model's answers against reference answers, both orders, win rate with a CI.
 
-* **Prompt**: FastChat's MT-Bench pairwise templates, shipped in ``divscope/data/eval/mt_bench/
-  judge_prompts.jsonl``: ``pair-v2`` for single-turn items, ``pair-v2-multi-turn`` for items with two turns
-  (the judge then focuses on the second answer, as MT-Bench does). The judge explains, then ends with
-  ``[[A]]``, ``[[B]]`` or ``[[C]]`` (tie).
+* **Prompt**: each set's own judge (:mod:`divscope.evaluate.judge_prompts`): AlpacaEval 2.0's for
+  ``alpaca_eval`` (one-token verdict weighted by its probability), Arena-Hard's for ``arena_hard``, FastChat's
+  MT-Bench pair prompts for ``mt_bench``, ``vicuna`` and any other set (``pair-v2-multi-turn`` for two turns);
+  ``judge_prompt`` picks another.
 * **Both orders**: every item is judged twice, model answer as A and reference as B, then swapped, to cancel
   the judge's position bias. Each order scores the model 1 (win), 0.5 (tie) or 0 (loss); the item's score is
   the mean of its two orders (win+loss -> 0.5, win+tie -> 0.75). An item counts only when both orders gave a
@@ -13,7 +13,9 @@
   alike), ``[[tie]]``, single brackets and "Final verdict: A" are understood; an echo of the format
   instruction is ignored. A reply with no verdict gets one follow-up turn asking for the verdict only.
 * **Win rate** = mean item score (ties count half), in [0, 1]; the 95% interval is a seeded percentile
-  bootstrap over items (2,000 resamples), with the normal-approximation standard error beside it.
+  bootstrap over items (2,000 resamples), with the normal-approximation standard error beside it. Beside it,
+  the benchmark's own number: AlpacaEval's length-controlled win rate (:mod:`divscope.evaluate.lengthcontrol`),
+  Arena-Hard's win rate with strong verdicts counted three times (``benchmark_win_rate``).
 * **Caching**: every request goes through :class:`divscope.endpoint.EndpointClient` with a cache keyed by
   (judge model, messages, parameters): the messages hold the question and both answers in their order, so a
   rerun never re-asks a (prompt, answer pair, order); failed requests are not cached and are retried.
@@ -22,12 +24,9 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,61 +34,22 @@ import numpy as np
 
 from divscope.endpoint import EndpointClient, Result
 from divscope.evaluate.base import EvalOutcome
+from divscope.evaluate.judge_prompts import (
+    STRONG_WEIGHT,
+    JudgePrompt,
+    Reading,
+    get_prompt,
+    parse_verdict,
+)
 from divscope.io.evalsets import EvalItem
 from divscope.train.run import Run
 
-PROMPT_SINGLE = "pair-v2"
-PROMPT_MULTI = "pair-v2-multi-turn"
-REPAIR_MESSAGE = ("Please output only your final verdict, strictly in this format: \"[[A]]\" if assistant A is "
-                  "better, \"[[B]]\" if assistant B is better, and \"[[C]]\" for a tie.")
+__all__ = ["parse_verdict"]  # re-exported: verdict parsing lives with the prompts
+
 ORDERS = ("model_first", "reference_first")
 # Why an order of an item has no verdict (the keys of ``unjudged_reasons``).
 REQUEST_FAILED = "request failed"
 NO_VERDICT = "no verdict in reply"
-
-
-@lru_cache(maxsize=1)
-def judge_prompts() -> dict[str, dict[str, Any]]:
-    path = Path(str(resources.files("divscope").joinpath("data", "eval", "mt_bench", "judge_prompts.jsonl")))
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out[row["name"]] = row
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Verdicts
-# --------------------------------------------------------------------------------------------------------------
-
-_LABEL = r"(A\s*>>\s*B|A\s*>\s*B|A\s*=\s*B|B\s*=\s*A|B\s*>\s*A|B\s*>>\s*A|A|B|C|tie)"
-_DOUBLE = re.compile(r"\[\[\s*" + _LABEL + r"\s*\]\]", re.I)
-_SINGLE = re.compile(r"(?<!\[)\[\s*" + _LABEL + r"\s*\](?!\])", re.I)
-_FINAL = re.compile(r"final\s+verdict\s*(?:is|:)?\s*[:\-]?\s*\**\s*\"?(?:it\s+is\s+|a\s+)?(?:assistant\s+)?"
-                    r"((?-i:A>>B|A>B|A=B|B=A|B>A|B>>A|A|B|C)|tie)\b", re.I)
-_ECHO = re.compile(r"\"?\[\[A\]\]\"?\s+if\s+assistant\s+A\s+is\s+better.*?\[\[C\]\]\"?\s+for\s+a\s+tie", re.I | re.S)
-
-
-def _canon(label: str) -> str:
-    s = re.sub(r"\s+", "", label).upper()
-    if s in ("A", "A>>B", "A>B"):
-        return "A"
-    if s in ("B", "B>>A", "B>A"):
-        return "B"
-    return "tie"  # C, TIE, A=B, B=A
-
-
-def parse_verdict(text: str | None) -> str | None:
-    """``"A"``, ``"B"``, ``"tie"`` or None (no verdict found); the last verdict in the reply wins."""
-    if not text:
-        return None
-    text = _ECHO.sub(" ", text)
-    for pattern in (_DOUBLE, _SINGLE, _FINAL):
-        found = pattern.findall(text)
-        if found:
-            return _canon(found[-1])
-    return None
 
 
 def model_score(verdict: str, order: str) -> float:
@@ -150,6 +110,7 @@ class Pair:
     questions: tuple[str, ...]
     answers: tuple[str, ...]
     references: tuple[str, ...]
+    category: str = ""  # Arena-Hard's creative-writing prompts get their own judge prompt
 
 
 @dataclass
@@ -160,6 +121,7 @@ class Judgment:
     problems: dict[str, str] = field(default_factory=dict)  # order -> "<reason>: <detail>", for people
     repaired: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # order -> REQUEST_FAILED | NO_VERDICT, for counting
+    strong: dict[str, bool] = field(default_factory=dict)  # order -> a strong verdict (Arena-Hard's >>)
 
     def fail(self, order: str, reason: str, detail: str) -> None:
         self.verdicts[order] = None
@@ -177,18 +139,11 @@ class Judgment:
                 "repaired": self.repaired}
 
 
-def judge_messages(pair: Pair, order: str) -> list[dict[str, str]]:
+def judge_messages(pair: Pair, order: str, prompt: str | JudgePrompt = "mt_bench") -> list[dict[str, str]]:
     """The judge request for one order (``model_first``: the model's answer is assistant A)."""
     a, b = (pair.answers, pair.references) if order == "model_first" else (pair.references, pair.answers)
-    prompts = judge_prompts()
-    if len(pair.questions) >= 2:
-        tpl = prompts[PROMPT_MULTI]
-        user = tpl["prompt_template"].format(question_1=pair.questions[0], question_2=pair.questions[1],
-                                             answer_a_1=a[0], answer_a_2=a[1], answer_b_1=b[0], answer_b_2=b[1])
-    else:
-        tpl = prompts[PROMPT_SINGLE]
-        user = tpl["prompt_template"].format(question=pair.questions[0], answer_a=a[0], answer_b=b[0])
-    return [{"role": "system", "content": tpl["system_prompt"]}, {"role": "user", "content": user}]
+    p = get_prompt(prompt) if isinstance(prompt, str) else prompt
+    return p.messages(pair.questions, a, b, pair.category)
 
 
 @dataclass
@@ -196,6 +151,7 @@ class JudgeOutcome:
     judgments: list[Judgment]
     failed_requests: int
     results: list[Result]
+    prompt: str = "mt_bench"
 
     @property
     def scores(self) -> list[float]:
@@ -211,11 +167,11 @@ class JudgeOutcome:
             for o, v in j.verdicts.items():
                 if v is None:
                     continue
-                s = j.scores[o]
+                s = model_score(v, o)  # the verdict's outcome (a weighted judge's score may lie in between)
                 per_order[o]["win" if s == 1 else "tie" if s == 0.5 else "loss"] += 1
                 position[v] += 1
             reasons.update(j.reasons.values())
-            if j.score is not None and j.scores["model_first"] == j.scores["reference_first"]:
+            if j.score is not None and len({model_score(v, o) for o, v in j.verdicts.items()}) == 1:
                 consistent += 1
         out: dict[str, Any] = {
             "judged": len(judged), "unjudged": len(self.judgments) - len(judged),
@@ -228,30 +184,35 @@ class JudgeOutcome:
         }
         if judged:
             out.update(win_rate(self.scores, seed=seed).to_json())
+            if self.prompt == "arena_hard":  # Arena-Hard's own number: a strong verdict counts three times
+                pairs = [(STRONG_WEIGHT if j.strong.get(o) else 1, s) for j in judged for o, s in j.scores.items()]
+                out["benchmark_win_rate"] = round(sum(w * s for w, s in pairs) / sum(w for w, _ in pairs), 6)
+                out["strong_verdicts"] = sum(1 for j in judged for o in j.scores if j.strong.get(o))
         return out
 
 
 def judge_pairs(client: EndpointClient, pairs: Sequence[Pair], repair: bool = True,
-                progress: str | None = "judge") -> JudgeOutcome:
-    """Judge every pair in both orders through ``client`` (cached, concurrent, retried)."""
-    for p in pairs:
-        if not (len(p.answers) >= len(p.questions[:2]) and len(p.references) >= len(p.questions[:2])):
-            raise ValueError(f"{p.id}: needs an answer and a reference for each of its first two turns")
-    requests = [(i, o, judge_messages(p, o)) for i, p in enumerate(pairs) for o in ORDERS]
+                progress: str | None = "judge", prompt: str | JudgePrompt = "mt_bench") -> JudgeOutcome:
+    """Judge every pair in both orders through ``client`` (cached, concurrent, retried) with ``prompt``."""
+    p = get_prompt(prompt) if isinstance(prompt, str) else prompt
+    for pair in pairs:
+        if not (len(pair.answers) >= len(pair.questions[:2]) and len(pair.references) >= len(pair.questions[:2])):
+            raise ValueError(f"{pair.id}: needs an answer and a reference for each of its first two turns")
+    requests = [(i, o, judge_messages(pair, o, p)) for i, pair in enumerate(pairs) for o in ORDERS]
     results = client.chat_many([m for _, _, m in requests], progress=progress)
-    judgments = [Judgment(p.id) for p in pairs]
+    judgments = [Judgment(pair.id) for pair in pairs]
     to_repair = []
     for (i, o, msgs), res in zip(requests, results, strict=True):
         j = judgments[i]
         if not res.ok:
             j.fail(o, REQUEST_FAILED, str(res.error))
             continue
-        v = parse_verdict(res.text)
-        if v is None and repair:
+        reading = p.read(res.text, res.logprobs)
+        if reading.verdict is None and repair and p.repair:
             to_repair.append((i, o, [*msgs, {"role": "assistant", "content": res.text},
-                                     {"role": "user", "content": REPAIR_MESSAGE}]))
+                                     {"role": "user", "content": p.repair}]))
             continue
-        _record(j, o, v, res.text)
+        _record(j, o, reading, res.text)
     if to_repair:
         fixes = client.chat_many([m for _, _, m in to_repair], progress=f"{progress} (verdict follow-ups)"
                                  if progress else None)
@@ -262,17 +223,21 @@ def judge_pairs(client: EndpointClient, pairs: Sequence[Pair], repair: bool = Tr
             if not res.ok:
                 j.fail(o, REQUEST_FAILED, str(res.error))
                 continue
-            _record(j, o, parse_verdict(res.text), res.text)
+            _record(j, o, p.read(res.text, res.logprobs), res.text)
     failed = sum(1 for r in results if not r.ok)
-    return JudgeOutcome(judgments, failed, results)
+    return JudgeOutcome(judgments, failed, results, p.name)
 
 
-def _record(j: Judgment, order: str, verdict: str | None, text: str) -> None:
-    if verdict is None:
+def _record(j: Judgment, order: str, reading: Reading, text: str) -> None:
+    if reading.verdict is None:
         j.fail(order, NO_VERDICT, "..." + " ".join(text.split())[-120:])
+        return
+    j.verdicts[order] = reading.verdict
+    if reading.prob_a is not None:  # a weighted judge: the model's probability of being preferred
+        j.scores[order] = reading.prob_a if order == "model_first" else 1.0 - reading.prob_a
     else:
-        j.verdicts[order] = verdict
-        j.scores[order] = model_score(verdict, order)
+        j.scores[order] = model_score(reading.verdict, order)
+    j.strong[order] = reading.strong
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -285,7 +250,7 @@ def pairs_for(items: Sequence[Any], answers: Sequence[tuple[str, ...]]) -> list[
     out = []
     for it, ans in zip(items, answers, strict=True):
         k = min(len(it.turns), 2)
-        out.append(Pair(it.id, tuple(it.turns[:k]), tuple(ans[:k]), tuple(it.references[:k])))
+        out.append(Pair(it.id, tuple(it.turns[:k]), tuple(ans[:k]), tuple(it.references[:k]), it.category))
     return out
 
 
@@ -293,22 +258,29 @@ def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: i
                    device: str | None, details_path: Path | None = None, endpoint: str | None = None,
                    judge_model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                    concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5,
-                   judge_max_tokens: int = 1024, max_new_tokens: int = 512, temperature: float = 0.0
-                   ) -> EvalOutcome:
+                   judge_max_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0,
+                   judge_prompt: str | None = None, generator: str = "hf", generator_endpoint: str | None = None,
+                   generator_model: str | None = None) -> EvalOutcome:
     """The ``judge`` method: generate the run's answers, judge them against the references in both orders.
 
     Per item: its score in [0, 1] (mean of the two orders); unjudged items have none (they are in the details
-    file with their reason). The keyword parameters after ``details_path`` are the method's options.
+    file with their reason). The keyword parameters after ``details_path`` are the method's options;
+    ``judge_prompt``, ``judge_max_tokens`` and ``max_new_tokens`` default to the prompt's and the set's own
+    (``evaluate_run`` passes the set's), ``generator*`` choose the backend (:mod:`divscope.evaluate.generators`).
     """
     from divscope.errors import DivscopeError
-    from divscope.evaluate.generate import GenConfig, GenStats, answers_for_run
+    from divscope.evaluate.generate import GenConfig, GenStats
+    from divscope.evaluate.generators import answers_for_run
+    from divscope.io.evalsets import OTHER_MAX_NEW_TOKENS
     from divscope.store.atomic import atomic_open
 
     if not endpoint or not judge_model:
         raise DivscopeError("--method judge needs --endpoint URL (an OpenAI-compatible server) and --judge-model "
                             "NAME")
+    prompt = get_prompt(judge_prompt or "mt_bench")
     client = EndpointClient(endpoint, judge_model, api_key_env=api_key_env, max_concurrency=concurrency,
-                            timeout=timeout, max_retries=max_retries, max_tokens=judge_max_tokens, seed=seed,
+                            timeout=timeout, max_retries=max_retries, max_tokens=judge_max_tokens or prompt.max_tokens,
+                            extra_params=prompt.params, seed=seed,
                             cache_path=run.path / "eval" / "cache" / "judge.jsonl")
     # The judge sees at most two turns (MT-Bench's format): later turns are neither generated nor judged.
     usable = [EvalItem(it.id, it.turns[:2], it.references[:2], it.category, it.extra) for it in items
@@ -316,13 +288,14 @@ def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: i
     if not usable:
         raise DivscopeError("no item of this eval set has reference answers to judge against (use alpaca_eval, "
                             "vicuna, arena_hard or mt_bench)")
-    gen = GenConfig(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
-                    max_prompt_len=max_len)
+    gen = GenConfig(max_new_tokens=max_new_tokens or OTHER_MAX_NEW_TOKENS, temperature=temperature, seed=seed,
+                    batch_size=batch_size, max_prompt_len=max_len)
     stats = GenStats()
-    answers = answers_for_run(run.path, usable, gen, device=device, stats=stats)
+    answers, backend = answers_for_run(run.path, usable, gen, device=device, stats=stats, generator=generator,
+                                       generator_endpoint=generator_endpoint, generator_model=generator_model)
     pairs = pairs_for(usable, answers)
     try:
-        outcome = judge_pairs(client, pairs)
+        outcome = judge_pairs(client, pairs, prompt=prompt)
     finally:
         client.close()
     if details_path is not None:
@@ -334,12 +307,19 @@ def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: i
         raise DivscopeError(f"the judge gave no usable verdict for any item ({summary['unjudged_reasons']}); "
                             f"{client.failures_summary(outcome.results)}")
     judged = [j for j in outcome.judgments if j.score is not None]
+    if prompt.name == "alpaca_eval":  # AlpacaEval 2.0's headline number beside the plain win rate
+        from divscope.evaluate.lengthcontrol import length_controlled_win_rate
+
+        by_id = {pair.id: pair for pair in pairs}
+        summary.update(length_controlled_win_rate(
+            [j.score for j in judged], [len(by_id[j.id].answers[0]) for j in judged],
+            [len(by_id[j.id].references[0]) for j in judged]))
     return EvalOutcome("judge_win_rate", summary["win_rate"], [j.id for j in judged], [j.score for j in judged], {
         **summary,
         "items": summary["judged"], "skipped_no_reference": len(items) - len(usable),
         "complete": outcome.failed_requests == 0,
-        "judge": {**client.describe(), "prompts": [PROMPT_SINGLE, PROMPT_MULTI], "orders": list(ORDERS)},
+        "judge": {**client.describe(), "prompt": prompt.name, "prompts": list(prompt.names), "orders": list(ORDERS)},
         "judge_requests_sent": client.stats["requests_sent"], "judge_cache_hits": client.stats["cache_hits"],
-        "generation": {**gen.key_params(), **stats.to_json()},
+        "generation": {**gen.key_params(), **stats.to_json(), **backend},
         "seconds_per_item": stats.to_json()["seconds_per_generated_answer"],
     })

@@ -20,9 +20,10 @@ from typing import Any
 
 from divscope._version import __version__
 from divscope.evaluate.base import EvalOutcome, check_options
+from divscope.evaluate.judge_prompts import judge_prompt_for
 from divscope.evaluate.registry import get_evaluator
 from divscope.evaluate.settings import EvalSettings
-from divscope.io.evalsets import EvalItem, load_eval_set
+from divscope.io.evalsets import EvalItem, load_eval_set, max_new_tokens_for
 from divscope.store.cached import cached_result
 from divscope.train.run import Run
 
@@ -51,6 +52,11 @@ def result_path(run_dir: Path, eval_set: str, method: str) -> Path:
 _D = EvalSettings()  # the defaults below are the settings object's (one source)
 
 
+def set_defaults(eval_set: str) -> dict[str, Any]:
+    """Method options whose default is the eval set's own (``None`` in :class:`EvalSettings`)."""
+    return {"max_new_tokens": max_new_tokens_for(eval_set), "judge_prompt": judge_prompt_for(eval_set)}
+
+
 def evaluate_run(run_dir: str | Path, eval_set: str = _D.eval_set, method: str = _D.method,
                  limit: int | None = _D.limit, seed: int = _D.seed, max_len: int = _D.max_len,
                  batch_size: int = _D.batch_size, device: str | None = _D.device, **options: Any) -> dict[str, Any]:
@@ -58,10 +64,15 @@ def evaluate_run(run_dir: str | Path, eval_set: str = _D.eval_set, method: str =
 
     ``options`` go to the method; one it does not accept is refused before anything is loaded. The result holds
     the method's ``metric``, ``score`` and details, the common fields and ``per_item`` ({item id: score}).
+    An option the method takes whose default is the set's own (:func:`set_defaults`) is filled in when it is
+    missing or None, so the result's parameters always hold the value used.
     """
     run_dir = Path(run_dir)
     evaluator = get_evaluator(method)
     check_options(evaluator, options)
+    for k, v in set_defaults(eval_set).items():
+        if k in evaluator.options and options.get(k) is None:
+            options[k] = v
     run = Run.open(run_dir)
     params = {"eval_set": eval_set, "method": method, "limit": limit, "seed": seed, "max_len": max_len,
               **{k: v for k, v in options.items() if k != "api_key"}}

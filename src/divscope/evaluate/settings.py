@@ -16,7 +16,7 @@ from divscope.settings import Settings, setting
 _JUDGE = ("endpoint", "judge_model", "api_key_env", "concurrency")
 # Method fields added after results were stored: passed to the method only away from their default, so the
 # parameters of a stored result (and so the result) stay valid.
-_ADDED = ("nll_weighting", "end_of_turn")
+_ADDED = ("nll_weighting", "end_of_turn", "judge_prompt", "generator", "generator_endpoint", "generator_model")
 
 
 class EvalSettings(Settings):
@@ -31,12 +31,23 @@ class EvalSettings(Settings):
     max_len: int = setting(512, "Tokens per scored conversation (nll) or prompt (judge/ifeval).")
     batch_size: int = setting(8, "Items per forward pass.")
     device: str | None = setting(None, "cpu, cuda, cuda:1 ... [cuda if available]")
-    max_new_tokens: int = setting(512, "judge/ifeval: answer length limit (greedy decoding).")
+    max_new_tokens: int | None = setting(None, "judge/ifeval: answer length limit (greedy decoding) [the set's own: "
+                                         "2048 for alpaca_eval, vicuna, arena_hard, mt_bench; 1024 for ifeval, "
+                                         "pool:WS and files].")
+    generator: Literal["hf", "vllm", "endpoint"] = setting(
+        "hf", "judge/ifeval: what generates the answers: hf (transformers, in this process), vllm (in this process; "
+        "pip install 'divscope[vllm]'), endpoint (an OpenAI-compatible server serving the trained model).")
+    generator_endpoint: str | None = setting(None, "generator endpoint: URL of the server serving the trained "
+                                             "model, e.g. http://host:8001/v1 (requests in flight: --batch-size).")
+    generator_model: str | None = setting(None, "generator endpoint: the model name that server serves.")
     endpoint: str | None = setting(None, "judge: OpenAI-compatible server, e.g. http://host:8000/v1.")
     judge_model: str | None = setting(None, "judge: model name the server serves.")
     api_key_env: str | None = setting("OPENAI_API_KEY", "judge: environment variable holding the API key (read at "
                                       "request time, never written).")
     concurrency: int = setting(8, "judge: requests in flight at most.")
+    judge_prompt: Literal["alpaca_eval", "arena_hard", "mt_bench"] | None = setting(
+        None, "judge: the judge prompt [the set's own: AlpacaEval 2.0's for alpaca_eval, Arena-Hard's for "
+        "arena_hard, MT-Bench's pair prompts for mt_bench, vicuna and other sets].")
     nll_weighting: Literal["token", "item"] = setting(
         "token", "nll: the score's mean: token (every reference token counts once, long answers weigh more) | "
         "item (every prompt counts once). Both are reported.")
@@ -69,6 +80,12 @@ class EvalSettings(Settings):
     @property
     def name(self) -> str:
         return f"{self.eval_set}.{self.method}"
+
+    def new_tokens(self) -> int:
+        """``max_new_tokens``, or the eval set's own when it is not set."""
+        from divscope.io.evalsets import max_new_tokens_for
+
+        return self.max_new_tokens or max_new_tokens_for(self.eval_set)
 
     def method_options(self) -> dict[str, Any]:
         """The options ``evaluate_run`` passes to this method: the fields that the method declares it takes

@@ -99,8 +99,13 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     *(("train", k) for k in ("warmup_ratio", "weight_decay", "lora_alpha", "lora_dropout", "logging_steps",
                              "device", "extra")),
     *(("evaluate", "*", k) for k in ("seed", "device", "max_new_tokens", "endpoint", "judge_model", "api_key_env",
-                                     "concurrency", "nll_weighting", "end_of_turn")),
+                                     "concurrency", "nll_weighting", "end_of_turn", "judge_prompt", "generator",
+                                     "generator_endpoint", "generator_model")),
 )
+# ``evaluate[].max_new_tokens`` was 512 by default before it became the set's own (None): every stored spec
+# holds 512. It is left out of the fingerprint at that value too, so such a study continues; its judge and
+# ifeval results are then recomputed at the new length (their parameters hold it), never mixed.
+_LEGACY_EVAL_DEFAULTS = {"max_new_tokens": 512}
 
 
 # Options added with a default that changes behaviour (typeless: exclude): left out of the fingerprint at the value
@@ -187,6 +192,10 @@ class ExperimentSpec(_Strict):
         for key, legacy in _LEGACY_VALUES.items():
             if data["selection"].get(key) == legacy:
                 data["selection"].pop(key)
+        for entry in data["evaluate"]:
+            for key, legacy in _LEGACY_EVAL_DEFAULTS.items():
+                if entry.get(key) == legacy:
+                    entry.pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,7 +1,8 @@
 """Evaluation sets shipped inside the package (offline), plus any user file in a supported format.
 
 Named sets (``pool:WS`` turns a workspace's pool into one, for held-out NLL): ``alpaca_eval`` (805 prompts, GPT-4-Turbo reference answers), ``vicuna`` (its 80 Vicuna rows),
-``arena_hard`` (750 prompts, o3-mini baseline answers), ``mt_bench`` (80 two-turn questions; GPT-4 references
+``arena_hard`` (Arena-Hard v2.0: 750 prompts; baseline answers by o3-mini for its 500 hard prompts and by
+Gemini-2.0-Flash for its 250 creative-writing prompts, as v2.0 defines them), ``mt_bench`` (80 two-turn questions; GPT-4 references
 for 30), ``ifeval`` (541 prompts with verifiable instructions, no reference). Origins and licences:
 ``divscope/data/eval/LICENSES.md``.
 """
@@ -17,6 +18,18 @@ from typing import Any
 from divscope.errors import DivscopeError
 
 EVAL_SETS = ("alpaca_eval", "vicuna", "arena_hard", "mt_bench", "ifeval")
+# Answer length (``max_new_tokens``) for each set when none is given: the judge sets' references run long
+# (AlpacaEval's GPT-4-Turbo answers average 2,049 characters, up to 6,639), so 2,048 tokens; IFEval's
+# "at least N words" instructions need ~1,000; a pool or a user file gets 1,024.
+MAX_NEW_TOKENS = {"alpaca_eval": 2048, "vicuna": 2048, "arena_hard": 2048, "mt_bench": 2048, "ifeval": 1024}
+OTHER_MAX_NEW_TOKENS = 1024
+# Arena-Hard v2.0's baseline per category (its judge config): the model whose answers are the references.
+ARENA_HARD_BASELINES = {"hard_prompt": "o3-mini-2025-01-31", "creative_writing": "gemini-2.0-flash-001"}
+
+
+def max_new_tokens_for(eval_set: str) -> int:
+    """The answer length an eval set is generated with unless ``max_new_tokens`` says otherwise."""
+    return MAX_NEW_TOKENS.get(eval_set, OTHER_MAX_NEW_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -55,17 +68,24 @@ def _alpaca_eval(only: str | None = None) -> list[EvalItem]:
             for i, r in enumerate(rows) if only is None or r["dataset"] == only]
 
 
-def _arena_hard() -> list[EvalItem]:
+def _answers(name: str) -> dict[str, str]:
     answers = {}
-    for row in _jsonl(_data("arena-hard-v2.0", "o3-mini-2025-01-31.answers.jsonl")):
+    for row in _jsonl(_data("arena-hard-v2.0", name)):
         content = row["messages"][-1]["content"]
         answers[row["uid"]] = content["answer"] if isinstance(content, dict) else content
+    return answers
+
+
+def _arena_hard() -> list[EvalItem]:
+    baselines = {"hard_prompt": _answers("o3-mini-2025-01-31.answers.jsonl"),
+                 "creative_writing": _answers("gemini-2.0-flash-001.creative_writing.answers.jsonl")}
     out = []
     for q in _jsonl(_data("arena-hard-v2.0", "question.jsonl")):
-        ref = answers.get(q["uid"])
-        out.append(EvalItem(f"arena_hard/{q['uid']}", (q["prompt"],), (ref,) if ref else (),
-                            q.get("category", ""), {"subcategory": q.get("subcategory"),
-                                                    "baseline_model": "o3-mini-2025-01-31"}))
+        category = q.get("category") or "hard_prompt"
+        ref = baselines.get(category, baselines["hard_prompt"]).get(q["uid"])
+        out.append(EvalItem(f"arena_hard/{q['uid']}", (q["prompt"],), (ref,) if ref else (), category,
+                            {"subcategory": q.get("subcategory"),
+                             "baseline_model": ARENA_HARD_BASELINES.get(category, ARENA_HARD_BASELINES["hard_prompt"])}))
     return out
 
 
