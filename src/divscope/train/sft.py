@@ -30,7 +30,7 @@ from divscope.io.evalsets import EVAL_SETS, load_eval_set
 from divscope.io.record import Record
 from divscope.store.cached import cached_result, stored_result
 from divscope.train import launch
-from divscope.train.run import TRAIN_FILE, Run
+from divscope.train.run import CHECKPOINTS, TRAIN_FILE, Run
 from divscope.train.settings import TrainSettings
 
 
@@ -127,7 +127,7 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
-    ckpt_dir = run / "checkpoints"
+    ckpt_dir = run / CHECKPOINTS
     trainer = build_trainer(model, tokenizer, dataset, cfg, ckpt_dir, peft_config)
     batch = launch.check_batch(trainer.args, cfg)  # the global batch as stated, whatever the processes
     from transformers.trainer_callback import PrinterCallback
