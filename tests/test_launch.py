@@ -33,7 +33,7 @@ LOSS_RTOL = 1e-5
 
 @pytest.mark.parametrize(("batch", "accum", "procs", "want"), [
     (8, 1, 1, (8, 1)), (8, 1, 2, (4, 1)), (2, 4, 2, (2, 2)), (4, 32, 8, (4, 4)), (4, 32, 64, (2, 1)),
-    (3, 4, 2, (3, 2)), (4, 32, 16, (4, 2))])
+    (3, 4, 2, (3, 2)), (4, 32, 16, (4, 2)), (4, 3, 2, (3, 2))])  # last: 6 per process, micro-batch 4 -> 3
 def test_global_batch_is_kept_whatever_the_processes(batch, accum, procs, want) -> None:
     cfg = TrainSettings(batch_size=batch, grad_accum=accum, launcher="accelerate", num_processes=procs)
     lay = cfg.layout()
