@@ -25,7 +25,7 @@ from typing import Any
 # resumed, the mean loss of the steps this process ran): dropped before comparing bytes.
 VOLATILE_KEYS = frozenset({"time", "times", "built_at", "seconds", "cache_hits", "requests_sent", "load_seconds",
                            "train_seconds", "seconds_per_step", "seconds_per_item", "train_seconds_per_step",
-                           "resumed_from", "train_loss"})
+                           "resumed_from", "train_loss", "disk_bytes"})  # disk_bytes: includes the wall times' text
 
 
 def env() -> dict[str, str]:

@@ -136,7 +136,9 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                                          "merge_threshold", "min_count")),
         *(f"metrics.{k}" for k in ("bleu_sample", "embedder", "pairs_sample", "seed", "tokenizer", "vendi_sample")),
         *(f"train.{k}" for k in ("device", "logging_steps", "lora_alpha", "lora_dropout", "warmup_ratio",
-                                 "weight_decay"))}
+                                 "weight_decay")),
+        # issue 17: how a run executes (never in the fingerprint)
+        *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints"))}
     assert old["spec_fingerprint"] != spec.fingerprint()
     study = tmp_path / "study.json"
     study.write_bytes(OLD_STUDY.read_bytes())

@@ -14,7 +14,7 @@ from divscope.experiment.spec import parse_spec
 from helpers import tiny_study
 
 ROW_KEYS = {"cell", "strategy", "size", "diversity", "seed", "replicate", "selection_seed", "train_seed",
-            "eval_seed", "types_covered", "unit", "metric", "score"}
+            "eval_seed", "types_covered", "unit", "metric", "score", "disk_bytes"}
 
 
 def _spec(text: str, **selection):
@@ -66,7 +66,7 @@ def test_results_rows_carry_every_seed(tmp_path: Path) -> None:
     base, micro, rnd = rows
     assert base == {"cell": "base", "strategy": "base", "size": 0, "diversity": None, "seed": None, "replicate": 0,
                     "selection_seed": None, "train_seed": None, "eval_seed": 0, "types_covered": None, "unit": None,
-                    "metric": "alpaca_eval.nll", "score": -1.0}
+                    "metric": "alpaca_eval.nll", "score": -1.0, "disk_bytes": None}
     assert (micro["cell"], micro["replicate"], micro["selection_seed"], micro["train_seed"]) == \
         ("instruction-micro/n8-d1.000-s0-r1", 1, 1000, 1000)
     assert (micro["types_covered"], micro["unit"], rnd["types_covered"], rnd["unit"]) == (17, "smollm2", None, None)

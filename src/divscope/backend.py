@@ -46,6 +46,7 @@ class Backend:
     address: str | None = None  # ray: an existing cluster (``auto`` or ``ray://host:10001``); None starts one
     num_cpus: int | None = None  # ray, local cluster only: CPUs to give it (default: all)
     cpus_per_cell: int | None = None  # ray, ``divscope run``: CPUs per grid cell task (default 1; +1 GPU if any)
+    gpus_per_cell: int | None = None  # ray, ``divscope run``: GPUs per cell [the training processes, 1 by default]
 
 
 _CURRENT: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("divscope_engine", default=None)
@@ -67,18 +68,18 @@ def use_backend(engine: str | Backend | None) -> Iterator[Backend]:
 
 
 def as_backend(engine: str | Backend | None, address: str | None = None, num_cpus: int | None = None,
-              cpus_per_cell: int | None = None) -> Backend:
+              cpus_per_cell: int | None = None, gpus_per_cell: int | None = None) -> Backend:
     if isinstance(engine, Backend):
         return engine
     name = engine or "local"
     if name not in ENGINES:
         raise DivscopeError(f"unknown engine {name!r}: choose local or ray")
-    if name == "local" and (address or num_cpus or cpus_per_cell):
-        raise DivscopeError("--ray-address / --ray-cpus / --cell-cpus need --engine ray")
-    for label, v in (("--ray-cpus", num_cpus), ("--cell-cpus", cpus_per_cell)):
+    if name == "local" and (address or num_cpus or cpus_per_cell or gpus_per_cell):
+        raise DivscopeError("--ray-address / --ray-cpus / --cell-cpus / --cell-gpus need --engine ray")
+    for label, v in (("--ray-cpus", num_cpus), ("--cell-cpus", cpus_per_cell), ("--cell-gpus", gpus_per_cell)):
         if v is not None and v < 1:
             raise DivscopeError(f"{label} must be >= 1")
-    return Backend(name, address, num_cpus, cpus_per_cell)
+    return Backend(name, address, num_cpus, cpus_per_cell, gpus_per_cell)
 
 
 def map_chunks(task: ChunkTask, chunks: Sequence[list[str]], description: str,
@@ -199,8 +200,11 @@ def engine_options(cell_cpus: bool = False) -> Callable[[Any], Any]:
 
     def deco(f: Any) -> Any:
         if cell_cpus:
+            f = click.option("--cell-gpus", type=int, default=None,
+                             help="ray: GPUs per grid cell task, on one node, where the cluster has GPUs (default: "
+                                  "train.num_processes with launcher accelerate, else 1; must equal it).")(f)
             f = click.option("--cell-cpus", type=int, default=None,
-                             help="ray: CPUs per grid cell task (default 1; each cell also gets a GPU if the "
+                             help="ray: CPUs per grid cell task (default 1; each cell also gets its GPUs if the "
                                   "cluster has any).")(f)
         f = click.option("--ray-cpus", type=int, default=None,
                          help="ray: CPUs of the local cluster started when no --ray-address is given "

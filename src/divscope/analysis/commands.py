@@ -115,6 +115,10 @@ def plan_cmd(spec: Path, **kwargs: Any) -> None:
     print_plan(plan(spec, PlanSettings.from_cli(kwargs)))
 
 
+def _gb(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else _f(v, ".3g")
+
+
 def print_plan(p: dict[str, Any]) -> None:
     nz, c = p["noise"], p["costs"]
     head = (f"plan: {p['spec']} ({p['metric']}); {len(p['levels'])} levels, {p['replicates']} replicate(s); "
@@ -135,11 +139,22 @@ def print_plan(p: dict[str, Any]) -> None:
     if parts:
         console.print("variance components (score^2 per cell): " + ", ".join(f"{k} {v:.3g}" for k, v in parts),
                       markup=False)
+    gpu = c["gpu_hours"] is not None
     print_wide(table(f"cost on {c['device']} ({c['source']})", ["cells", "evaluations", "s / step", "s / item",
                                                               "train h", "eval h", "featurize h", "total h",
-                                                              "disk GB"],
+                                                              *(["GPUs / cell", "GPU-h"] if gpu else []),
+                                                              "kept disk GB", "peak disk GB"],
                      [(c["cells"], c["evaluations"], _f(c["step_seconds"], ".3g"), _f(c["item_seconds"], ".3g"),
                        _f(c["train_hours"], ".2f"), _f(c["eval_hours"], ".2f"), _f(c["featurize_hours"], ".2f"),
-                       _f(c["hours"], ".2f"), _f(c["disk_gb"], ".3g"))]))
+                       _f(c["hours"], ".2f"), *([c["gpus_per_cell"], _f(c["gpu_hours"], ".1f")] if gpu else []),
+                       _gb(c["disk_gb"]), _gb(c["peak_disk_gb"]))]))
+    print_wide(table(f"per cell (peak: while training, {c['per_cell'][0]['checkpoints_held'] if c['per_cell'] else 0}"
+                     f" checkpoint(s) of {_f(c['per_cell'][0]['checkpoint_mb'] / 1e3 if c['per_cell'] else 0, '.3g')} "
+                     f"GB held; total peak: every cell's kept disk + {c['parallel_cells']} cell(s) training)",
+                     ["size", "cells", "steps", "train h", "eval h", *(["GPU-h"] if gpu else []), "kept disk GB",
+                      "peak disk GB"],
+                     [(d["size"], d["cells"], d["steps"], _f(d["train_hours"], ".3g"), _f(d["eval_hours"], ".3g"),
+                       *([_f(d["gpu_hours"], ".3g")] if gpu else []), _gb(d["kept_mb"] / 1e3),
+                       _gb(d["peak_mb"] / 1e3)) for d in c["per_cell"]]))
     for n in c["notes"]:
         console.print(f"note: {n}", markup=False)

@@ -119,9 +119,9 @@ def prompt_components(study: Path, rows: Sequence[Mapping[str, Any]], metric: st
 
 
 def timings(study: Path, rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, Any]:
-    """Median seconds per training step (per token of batch x grad_accum x length), model load, eval seconds per
-    item, and
-    disk per run, from the pilot's ``runs/<cell>/train.json``, eval results and files."""
+    """Median device-seconds per training step (per token of batch x grad_accum x length; a step of a run trained
+    in P processes counts P times), model load, eval seconds per item, and disk kept per run (the results row's
+    ``disk_bytes``, else the run folder), from the pilot's ``runs/<cell>/train.json``, eval results and files."""
     step_tok, load, item, mb = [], [], [], []
     for r in rows:
         run = study / "runs" / r["cell"]
@@ -131,7 +131,9 @@ def timings(study: Path, rows: Sequence[Mapping[str, Any]], metric: str) -> dict
             continue
         cfg = t.get("config") or {}
         if isinstance(t.get("seconds_per_step"), int | float) and cfg.get("batch_size") and cfg.get("max_len"):
-            step_tok.append(t["seconds_per_step"] / (cfg["batch_size"] * cfg.get("grad_accum", 1) * cfg["max_len"]))
+            procs = (t.get("batch") or {}).get("processes", 1)
+            step_tok.append(t["seconds_per_step"] * procs / (cfg["batch_size"] * cfg.get("grad_accum", 1)
+                                                             * cfg["max_len"]))
         if isinstance(t.get("load_seconds"), int | float):
             load.append(float(t["load_seconds"]))
         try:
@@ -140,7 +142,9 @@ def timings(study: Path, rows: Sequence[Mapping[str, Any]], metric: str) -> dict
                 item.append(float(ev["seconds_per_item"]))
         except (OSError, ValueError):
             pass
-        mb.append(sum(p.stat().st_size for p in run.rglob("*") if p.is_file()) / 1e6)
+        kept = r.get("disk_bytes")
+        mb.append((kept if isinstance(kept, int) else sum(p.stat().st_size for p in run.rglob("*") if p.is_file()))
+                  / 1e6)
 
     def med(v: list[float]) -> float | None:
         return statistics.median(v) if v else None

@@ -14,7 +14,16 @@ else ``DEFAULT_NOISE`` (documented below).
 
 Costs: cells x (model load + steps x seconds per step + items x seconds per item), plus featurization, from
 ``COSTS`` (measured on the 2-core CPU of examples/reproduce-cpu.yaml; the GPU numbers are assumptions) scaled
-by batch x length x model size, or from the pilot's train.json / eval timings and run folders.
+by batch x length x model size, or from the pilot's train.json / eval timings and run folders. A cell trained
+in P processes (``train.launcher: accelerate``) holds P GPUs; its steps are assumed to scale ideally (wall time
+/ P), so its GPU-hours are those of one GPU plus the evaluation on P held GPUs.
+
+Disk per cell (:func:`cell_disk`): what it keeps (the final model at 4 bytes per trained parameter, plus ~2 KB per
+training sample of summaries and results; or the pilot's measured ``disk_bytes``) and its peak while training:
+that plus ``keep_checkpoints`` + 1 checkpoints (the Trainer writes a new one before deleting the oldest) of
+weights and AdamW's two fp32 moments, 12 bytes per trained parameter. fp32 weights are what fp32 training and
+mixed precision (fp32 master weights) hold and save. The study's peak: every cell's kept disk plus
+``--parallel-cells`` cells' checkpoints.
 """
 
 from __future__ import annotations
@@ -55,6 +64,9 @@ FULL_FACTOR = 1.5  # a full fine-tune step against a LoRA step (weight gradients
 POOL_SIZES = {"builtin:demo": 3_000, "builtin:study": 20_000, "builtin:sharegpt-pairs": 57_000}
 EVAL_SIZES = {"alpaca_eval": 805, "vicuna": 80, "arena_hard": 750, "mt_bench": 80, "ifeval": 541}
 BASE_PARAMS = 0.135e9
+WEIGHT_BYTES, ADAM_BYTES = 4, 8  # per trained parameter: fp32 weights (or master weights), AdamW's m and v
+SMALL_MB_PER_SAMPLE = 2e-3  # train.json (sample ids), eval results, tokenizer share: ~2 KB per sample (assumed)
+GPU_PARAMS = 1e9  # --device auto: a model this large is planned on a GPU
 
 
 def model_params(model: str) -> tuple[float, str]:
@@ -188,9 +200,31 @@ def eval_items(spec: dict[str, Any]) -> int:
     return min(ev.limit, full) if ev.limit else full
 
 
+def plan_device(s: PlanSettings, train: Any) -> str:
+    """``--device``, or for ``auto``: gpu when the spec trains on cuda or a model of 1B parameters or more."""
+    if s.device != "auto":
+        return s.device
+    if train.device:
+        return "gpu" if str(train.device).startswith("cuda") else "cpu"
+    return "gpu" if model_params(train.model)[0] >= GPU_PARAMS else "cpu"
+
+
+def cell_disk(t: Any, params: float, steps: int, size: int, kept_mb: float | None = None) -> dict[str, float]:
+    """MB a cell keeps and its peak while training (module docstring)."""
+    scale = params / BASE_PARAMS
+    trainable = 9.8 / 4 * 1e6 * (t.lora_r / 8) * math.sqrt(scale) if t.method == "lora" else params
+    checkpoint = trainable * (WEIGHT_BYTES + ADAM_BYTES) / 1e6
+    held = min(t.keep_checkpoints + 1, math.ceil(steps / t.save_steps))  # every save_steps and at the end
+    kept = kept_mb if kept_mb is not None else trainable * WEIGHT_BYTES / 1e6 + size * SMALL_MB_PER_SAMPLE
+    return {"kept_mb": kept, "peak_mb": kept + held * checkpoint, "checkpoint_mb": checkpoint,
+            "checkpoints_held": held}
+
+
 def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -> dict[str, Any]:
-    """Cells, hours (train, eval, featurize) and disk of the spec."""
-    c, t, ev = COSTS[s.device], spec["train"], spec["eval"]
+    """Cells, hours (train, eval, featurize), GPU-hours and disk of the spec, in total and per cell."""
+    t, ev = spec["train"], spec["eval"]
+    device = plan_device(s, t)
+    c = COSTS[device]
     params, why = model_params(t.model)
     scale = params / BASE_PARAMS
     notes = [why] if why else []
@@ -215,19 +249,23 @@ def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -
     gen = ev.method != "nll"
     item_s = s.seconds_per_item or measured.get("seconds_per_item") or (
         c["gen_token"] * ev.new_tokens() * scale if gen else c["nll_token"] * ev.max_len * scale)
-    train_h = eval_h = 0.0
-    disk_mb = 0.0
+    procs = t.processes()  # GPUs a cell holds (one process per GPU)
+    cell_eval_h = (load_s + items * item_s) * len(spec["evals"]) / 3600
+    train_h, per_cell, kept_mb, extra_peak = 0.0, [], 0.0, 0.0
     for size, n in cells.items():
         steps = t.max_steps if t.max_steps > 0 else math.ceil(size * t.epochs / (t.batch_size * t.grad_accum))
-        train_h += n * (load_s + steps * step_s) / 3600
-        trainable = (9.8 / 4 * 1e6 * (t.lora_r / 8) * math.sqrt(scale) if t.method == "lora" else params)
-        ckpts = min(2, steps // t.save_steps)
-        model_mb = trainable * (4 if s.device == "cpu" or t.method == "lora" else 2) / 1e6
-        run_mb = s.run_mb if s.run_mb is not None else (measured.get("run_mb") or (
-            model_mb + ckpts * trainable * 12 / 1e6 + size * 2e-3))
-        disk_mb += n * run_mb
+        cell_h = (load_s + steps * step_s / procs) / 3600  # wall time: the P processes share the steps
+        train_h += n * cell_h
+        d = cell_disk(t, params, steps, size, s.run_mb if s.run_mb is not None else measured.get("run_mb"))
+        kept_mb += n * d["kept_mb"]
+        extra_peak = max(extra_peak, d["peak_mb"] - d["kept_mb"])
+        per_cell.append({"size": size, "cells": n, "steps": steps, "train_hours": cell_h, "eval_hours": cell_eval_h,
+                         "gpu_hours": procs * (cell_h + cell_eval_h) if device == "gpu" else None, **d})
     n_evals = sum(cells.values()) + 1 + len(spec["variants"])  # every cell, and the untrained anchor per study
-    eval_h = n_evals * (load_s + items * item_s) * len(spec["evals"]) / 3600
+    eval_h = n_evals * cell_eval_h
+    if procs > 1:
+        notes.append(f"a cell holds {procs} GPUs: training assumed to scale ideally over them, evaluation runs on "
+                     "one of them")
     if gen and any(e.method == "judge" for e in spec["evals"]):
         notes.append("judge calls to the endpoint are not counted (their time is the endpoint's)")
     pool = sum(POOL_SIZES.get(src, 0) for src in spec["sources"])
@@ -236,11 +274,16 @@ def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -
         notes.append("pool size unknown (not a builtin source): featurization not counted (give "
                      "--featurize-hours)")
     src = "pilot" if measured.get("seconds_per_token") else ("--seconds-per-step" if s.seconds_per_step else
-                                                               f"default {s.device}")
+                                                               f"default {device}" + (", ASSUMED" if device == "gpu"
+                                                                                       else ""))
+    gpu_h = procs * (train_h + eval_h) + feat_h if device == "gpu" else None
     return {"cells": sum(cells.values()), "cells_per_size": cells, "evaluations": n_evals, "step_seconds": step_s,
             "item_seconds": item_s, "load_seconds": load_s, "items": items, "train_hours": train_h,
             "eval_hours": eval_h, "featurize_hours": feat_h, "hours": train_h + eval_h + feat_h,
-            "disk_gb": disk_mb / 1e3, "device": s.device, "model_params": params, "source": src, "notes": notes}
+            "gpus_per_cell": procs if device == "gpu" else 0, "gpu_hours": gpu_h, "per_cell": per_cell,
+            "disk_gb": kept_mb / 1e3, "peak_disk_gb": (kept_mb + s.parallel_cells * extra_peak) / 1e3,
+            "parallel_cells": s.parallel_cells, "device": device, "model_params": params, "source": src,
+            "notes": notes}
 
 
 def plan(spec_path: str | Path, settings: PlanSettings | None = None) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def _row(obj: dict[str, Any], path: Path, lineno: int, unit: str | None) -> dict
            "diversity": None if d is None else float(d), "seed": seed, "replicate": rep,
            **{k: _int(obj.get(k)) for k in SEEDS}, "types_covered": None,
            "unit": obj["unit"] if isinstance(obj.get("unit"), str) and obj["unit"] else unit,
-           "metric": obj["metric"], "score": float(score)}
+           "metric": obj["metric"], "score": float(score), "disk_bytes": _int(obj.get("disk_bytes"))}
     for k, v in obj.items():
         if k.startswith("m."):
             row[k] = float(v) if _finite(v) else None

@@ -21,12 +21,16 @@ class PlanSettings(Settings):
                                      "selection + prompt sampling) [pilot, else default].", gt=0.0)
     slope_sd: float | None = setting(None, "Between-replicate sd of the slope, score per unit d [pilot, else 0].",
                                      ge=0.0)
-    device: Literal["cpu", "gpu"] = setting("cpu", "Whose default costs: the measured 2-core CPU, or an assumed "
-                                            "single GPU.")
+    device: Literal["auto", "cpu", "gpu"] = setting(
+        "auto", "Whose default costs: the measured 2-core CPU, or an assumed GPU; auto: gpu when the spec trains "
+        "on cuda or a model of 1B parameters or more, else cpu.")
     seconds_per_step: float | None = setting(None, "Training seconds per optimizer step [pilot, else default "
                                              "scaled by batch x length x model size].", gt=0.0)
     seconds_per_item: float | None = setting(None, "Evaluation seconds per item [pilot, else default].", gt=0.0)
     load_seconds: float | None = setting(None, "Seconds to load the model, per cell [pilot, else default].",
                                          ge=0.0)
     featurize_hours: float | None = setting(None, "Featurization hours [default from the pool size].", ge=0.0)
-    run_mb: float | None = setting(None, "Disk per trained cell in MB [pilot, else from the model size].", ge=0.0)
+    run_mb: float | None = setting(None, "Disk a cell keeps in MB once its checkpoints are deleted [pilot, else "
+                                   "from the model size].", ge=0.0)
+    parallel_cells: int = setting(1, "Cells training at once (ray: the cluster's GPUs / GPUs per cell): each holds "
+                                  "its checkpoints until evaluated, which the total peak disk counts.", ge=1)

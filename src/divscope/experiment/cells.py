@@ -1,5 +1,8 @@
 """One grid cell of a study: train on its subset, then run every evaluation of the spec.
 
+After its evaluations are recorded a cell's training checkpoints are deleted (``Run.prune``: a finished run is
+reused from train.json and its model) and the bytes its run folder keeps are its ``disk_bytes``.
+
 A cell is the unit that travels: the local runner calls :func:`run_cell_safely` in turn, the Ray backend sends the
 same call to a worker (``experiment.distributed``); both write into the cell's run folder.
 
@@ -45,7 +48,7 @@ def anchor_cell(run_dir: Path) -> Cell:
 def run_cell(cell: Cell, spec: ExperimentSpec) -> None:
     from divscope.evaluate.runs import evaluate_run
     from divscope.io import read_records
-    from divscope.train.run import base_run
+    from divscope.train.run import Run, base_run
     from divscope.train.sft import train
 
     if cell.subset is None:  # the anchor: nothing to train
@@ -63,6 +66,11 @@ def run_cell(cell: Cell, spec: ExperimentSpec) -> None:
         r = evaluate_run(cell.run_dir, e.eval_set, e.method, limit=e.limit, seed=e.seed, max_len=e.max_len,
                          batch_size=e.batch_size, device=e.device, **e.method_options())
         cell.results[e.name] = r["score"]
+    # Evaluations recorded: the checkpoints (optimizer state) are no longer needed to resume; what stays is the
+    # cell's disk use. A run shared with another cell (reuse.share_runs) is counted where it was trained.
+    run = Run.open(cell.run_dir)
+    run.prune()
+    cell.results["disk_bytes"] = 0 if "shared_run" in cell.results else run.disk_bytes()
 
 
 def run_cell_safely(cell: Cell, spec: ExperimentSpec) -> dict[str, Any]:

@@ -34,15 +34,16 @@ def _finish(summary: dict) -> None:
               help="Study directory; rerun the same command to continue after a kill.")
 @engine_options(cell_cpus=True)
 def run_cmd(spec: Path, out: Path, engine: str, ray_address: str | None, ray_cpus: int | None,
-            cell_cpus: int | None) -> None:
+            cell_cpus: int | None, cell_gpus: int | None) -> None:
     """Run the study described by SPEC (YAML): ingest, featurize, grid, metric cards, train, evaluate,
     analyze, report. Every finished piece is kept, so a rerun continues where it stopped (on either engine).
-    With --engine ray, featurization runs on Ray Data and every grid cell is a Ray task."""
+    With --engine ray, featurization runs on Ray Data and every grid cell is a Ray task (with the GPUs its
+    training processes use, where the cluster has GPUs)."""
     from divscope.backend import as_backend
     from divscope.experiment.runner import run_study
     from divscope.experiment.spec import load_spec
 
-    eng = as_backend(engine, ray_address, ray_cpus, cell_cpus)
+    eng = as_backend(engine, ray_address, ray_cpus, cell_cpus, cell_gpus)
     _finish(run_study(load_spec(spec), out, command=shlex.join(["divscope", *sys.argv[1:]]), engine=eng))
 
 

@@ -27,7 +27,7 @@ from divscope.metrics.settings import MetricSettings
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.settings import GridSettings
 from divscope.settings import parse
-from divscope.train.settings import TrainSettings
+from divscope.train.settings import HOW_TO_RUN, TrainSettings
 
 
 class _Strict(BaseModel):
@@ -196,6 +196,8 @@ class ExperimentSpec(_Strict):
             for key, legacy in _LEGACY_EVAL_DEFAULTS.items():
                 if entry.get(key) == legacy:
                     entry.pop(key)
+        for key in HOW_TO_RUN:  # processes, sharding, checkpoints kept: how cells run, not what they compute
+            data["train"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

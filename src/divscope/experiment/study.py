@@ -139,7 +139,8 @@ def write_results(out: Path, cells: list[Cell], spec: ExperimentSpec,
 
     ``seed`` = ``selection_seed``; the anchor has neither, nor a training seed (null). ``types_covered``: the
     subset's covered types on its strategy's own axis (null for baselines); ``unit``: what a micro strategy
-    counts (tokenizer name or "words"), else null.
+    counts (tokenizer name or "words"), else null. ``disk_bytes``: what the cell's run folder keeps once its
+    checkpoints are deleted (0 for a run shared with another cell; null for a cell evaluated before it was kept).
     """
     primary = spec.primary_eval()
     rows = []
@@ -151,7 +152,7 @@ def write_results(out: Path, cells: list[Cell], spec: ExperimentSpec,
                "train_seed": None if c.subset is None else spec.train.seed if c.train_seed is None else c.train_seed,
                "eval_seed": primary.seed,
                "types_covered": c.types_covered, "unit": unit_of(spec, c.strategy),
-               "metric": primary.name, "score": c.results[primary.name]}
+               "metric": primary.name, "score": c.results[primary.name], "disk_bytes": c.results.get("disk_bytes")}
         row.update({f"eval.{k}": v for k, v in sorted(c.results.items()) if k != primary.name and "." in k})
         if c.subset is not None:
             row.update(metric_columns(c.subset, keys))

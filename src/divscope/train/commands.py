@@ -34,4 +34,12 @@ def train_cmd(subset: Path, out: Path, **values: Any) -> None:
         ("samples", s["samples"]), ("steps", s["global_step"]), ("resumed from", s["resumed_from"] or "-"),
         ("first / last loss", f"{s['losses'][0]:.3f} / {s['losses'][-1]:.3f}" if s["losses"] else "-"),
         ("seconds per step", s["seconds_per_step"] or "-"), ("device", s["device"]),
+        ("global batch", _batch(s.get("batch"))),
         ("model", str(res.model_dir))]))
+
+
+def _batch(b: dict[str, Any] | None) -> str:
+    if not b:
+        return "-"
+    return (f"{b['global_batch']} = {b['per_device_batch']} per device x {b['processes']} process(es) x "
+            f"{b['grad_accum']} accumulation")

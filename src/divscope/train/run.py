@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from divscope.errors import DivscopeError
 
 TRAIN_FILE = "train.json"
+CHECKPOINTS = "checkpoints"  # the Trainer's resumable checkpoints (RUN/checkpoints/checkpoint-N/)
 BASE_METHOD = "base"  # ``config.method`` of the untrained model's run (the anchor of a study)
 
 
@@ -64,6 +66,32 @@ class Run:
             base, tok = load_causal_lm(self.config["model"], device=device)
             return PeftModel.from_pretrained(base, str(self.model_dir)), tok
         return load_causal_lm(str(self.model_dir), device=device)
+
+    def prune(self) -> int:
+        """Delete what only resuming the training needed: the Trainer checkpoints (optimizer and scheduler state,
+        RNG states, intermediate weights) and a launch's job data. The final model, train.json, eval/ and the
+        launch log stay. A study calls it once the cell's evaluations are recorded; a finished run never needs a
+        checkpoint again (train.json + model are reused). Returns the bytes freed."""
+        freed = 0
+        for path in (self.path / CHECKPOINTS, self.path / "launch" / "records.jsonl"):
+            if path.exists():
+                freed += disk_bytes(path)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        return freed
+
+    def disk_bytes(self) -> int:
+        return disk_bytes(self.path)
+
+
+def disk_bytes(path: str | Path) -> int:
+    """Bytes of the files under ``path`` (or of the file itself)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def base_run(path: str | Path, model: str) -> Run:

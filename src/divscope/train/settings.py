@@ -11,6 +11,9 @@ from pydantic import model_validator
 
 from divscope.settings import Settings, setting
 
+# How a run is executed, not what it learns: kept out of the run's identity and the study's fingerprint.
+HOW_TO_RUN = ("launcher", "num_processes", "sharding", "keep_checkpoints")
+
 
 class TrainSettings(Settings):
     model: str = setting("smollm2", "smollm2 (SmolLM2-135M-Instruct, shipped) or any HF model id / local folder.")
@@ -19,8 +22,10 @@ class TrainSettings(Settings):
     epochs: float = setting(1.0, "Passes over the subset.")
     max_steps: int = setting(-1, "If > 0, overrides --epochs.")
     lr: float | None = setting(None, "Learning rate [2e-4 LoRA, 2e-5 full].")
-    batch_size: int = setting(8, "Samples per device step.")
-    grad_accum: int = setting(1, "Gradient accumulation steps.")
+    batch_size: int = setting(8, "Samples per forward pass (micro-batch). The global batch is batch_size x "
+                              "grad_accum whatever --num-processes (docs/gpu.md).")
+    grad_accum: int = setting(1, "Gradient accumulation steps of one process; P processes accumulate 1/P as "
+                              "many (or split the micro-batch), so the global batch stays the same.")
     max_len: int = setting(256, "Tokens per sample (truncated).")
     warmup_ratio: float = setting(0.03, "Warmup as a fraction of the total steps.")
     weight_decay: float = setting(0.0, "AdamW weight decay.")
@@ -29,20 +34,57 @@ class TrainSettings(Settings):
     lora_dropout: float = setting(0.05, "LoRA dropout.")
     seed: int = setting(0, "Training seed (initialisation, data order, dropout).")
     save_steps: int = setting(50, "Checkpoint every N steps.")
+    keep_checkpoints: int = setting(1, "Checkpoints kept while training (the last N); a study deletes them once "
+                                    "the cell's evaluations are recorded (the final model stays).")
     logging_steps: int = setting(1, "Log the loss every N steps.")
     gradient_checkpointing: bool = setting(False, "Trade compute for memory (large models on small GPUs).")
     device: str | None = setting(None, "cpu, cuda, cuda:1 ... [cuda if available]")
+    launcher: Literal["none", "accelerate"] = setting(
+        "none", "none: train in this process; accelerate: `accelerate launch` --num-processes processes (one per "
+        "GPU; gloo on CPU) running the same training.")
+    num_processes: int = setting(1, "Training processes (--launcher accelerate), one per GPU.")
+    sharding: Literal["none", "fsdp", "zero2", "zero3"] = setting(
+        "none", "With --launcher accelerate: plain data parallel (none), FSDP, or DeepSpeed ZeRO-2/3 (pip install "
+        "deepspeed); sharding needs GPUs.")
     extra: dict[str, Any] = setting(help="Further transformers TrainingArguments (spec only).", cli=False,
                                     default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> TrainSettings:
-        for name in ("batch_size", "grad_accum", "max_len", "save_steps", "lora_r"):
+        for name in ("batch_size", "grad_accum", "max_len", "save_steps", "lora_r", "keep_checkpoints",
+                     "num_processes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("give epochs > 0 or max_steps > 0")
+        if self.launcher == "none" and (self.num_processes > 1 or self.sharding != "none"):
+            raise ValueError("num_processes > 1 and sharding need launcher: accelerate")
+        if self.launcher != "none" and self.device not in (None, "cpu", "cuda"):
+            raise ValueError(f"device {self.device!r}: with a launcher give cpu or cuda (each process takes its "
+                             "own GPU; choose them with CUDA_VISIBLE_DEVICES)")
+        self.layout()  # the global batch must split exactly over the processes
         return self
+
+    def processes(self) -> int:
+        return self.num_processes if self.launcher != "none" else 1
+
+    def layout(self) -> dict[str, int]:
+        """How the global batch (batch_size x grad_accum) is made with P processes: per-device batch x P x
+        accumulation. The micro-batch never grows (memory as stated): it is the largest divisor of the
+        per-process batch that is at most batch_size. A global batch that P does not divide is refused."""
+        total, p = self.batch_size * self.grad_accum, self.processes()
+        if total % p:
+            raise ValueError(f"the global batch {total} (batch_size {self.batch_size} x grad_accum "
+                             f"{self.grad_accum}) does not split over {p} processes: make it a multiple of {p}")
+        per_process = total // p
+        per_device = max(d for d in range(1, min(self.batch_size, per_process) + 1) if per_process % d == 0)
+        return {"global_batch": total, "processes": p, "per_device_batch": per_device,
+                "grad_accum": per_process // per_device}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide what is trained (``train.json``'s ``config``): how it runs is left out, so a
+        run trained in one process is reused by a request for eight (same global batch)."""
+        return self.model_dump(exclude=set(HOW_TO_RUN))
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-4 if self.method == "lora" else 2e-5)

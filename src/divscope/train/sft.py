@@ -28,9 +28,9 @@ from divscope.errors import DivscopeError
 from divscope.io.contamination import find_overlap
 from divscope.io.evalsets import EVAL_SETS, load_eval_set
 from divscope.io.record import Record
-from divscope.store.atomic import atomic_path
 from divscope.store.cached import cached_result, stored_result
-from divscope.train.run import TRAIN_FILE, Run
+from divscope.train import launch
+from divscope.train.run import CHECKPOINTS, TRAIN_FILE, Run
 from divscope.train.settings import TrainSettings
 
 
@@ -95,11 +95,16 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainS
     """Fine-tune on ``records`` into ``run_dir``; returns at once if the run is already complete."""
     cfg = config or TrainSettings()
     run = Path(run_dir)
-    params = {"config": cfg.model_dump(), "data_fingerprint": data_fingerprint(records)}
+    params = {"config": cfg.identity(), "data_fingerprint": data_fingerprint(records)}
     if Run.is_finished(run) and stored_result(run / TRAIN_FILE, params) is None:
         raise DivscopeError(f"{run} holds a finished run with other data or settings; choose another --out")
     if not records:
         raise DivscopeError("the training subset is empty")
+    if launch.in_worker():  # one of the processes of a launch: train here; rank 0's summary goes back to it
+        return Run(run, _fit(records, run, cfg, source))
+    if cfg.launcher != "none":  # the processes run this same function (divscope.train.worker)
+        return Run(run, cached_result(run / TRAIN_FILE, params, lambda: launch.launch(
+            records, run, cfg, source, threads=train_threads())))
     return Run(run, cached_result(run / TRAIN_FILE, params, lambda: _fit(records, run, cfg, source)))
 
 
@@ -122,8 +127,9 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
-    ckpt_dir = run / "checkpoints"
+    ckpt_dir = run / CHECKPOINTS
     trainer = build_trainer(model, tokenizer, dataset, cfg, ckpt_dir, peft_config)
+    batch = launch.check_batch(trainer.args, cfg)  # the global batch as stated, whatever the processes
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
@@ -141,7 +147,7 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
     else:
         train_loss = trainer.train(resume_from_checkpoint=resume).training_loss
     train_s = time.perf_counter() - t0
-    with atomic_path(run / "model") as tmp:
+    with launch.main_process_path(run / "model", trainer.args.should_save) as tmp:  # rank 0 writes
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         _stable_adapter_config(tmp / "adapter_config.json")
@@ -159,6 +165,7 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
         "lr_schedule": {"type": "cosine", "warmup_steps": warmup_steps(cfg.warmup_ratio, state.max_steps),
                         "warmup": "(step + 1) / (warmup + 1)"},
     }
+    summary["batch"], summary["keep_checkpoints"] = batch, cfg.keep_checkpoints
     summary["eval_overlap"] = eval_overlap(records)
     return summary
 
@@ -199,10 +206,12 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, cfg: TrainSettings, 
 
     args = SFTConfig(
         output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=cfg.layout()["per_device_batch"],
+        gradient_accumulation_steps=cfg.layout()["grad_accum"],
         learning_rate=cfg.learning_rate(), warmup_steps=0, weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine", logging_steps=cfg.logging_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed, report_to=[],
+        save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints, seed=cfg.seed, data_seed=cfg.seed,
+        report_to=[],
         max_length=cfg.max_len, disable_tqdm=True, dataloader_num_workers=0,
         gradient_checkpointing=cfg.gradient_checkpointing,
         use_cpu=not str(model.device).startswith("cuda"), bf16=model.dtype == torch.bfloat16, **cfg.extra,
