@@ -583,3 +583,13 @@ def test_rows_as_the_study_writes_them_are_analysed(tmp_path: Path) -> None:
     assert slope["replicates"] == 2 and slope["slope"] > 0
     assert any(b["strategy"] == "base" for b in res["baselines"])
     assert "untrained" in report(tmp_path).read_text()
+
+
+def test_fingerprint_ignores_how_a_cell_ran_not_what_it_measured() -> None:
+    """A resumed cell keeps a few more bytes of timing text (disk_bytes differs): the analysis must not change;
+    any measured value must."""
+    from divscope.analysis.analyze import fingerprint
+
+    row = {"cell": "random/n4-s0", "strategy": "random", "size": 4, "alpaca_eval.nll": 1.25, "disk_bytes": 1000}
+    assert fingerprint([row]) == fingerprint([{**row, "disk_bytes": 1007}])
+    assert fingerprint([row]) != fingerprint([{**row, "alpaca_eval.nll": 1.26}])
