@@ -26,6 +26,8 @@ def quiet() -> None:
     import transformers
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)(\.|$)")
+    # a format that adds tokens resizes the embeddings, which PEFT then saves with the adapter: as intended
+    warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True`", category=UserWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
