@@ -57,6 +57,29 @@ def test_8bit_adamw_needs_bitsandbytes_and_says_so_before_loading_a_model(monkey
     assert prec.check_optimizer("adamw_torch") == "adamw_torch"
 
 
+def test_training_loads_fp32_weights_whatever_the_precision(monkeypatch, tmp_path: Path) -> None:
+    """On a (pretended) bf16 GPU, auto is bf16-mixed and the model is still loaded in fp32: the Trainer autocasts;
+    bf16 weights would be updated in bf16 with no fp32 master copy."""
+    import torch
+
+    from divscope.train import model as model_mod
+    from divscope.train.sft import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    calls = []
+
+    def loaded(spec, device, dtype, chat):
+        calls.append((device, dtype))
+        raise KeyboardInterrupt  # stop before anything touches the (absent) GPU
+
+    monkeypatch.setattr(model_mod, "load_with_format", loaded)
+    for precision in ("auto", "bf16-mixed", "fp16-mixed", "fp32"):
+        with pytest.raises(KeyboardInterrupt):
+            train(_records(tmp_path), tmp_path / precision, TrainSettings(precision=precision, max_steps=1))
+    assert calls == [("cuda", torch.float32)] * 4
+
+
 def test_extra_cannot_override_what_a_setting_owns() -> None:
     from divscope.settings import parse
 
