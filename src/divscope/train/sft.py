@@ -8,7 +8,10 @@ The run directory is the unit of work and of resumption:
                                     (``store.cached``: reused only for the same config and data)
 
 A killed run resumes from its latest checkpoint when started again with the same arguments. Loss is on
-assistant tokens only (``divscope.train.chat``); the labels are checked in the tests.
+assistant tokens only (``divscope.train.chat``); the labels are checked in the tests. Conversations are rendered
+in the run's chat format (``divscope.train.formats``: the model's template or one of its family), whose end-of-turn
+token closes every assistant turn's labels; the model is loaded in fp32 and mixed precision autocasts
+(``divscope.train.precision``). ``train.json`` records the format and what every setting resolved to.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from divscope.io.evalsets import EVAL_SETS, load_eval_set
 from divscope.io.record import Record
 from divscope.store.atomic import atomic_path
 from divscope.store.cached import cached_result, stored_result
+from divscope.train.formats import CHOICES
 from divscope.train.precision import check_optimizer, resolve_precision, trainer_flags, training_device
 from divscope.train.run import TRAIN_FILE, Run
 from divscope.train.settings import TrainSettings
@@ -98,7 +102,7 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainS
     run = Path(run_dir)
     params = {"config": cfg.run_config(), "data_fingerprint": data_fingerprint(records)}
     template = Path(cfg.chat_template).expanduser()
-    if template.is_file():  # a template file's content matters, not its name
+    if cfg.chat_template not in CHOICES and template.is_file():  # a template file's content matters, not its name
         params["chat_template_sha256"] = hashlib.sha256(template.read_bytes()).hexdigest()
     if Run.is_finished(run) and stored_result(run / TRAIN_FILE, params) is None:
         raise DivscopeError(f"{run} holds a finished run with other data or settings; choose another --out")
