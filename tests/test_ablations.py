@@ -190,8 +190,9 @@ def test_fingerprints_of_specs_without_the_new_options_are_unchanged():
         # The new default (typeless samples excluded) selects other subsets: another study, another fingerprint.
         assert spec.fingerprint() != digest
     # paper.yaml (never run) changed twice: its judge settings moved from evaluate[].options to fields of their
-    # own (07425f72e974df77), then it took the regenerated pool, the endpoint tagger and vLLM generation (issue 17)
-    assert old_behaviour(load_spec(root / "examples" / "paper.yaml")).fingerprint() == "3236f471adbba991"
+    # own (07425f72e974df77), then it took the regenerated pool, the endpoint tagger and vLLM generation
+    # (3236f471adbba991), then its chat format and precision were stated (issue 17)
+    assert old_behaviour(load_spec(root / "examples" / "paper.yaml")).fingerprint() == "c7c873a817dce3c0"
     with_len = parse_spec({"selection": {"length_range": "10:20"}})
     assert with_len.fingerprint() != parse_spec({}).fingerprint()
     # spacing and pruning keep the old behaviour at their defaults: left out of the fingerprint there

@@ -137,6 +137,7 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
         *(f"metrics.{k}" for k in ("bleu_sample", "embedder", "pairs_sample", "seed", "tokenizer", "vendi_sample")),
         *(f"train.{k}" for k in ("device", "logging_steps", "lora_alpha", "lora_dropout", "warmup_ratio",
                                  "weight_decay")),
+        "train.chat_template", "train.precision", "train.optimizer",  # issue 17: chat formats, precision
         # issue 17: how a run executes (never in the fingerprint)
         *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints"))}
     assert old["spec_fingerprint"] != spec.fingerprint()
@@ -152,7 +153,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                    {"metrics": {"seed": 1}}, {"evaluate": [{**raw["evaluate"][0], "seed": 1}]},
                    {"selection": {"length_side": "instruction", "length_range": "10:200"}},
                    {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]},
-                   {"selection": {"spacing": "coverage"}}, {"selection": {"pruning": "samples"}}):
+                   {"selection": {"spacing": "coverage"}}, {"selection": {"pruning": "samples"}},
+                   {"train": {"precision": "fp32"}}, {"train": {"chat_template": "chatml"}}):
         with pytest.raises(DivscopeError, match="holds another study"):
             check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
         assert study.read_bytes() == OLD_STUDY.read_bytes(), change

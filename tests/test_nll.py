@@ -100,7 +100,7 @@ def test_nll_options_choose_the_score_and_every_variant_is_reported(base_model, 
     from divscope.train import model as model_mod
     from divscope.train.run import base_run
 
-    monkeypatch.setattr(model_mod, "load_causal_lm", lambda name, device=None: base_model)  # loaded once
+    monkeypatch.setattr(model_mod, "load_causal_lm", lambda name, device=None, chat="auto": base_model)  # loaded once
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"instruction": c[0]["content"], "output": c[1]["content"]}) + "\n"
                             for c in (SHORT, LONG)))

@@ -1,7 +1,8 @@
 """Answers from a local model to evaluation prompts: batched Hugging Face ``generate``, seeded, cached.
 
-* **Chat template**: every prompt is rendered with the model's own chat template (``add_generation_prompt``),
-  the same rendering training used (``divscope.train.chat``).
+* **Chat template**: every prompt is rendered with the chat format the run was trained with (``add_generation_prompt``),
+  tokenized as training tokenized (``divscope.train.chat.encode_prompt``); decoding stops on the token that
+  closed every assistant turn in training (``divscope.train.formats.stop_token_ids``).
 * **Multi-turn items** (MT-Bench) are answered turn by turn: turn *t* is asked with the model's own answers
   to turns ``1..t-1`` in the context, as MT-Bench does.
 * **Batching**: prompts are sorted by length (deterministic) and left-padded into batches of ``batch_size``.
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from divscope.io.evalsets import EvalItem
+from divscope.train.chat import encode_prompt
+from divscope.train.formats import stop_token_ids
 from divscope.ui import progress_bar
 
 
@@ -76,33 +79,19 @@ def _answer_key(model_id: str, item: EvalItem, n_turns: int, cfg: GenConfig) -> 
 
 def encode_prompts(tok: Any, chats: Sequence[list[dict[str, str]]], max_prompt_len: int,
                    stats: GenStats | None = None) -> list[list[int]]:
-    """Each chat rendered with the tokenizer's chat template and the generation prompt, as token ids; one longer
-    than ``max_prompt_len`` tokens is cut from the left (counted in ``stats.truncated_prompts``). Every backend
-    that generates from token ids (Hugging Face, vLLM) renders through here."""
+    """Each chat rendered with the run's chat format and the generation prompt, tokenized as training tokenizes
+    (:func:`divscope.train.chat.encode_prompt`); one longer than ``max_prompt_len`` tokens is cut from the left
+    (counted in ``stats.truncated_prompts``). Every backend that generates from token ids (Hugging Face, vLLM)
+    renders through here."""
     encoded = []
     for chat in chats:
-        text = tok.apply_chat_template(list(chat), tokenize=False, add_generation_prompt=True)
-        enc = tok(text, add_special_tokens=False)["input_ids"]
+        enc = encode_prompt(tok, chat)
         if len(enc) > max_prompt_len:
             enc = enc[-max_prompt_len:]
             if stats is not None:
                 stats.truncated_prompts += 1
         encoded.append(enc)
     return encoded
-
-
-def stop_token_ids(tok: Any) -> list[int]:
-    """The token ids generation stops at: EOS and the end-of-turn markers the vocabulary has."""
-    ids = []
-    for t in (tok.eos_token, "<|im_end|>", "<|eot_id|>", "<|end|>"):
-        if t is None:
-            continue
-        i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id and i not in ids:
-            ids.append(i)
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids.insert(0, tok.eos_token_id)
-    return ids
 
 
 def generate_chats(model: Any, tok: Any, chats: Sequence[list[dict[str, str]]], cfg: GenConfig,
@@ -120,7 +109,7 @@ def generate_chats(model: Any, tok: Any, chats: Sequence[list[dict[str, str]]], 
     order = sorted(range(len(chats)), key=lambda i: (len(encoded[i]), ids[i]))
     out: list[str] = [""] * len(chats)
     device = next(model.parameters()).device
-    eos = stop_token_ids(tok)
+    eos = stop_token_ids(tok)  # the end-of-turn token training labels end with, and EOS
     model.eval()
     with _cpu_threads(device.type == "cpu"):
         _generate_sorted(model, tok, encoded, order, ids, cfg, eos, device, stats, out, progress)

@@ -34,9 +34,9 @@ from divscope.evaluate.generate import (
     encode_prompts,
     generate_answers,
     generate_chats,
-    stop_token_ids,
 )
 from divscope.io.evalsets import EvalItem
+from divscope.train.formats import stop_token_ids
 from divscope.train.run import Run
 
 GENERATORS = ("hf", "vllm", "endpoint")
@@ -96,6 +96,10 @@ class VLLMGenerator:
         weights = str(self.run.model_dir) if method == "full" else resolve_model_path(cfg["model"])
         kwargs: dict[str, Any] = {"model": weights, "tokenizer": weights, "dtype": "auto",
                                   "seed": int(cfg.get("seed", 0) or 0)}
+        if method == "lora" and (self.run.summary.get("chat_format") or {}).get("added_token_ids"):
+            raise DivscopeError(f"{self.run.path}: a LoRA run whose chat format added tokens to the vocabulary "
+                                "(their embeddings are saved with the adapter) cannot be served by vLLM's LoRA; "
+                                "use --generator hf, or train with --full")
         if method == "lora":
             from vllm.lora.request import LoRARequest
 
@@ -103,7 +107,8 @@ class VLLMGenerator:
             kwargs.update(enable_lora=True, max_lora_rank=next((r for r in _VLLM_LORA_RANKS if r >= rank), rank))
             self._lora = LoRARequest("run", 1, str(self.run.model_dir))
         self._engine = LLM(**kwargs)
-        self._tok = load_tokenizer_for(weights if method == "full" else cfg["model"])
+        # the chat format the run was trained with, so prompts render as in training (as Run.load does for hf)
+        self._tok = load_tokenizer_for(weights if method == "full" else cfg["model"], chat=self.run.chat_format())
 
     def generate_chats(self, chats: Sequence[list[dict[str, str]]], cfg: GenConfig, ids: Sequence[str],
                        stats: GenStats) -> list[str]:

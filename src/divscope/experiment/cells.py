@@ -52,7 +52,7 @@ def run_cell(cell: Cell, spec: ExperimentSpec) -> None:
     from divscope.train.sft import train
 
     if cell.subset is None:  # the anchor: nothing to train
-        base_run(cell.run_dir, spec.train.model)
+        base_run(cell.run_dir, spec.train.model, spec.train.chat_template)
     else:
         records, rejects = read_records(cell.subset)
         if rejects:

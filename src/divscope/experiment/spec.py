@@ -27,6 +27,7 @@ from divscope.metrics.settings import MetricSettings
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.settings import GridSettings
 from divscope.settings import parse
+from divscope.train.settings import ADDED_LATER as TRAIN_ADDED_LATER
 from divscope.train.settings import HOW_TO_RUN, TrainSettings
 
 
@@ -97,7 +98,7 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     *(("features", "meso", k) for k in ("min_count", "merge_threshold", "max_kept_tags", "lemmatize",
                                         "max_failure_rate", "chunk_size")),
     *(("train", k) for k in ("warmup_ratio", "weight_decay", "lora_alpha", "lora_dropout", "logging_steps",
-                             "device", "extra")),
+                             "device", "extra", *TRAIN_ADDED_LATER)),
     *(("evaluate", "*", k) for k in ("seed", "device", "max_new_tokens", "endpoint", "judge_model", "api_key_env",
                                      "concurrency", "nll_weighting", "end_of_turn", "judge_prompt", "generator",
                                      "generator_endpoint", "generator_model")),

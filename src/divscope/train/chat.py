@@ -4,6 +4,10 @@ The model's own chat template renders the conversation; the character spans of a
 rendering prefixes (``messages[:i]`` with the generation prompt, then ``messages[:i+1]``), and every token whose
 first character lies in such a span is a loss token. That includes the end-of-turn marker, so the model learns
 to stop. It works for any template that renders prefixes consistently, which is what generation relies on.
+
+The text is tokenized as rendered (no special tokens added by the tokenizer): the template writes BOS where the
+format has it (``train.formats``), so it is there once, in training, scoring and generation
+(:func:`encode_prompt`) alike.
 """
 
 from __future__ import annotations
@@ -73,3 +77,24 @@ def encode_for_scoring(tokenizer: Any, messages: Sequence[dict[str, str]], max_l
 
 def labels_from(enc: dict[str, list[int]]) -> list[int]:
     return [t if m else IGNORE for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True)]
+
+
+def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The token ids generation continues from: the conversation rendered with the generation prompt, tokenized
+    exactly as training tokenizes (:func:`encode_chat`)."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def turns_without(enc: dict[str, list[int]], token_id: int) -> int:
+    """How many assistant turns (runs of loss tokens) of an encoded sample lack ``token_id``: with the stop token,
+    the turns cut by truncation before their end, which teach the model nothing about stopping."""
+    missing, inside, seen = 0, False, False
+    for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True):
+        if m and not inside:
+            inside, seen = True, False
+        if m:
+            seen = seen or t == token_id
+        elif inside:
+            missing, inside = missing + (not seen), False
+    return missing + (inside and not seen)

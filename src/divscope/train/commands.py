@@ -30,11 +30,14 @@ def train_cmd(subset: Path, out: Path, **values: Any) -> None:
                             f"{rejects[0].problem[1] if rejects[0].problem else ''}; fix or re-export the subset")
     res = train(records, out, cfg, source=str(subset))
     s = res.summary
+    r = s.get("resolved") or {}  # runs trained before issue 17 have none
     console.print(table("train", ["", "value"], [
         ("samples", s["samples"]), ("steps", s["global_step"]), ("resumed from", s["resumed_from"] or "-"),
         ("first / last loss", f"{s['losses'][0]:.3f} / {s['losses'][-1]:.3f}" if s["losses"] else "-"),
         ("seconds per step", s["seconds_per_step"] or "-"), ("device", s["device"]),
         ("global batch", _batch(s.get("batch"))),
+        ("chat format", f"{r['chat_template']} (ends turns with {r['stop_token']})" if r else "-"),
+        ("precision / optimizer", f"{r['precision']} / {r['optimizer']}" if r else "-"),
         ("model", str(res.model_dir))]))
 
 

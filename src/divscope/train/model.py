@@ -13,14 +13,9 @@ from typing import Any
 
 from divscope import models as _models
 from divscope.errors import DivscopeError
+from divscope.train.formats import ChatFormat, apply_format, resolve_format
 
 DEFAULT_MODEL = "smollm2"
-
-# ChatML, for models that ship no chat template (SmolLM2's own template is ChatML too).
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def quiet() -> None:
@@ -31,6 +26,8 @@ def quiet() -> None:
     import transformers
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)(\.|$)")
+    # a format that adds tokens resizes the embeddings, which PEFT then saves with the adapter: as intended
+    warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True`", category=UserWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -78,27 +75,38 @@ def resolve_model_path(spec: str = DEFAULT_MODEL) -> str:
     return str(p) if p.is_dir() else spec
 
 
-def ensure_chat_template(tokenizer: Any) -> Any:
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_tokenizer_for(spec: str = DEFAULT_MODEL) -> Any:
+def _tokenizer(spec: str) -> Any:
     from transformers import AutoTokenizer
 
     _models.offline()
     try:
-        return ensure_chat_template(AutoTokenizer.from_pretrained(resolve_model_path(spec)))
+        return AutoTokenizer.from_pretrained(resolve_model_path(spec))
     except OSError as e:
         raise DivscopeError(f"cannot load the tokenizer of model {spec!r} offline: {str(e).splitlines()[0][:200]}") \
             from None
 
 
-def load_causal_lm(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
-    """(model, tokenizer) on ``device`` (default: CUDA if available, else CPU), fp32 on CPU."""
+def load_tokenizer_for(spec: str = DEFAULT_MODEL, chat: str | ChatFormat = "auto") -> Any:
+    """The tokenizer of model ``spec`` with chat format ``chat`` applied (a choice, resolved here, or a format a
+    run recorded; :mod:`divscope.train.formats`). A format that adds tokens needs the model resized to match:
+    :func:`load_causal_lm` does that."""
+    tok = _tokenizer(spec)
+    apply_format(tok, chat if isinstance(chat, ChatFormat) else resolve_format(tok, chat))
+    return tok
+
+
+def load_causal_lm(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: Any = None,
+                   chat: str | ChatFormat = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer) on ``device`` (default: CUDA if available, else CPU; bf16 on a GPU that has it, else
+    fp32); the tokenizer has chat format ``chat`` and the model an embedding row for each of its tokens."""
+    model, tok, _, _ = load_with_format(spec, device, dtype, chat)
+    return model, tok
+
+
+def load_with_format(spec: str, device: str | None, dtype: Any, chat: str | ChatFormat
+                     ) -> tuple[Any, Any, ChatFormat, list[int]]:
+    """:func:`load_causal_lm`, plus the chat format applied and the ids of the tokens it added to the vocabulary
+    (their embedding rows start as the mean of the others: training must train them)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -107,9 +115,11 @@ def load_causal_lm(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-    path = resolve_model_path(spec)
+    tok = _tokenizer(spec)
+    fmt = chat if isinstance(chat, ChatFormat) else resolve_format(tok, chat)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), dtype=dtype)
     except OSError as e:
         raise DivscopeError(f"cannot load model {spec!r} offline: {str(e).splitlines()[0][:200]}") from None
-    return model.to(device), load_tokenizer_for(spec)
+    new_ids = apply_format(tok, fmt, model)
+    return model.to(device), tok, fmt, new_ids

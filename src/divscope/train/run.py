@@ -54,18 +54,31 @@ class Run:
                            "model_dir": self.summary.get("model_dir", "model")}, sort_keys=True, default=str)
         return "run:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def load(self, device: str | None = None) -> tuple[Any, Any]:
-        """(model, tokenizer): the base model with the LoRA adapter, or the fully fine-tuned model."""
-        from divscope.train.model import load_causal_lm
+    def chat_format(self) -> Any:
+        """The chat format the model was trained with (``train.formats.ChatFormat``), or, for the untrained model,
+        the choice its settings name. A run trained before formats were recorded used the model's own template,
+        else ChatML markers as plain text (``legacy``), and keeps it."""
+        from divscope.train.formats import LEGACY, ChatFormat
 
         if self.config["method"] == BASE_METHOD:
-            return load_causal_lm(self.config["model"], device=device)
+            return self.config.get("chat_template", "auto")
+        record = self.summary.get("chat_format")
+        return ChatFormat.from_record(record) if record else LEGACY
+
+    def load(self, device: str | None = None) -> tuple[Any, Any]:
+        """(model, tokenizer): the base model with the LoRA adapter, or the fully fine-tuned model, with the chat
+        format of :meth:`chat_format` (so generation and scoring render prompts as training did)."""
+        from divscope.train.model import load_causal_lm
+
+        chat = self.chat_format()
+        if self.config["method"] == BASE_METHOD:
+            return load_causal_lm(self.config["model"], device=device, chat=chat)
         if self.config["method"] == "lora":
             from peft import PeftModel
 
-            base, tok = load_causal_lm(self.config["model"], device=device)
+            base, tok = load_causal_lm(self.config["model"], device=device, chat=chat)
             return PeftModel.from_pretrained(base, str(self.model_dir)), tok
-        return load_causal_lm(str(self.model_dir), device=device)
+        return load_causal_lm(str(self.model_dir), device=device, chat=chat)
 
     def prune(self) -> int:
         """Delete what only resuming the training needed: the Trainer checkpoints (optimizer and scheduler state,
@@ -94,17 +107,20 @@ def disk_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def base_run(path: str | Path, model: str) -> Run:
+def base_run(path: str | Path, model: str, chat_template: str = "auto") -> Run:
     """The untrained ``model`` as a finished run in ``path`` (its ``train.json`` written once, then reused).
 
     It has no training data, so no evaluation item is held out of it, and no model folder of its own: ``load``
-    returns the model as shipped or downloaded.
+    returns the model as shipped or downloaded, with the chat format the study's cells train with
+    (``chat_template``: stored only when not ``auto``, so the anchors of earlier studies keep their identity).
     """
     from divscope._version import __version__
     from divscope.store.cached import cached_result
 
     path = Path(path)
-    params = {"config": {"model": model, "method": BASE_METHOD}, "data_fingerprint": BASE_METHOD}
+    config = {"model": model, "method": BASE_METHOD} | ({"chat_template": chat_template}
+                                                         if chat_template != "auto" else {})
+    params = {"config": config, "data_fingerprint": BASE_METHOD}
     summary = cached_result(path / TRAIN_FILE, params, lambda: {
         "divscope_version": __version__, "samples": 0, "train_ids": [], "eval_overlap": [], "global_step": 0})
     return Run(path, summary)

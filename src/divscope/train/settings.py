@@ -1,6 +1,10 @@
 """The train stage's settings: ``divscope train`` options and the spec's ``train:`` section (one source).
 
-``train.json`` stores them whole (``model_dump``), and a run is finished for a request only when they match.
+``train.json`` stores them (:meth:`TrainSettings.identity`), and a run is finished for a request only when they
+match. Fields added after runs were already trained (:data:`ADDED_LATER`) are left out of the stored config
+while at their default, so a run trained before they existed, whose config lacks them, is still finished for
+the same request. What they resolved to on the machine that trained (``auto`` precision, the chat format, ...)
+is recorded apart, under ``resolved`` in ``train.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,12 @@ from divscope.settings import Settings, setting
 
 # How a run is executed, not what it learns: kept out of the run's identity and the study's fingerprint.
 HOW_TO_RUN = ("launcher", "num_processes", "sharding", "keep_checkpoints")
+CHAT_TEMPLATES = ("auto", "model", "chatml", "llama-2")
+PRECISIONS = ("auto", "fp32", "bf16-mixed", "fp16-mixed")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit")
+# TrainingArguments that a setting owns: ``extra`` must not set them behind the setting's back.
+_OWNED = {"bf16": "precision", "fp16": "precision", "optim": "optimizer",
+          "gradient_checkpointing": "gradient_checkpointing"}
 
 
 class TrainSettings(Settings):
@@ -38,6 +48,14 @@ class TrainSettings(Settings):
                                     "the cell's evaluations are recorded (the final model stays).")
     logging_steps: int = setting(1, "Log the loss every N steps.")
     gradient_checkpointing: bool = setting(False, "Trade compute for memory (large models on small GPUs).")
+    chat_template: str = setting(
+        "auto", "auto (the model's own template, else llama-2 for a SentencePiece <s>/</s> vocabulary, else chatml)"
+        ", model, chatml, llama-2, or a Jinja file. Evaluation uses the one training used.", metavar="NAME|FILE")
+    precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed"] = setting(
+        "auto", "Mixed precision keeps fp32 master weights (autocast). [auto: bf16-mixed on a CUDA GPU with bf16, "
+        "else fp32]")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit"] = setting(
+        "adamw_torch_fused", "AdamW: torch, torch fused, or 8-bit (bitsandbytes).")
     device: str | None = setting(None, "cpu, cuda, cuda:1 ... [cuda if available]")
     launcher: Literal["none", "accelerate"] = setting(
         "none", "none: train in this process; accelerate: `accelerate launch` --num-processes processes (one per "
@@ -63,6 +81,10 @@ class TrainSettings(Settings):
             raise ValueError(f"device {self.device!r}: with a launcher give cpu or cuda (each process takes its "
                              "own GPU; choose them with CUDA_VISIBLE_DEVICES)")
         self.layout()  # the global batch must split exactly over the processes
+        if not self.chat_template.strip():
+            raise ValueError(f"chat_template: give one of {', '.join(CHAT_TEMPLATES)} or a Jinja file")
+        for key in sorted(set(self.extra) & set(_OWNED)):
+            raise ValueError(f"extra.{key} is set by the `{_OWNED[key]}` setting; use that instead")
         return self
 
     def processes(self) -> int:
@@ -82,9 +104,23 @@ class TrainSettings(Settings):
                 "grad_accum": per_process // per_device}
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide what is trained (``train.json``'s ``config``): how it runs is left out, so a
-        run trained in one process is reused by a request for eight (same global batch)."""
-        return self.model_dump(exclude=set(HOW_TO_RUN))
+        """The settings that decide what is trained (``train.json``'s ``config``, what a finished run is matched
+        on). How it runs is left out, so a run trained in one process is reused by a request for eight (same
+        global batch); fields added later are left out at their default (the value that behaves as runs trained
+        before them did)."""
+        data = self.model_dump(exclude=set(HOW_TO_RUN))
+        for name in ADDED_LATER:
+            if data[name] == type(self).model_fields[name].get_default():
+                data.pop(name)
+        return data
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-4 if self.method == "lora" else 2e-5)
+
+
+# Added with issue 17. At their defaults they behave as earlier versions did: the model's own chat template where
+# it has one, fp32 on CPU, and transformers' default optimizer (fused AdamW). Two cases did change, and such runs
+# are still accepted as finished (their train.json has no ``resolved``): a model without a template was trained
+# on plain-text ChatML markers (evaluation keeps that format for them, ``train.run.Run.load``), and on a GPU the
+# weights were bf16 with no fp32 master copy.
+ADDED_LATER = ("chat_template", "precision", "optimizer")

@@ -8,7 +8,10 @@ The run directory is the unit of work and of resumption:
                                     (``store.cached``: reused only for the same config and data)
 
 A killed run resumes from its latest checkpoint when started again with the same arguments. Loss is on
-assistant tokens only (``divscope.train.chat``); the labels are checked in the tests.
+assistant tokens only (``divscope.train.chat``); the labels are checked in the tests. Conversations are rendered
+in the run's chat format (``divscope.train.formats``: the model's template or one of its family), whose end-of-turn
+token closes every assistant turn's labels; the model is loaded in fp32 and mixed precision autocasts
+(``divscope.train.precision``). ``train.json`` records the format and what every setting resolved to.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from divscope.io.evalsets import EVAL_SETS, load_eval_set
 from divscope.io.record import Record
 from divscope.store.cached import cached_result, stored_result
 from divscope.train import launch
+from divscope.train.formats import CHOICES
+from divscope.train.precision import check_optimizer, resolve_precision, trainer_flags, training_device
 from divscope.train.run import CHECKPOINTS, TRAIN_FILE, Run
 from divscope.train.settings import TrainSettings
 
@@ -96,6 +101,9 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainS
     cfg = config or TrainSettings()
     run = Path(run_dir)
     params = {"config": cfg.identity(), "data_fingerprint": data_fingerprint(records)}
+    template = Path(cfg.chat_template).expanduser()
+    if cfg.chat_template not in CHOICES and template.is_file():  # a template file's content matters, not its name
+        params["chat_template_sha256"] = hashlib.sha256(template.read_bytes()).hexdigest()
     if Run.is_finished(run) and stored_result(run / TRAIN_FILE, params) is None:
         raise DivscopeError(f"{run} holds a finished run with other data or settings; choose another --out")
     if not records:
@@ -113,22 +121,39 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
     import torch
     from transformers import set_seed
 
-    from divscope.train.model import load_causal_lm
+    from divscope.train.chat import turns_without
+    from divscope.train.formats import stop_token
+    from divscope.train.model import load_with_format
 
+    device = training_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    check_optimizer(cfg.optimizer)  # fail before loading the model
     set_seed(cfg.seed)
     torch.set_num_threads(train_threads())
     t_load = time.perf_counter()
-    model, tokenizer = load_causal_lm(cfg.model, device=cfg.device)
+    # fp32 whatever the precision: mixed precision autocasts, the master weights stay fp32
+    model, tokenizer, fmt, new_ids = load_with_format(cfg.model, device, torch.float32, cfg.chat_template)
     load_s = time.perf_counter() - t_load
+    stop = stop_token(tokenizer)
+    if stop is None:
+        raise DivscopeError(f"the chat template of {cfg.model} ({fmt.name}) ends no assistant turn with a special "
+                            "token, so generation could not stop; use --chat-template chatml (or llama-2)")
     dataset, dropped = build_dataset(records, tokenizer, cfg.max_len)
+    stop_id = tokenizer.convert_tokens_to_ids(stop)
+    cut = sum(turns_without(row, stop_id) for row in dataset)
     peft_config = None
     if cfg.method == "lora":
         from peft import LoraConfig
 
+        # Tokens the format added have new embedding rows, which LoRA alone would leave at their initial value:
+        # the embeddings are trained and saved with the adapter too. (PEFT's trainable_token_indices would train
+        # just those rows, but TRL's fused LM head reads the output weight directly and never sees them.)
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
+                                 target_modules="all-linear", task_type="CAUSAL_LM",
+                                 modules_to_save=embedding_modules(model) if new_ids else None,
+                                 ensure_weight_tying=bool(new_ids) and tied_embeddings(model))
     ckpt_dir = run / CHECKPOINTS
-    trainer = build_trainer(model, tokenizer, dataset, cfg, ckpt_dir, peft_config)
+    trainer = build_trainer(model, tokenizer, dataset, cfg, ckpt_dir, peft_config, precision=precision)
     batch = launch.check_batch(trainer.args, cfg)  # the global batch as stated, whatever the processes
     from transformers.trainer_callback import PrinterCallback
 
@@ -164,6 +189,14 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
         # recorded because runs trained before it (transformers' warmup) had their first step at lr 0
         "lr_schedule": {"type": "cosine", "warmup_steps": warmup_steps(cfg.warmup_ratio, state.max_steps),
                         "warmup": "(step + 1) / (warmup + 1)"},
+        # what the settings resolved to here; evaluation loads the model with this chat format (Run.load)
+        "chat_format": {**fmt.record(), "stop_token": stop, "stop_token_id": stop_id,
+                        "added_token_ids": new_ids},
+        "resolved": {"precision": precision, "optimizer": trainer.args.optim.value,
+                     "master_weights": str(next(model.parameters()).dtype).removeprefix("torch."),
+                     "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+                     "learning_rate": cfg.learning_rate(), "chat_template": fmt.name, "stop_token": stop,
+                     "assistant_turns_cut_before_stop_token": cut},
     }
     summary["batch"], summary["keep_checkpoints"] = batch, cfg.keep_checkpoints
     summary["eval_overlap"] = eval_overlap(records)
@@ -188,11 +221,26 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def embedding_modules(model: Any) -> list[str]:
+    """Names of the input and output embedding modules (PEFT's ``modules_to_save``)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    return [names[id(m)] for m in layers if m is not None and id(m) in names]
+
+
+def tied_embeddings(model: Any) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
 def build_trainer(model: Any, tokenizer: Any, dataset: Any, cfg: TrainSettings, ckpt_dir: Path,
-                  peft_config: Any = None) -> Any:
-    """The TRL ``SFTTrainer`` of a run, with divscope's learning-rate schedule (:func:`lr_factor`)."""
+                  peft_config: Any = None, precision: str | None = None) -> Any:
+    """The TRL ``SFTTrainer`` of a run, with divscope's learning-rate schedule (:func:`lr_factor`); ``precision``:
+    fp32 | bf16-mixed | fp16-mixed, resolved from the settings for the model's device when not given."""
     import torch
     from trl import SFTConfig, SFTTrainer
+
+    precision = precision or resolve_precision(cfg.precision, str(model.device))
 
     class Trainer(SFTTrainer):  # type: ignore[misc]
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
@@ -213,8 +261,8 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, cfg: TrainSettings, 
         save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints, seed=cfg.seed, data_seed=cfg.seed,
         report_to=[],
         max_length=cfg.max_len, disable_tqdm=True, dataloader_num_workers=0,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        use_cpu=not str(model.device).startswith("cuda"), bf16=model.dtype == torch.bfloat16, **cfg.extra,
+        gradient_checkpointing=cfg.gradient_checkpointing, optim=check_optimizer(cfg.optimizer),
+        use_cpu=not str(model.device).startswith("cuda"), **trainer_flags(precision), **cfg.extra,
     )
     return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                    peft_config=peft_config)
