@@ -171,8 +171,7 @@ def repaired_from_dict(obj: Any, shape: str | None = None, source: str = "") -> 
     try:
         validate_conversation(repaired)
     except RecordProblem as p:
-        tried = ", ".join(applied) or "none applies"
-        raise RecordProblem(p.reason, f"{p.detail} (after repairs: {tried})") from None
+        raise RecordProblem(p.reason, f"{p.detail} (after repairs: {', '.join(applied)})") from None
     metadata["repaired_from"] = source_id if source_id is not None else content_hash(tuple(turns))
     metadata["repairs"] = applied
     new_id = source_id + REPAIRED_SUFFIX if source_id is not None else None
