@@ -139,7 +139,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                                  "weight_decay")),
         "train.chat_template", "train.precision", "train.optimizer",  # issue 17: chat formats, precision
         # issue 17: how a run executes (never in the fingerprint)
-        *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints"))}
+        *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints")),
+        "pool.strict", "pool.repair"}  # issue 18: the ingest settings in the pool section
     assert old["spec_fingerprint"] != spec.fingerprint()
     study = tmp_path / "study.json"
     study.write_bytes(OLD_STUDY.read_bytes())

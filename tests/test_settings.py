@@ -15,6 +15,7 @@ from divscope.errors import DivscopeError
 from divscope.evaluate.settings import EvalSettings
 from divscope.experiment.spec import ExperimentSpec, FeaturesSpec, parse_spec
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
+from divscope.io.settings import IngestSettings
 from divscope.metrics.settings import MetricSettings
 from divscope.select.settings import GridSettings, SelectSettings
 from divscope.settings import Settings, cli_fields, cli_options
@@ -24,7 +25,7 @@ from divscope.train.settings import TrainSettings
 COMMANDS: dict[str, tuple[type[Settings], ...]] = {
     "featurize": (MicroSettings, MacroSettings, MesoSettings), "select": (SelectSettings,),
     "grid": (GridSettings,), "train": (TrainSettings,), "evaluate": (EvalSettings,), "metrics": (MetricSettings,),
-    "plan": (PlanSettings,),
+    "plan": (PlanSettings,), "ingest": (IngestSettings,),
 }
 NOT_SETTINGS = {"out", "fmt", "level", "side", "meso_options", "rebuild", "engine", "ray_address", "ray_cpus",
                 "force", "help"}
@@ -141,6 +142,15 @@ def test_spec_sections_are_the_settings_objects_and_default_alike(model: type[Se
             assert getattr(section, name) == getattr(default, name), (model.__name__, name)
     assert ExperimentSpec.model_fields["evaluate"].annotation == list[EvalSettings]
     assert parse_spec({}).evaluate[0] == EvalSettings()
+
+
+def test_the_pool_section_is_the_ingest_settings_plus_its_sources() -> None:
+    from divscope.experiment.spec import PoolSpec
+
+    assert ExperimentSpec.model_fields["pool"].annotation is PoolSpec and issubclass(PoolSpec, IngestSettings)
+    pool = parse_spec({}).pool
+    for name in IngestSettings.model_fields:
+        assert getattr(pool, name) == getattr(IngestSettings(), name), name
 
 
 def test_every_seed_is_explicit_in_the_spec() -> None:

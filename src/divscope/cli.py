@@ -12,6 +12,8 @@ import click
 
 from divscope._version import __version__
 from divscope.errors import DivscopeError
+from divscope.io.settings import IngestSettings
+from divscope.settings import cli_options
 from divscope.ui import console, err_console
 
 FORMAT_HELP = "alpaca | sharegpt | openai (record shape) or json | jsonl | parquet | hf (container); default: auto"
@@ -34,26 +36,38 @@ def cli() -> None:
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Workspace directory to create or refresh.")
 @click.option("--format", "-f", "fmt", default=None, help=FORMAT_HELP)
-@click.option("--strict", is_flag=True, help="Fail (exit 2, no pool written) if any record is rejected.")
-def ingest(inputs: tuple[str, ...], out: Path, fmt: str | None, strict: bool) -> None:
+@cli_options(IngestSettings)
+def ingest(inputs: tuple[str, ...], out: Path, fmt: str | None, **values: object) -> None:
     """Read, validate and deduplicate INPUTS into a workspace.
 
     INPUTS are files (JSON, JSONL, Parquet), Hugging Face datasets directories (save_to_disk) or builtin
     sources: builtin:demo (3K pairs), builtin:study (20K pairs), builtin:sharegpt-pairs (all 57K unique
     pairs; ?context=keep keeps earlier turns), builtin:conversations (whole, repaired), builtin:sharegpt
     (raw). Bad records go to WS/rejects.jsonl with file, line and reason; WS/ingest.json counts them.
+    --repair keeps conversations whose turn order is broken (see docs/data.md#repair).
     """
     from divscope.io.ingest import ingest as run_ingest
 
-    result = run_ingest(list(inputs), out, fmt=fmt, strict=strict)
+    settings = IngestSettings.from_cli(values)
+    result = run_ingest(list(inputs), out, fmt=fmt, **settings.model_dump())
     rep = result.report
     from divscope.ui import table
 
-    rows = [(src, s["read"], s["accepted"], s["rejected"]) for src, s in rep["by_source"].items()]
-    console.print(table("ingest", ["source", "read", "accepted", "rejected"], rows))
+    key, label = ("repaired", "repaired") if settings.repair else ("would_keep", "--repair keeps")
+    more = [label] if rep["repair"][key] else []
+    rows = [(src, s["read"], s["accepted"], s["rejected"], *([s["repair"][key]] if more else []))
+            for src, s in rep["by_source"].items()]
+    cols = ["source", "read", "accepted", "rejected", *more]
+    console.print(table("ingest", cols, rows))
     if rep["by_reason"]:
         console.print(table("rejected by reason", ["reason", "records"], sorted(rep["by_reason"].items())))
         console.print(f"rejects: {result.workspace.rejects_path}")
+    if rep["repair"]["by_kind"]:
+        title = "repairs applied" if settings.repair else "repairs --repair would apply"
+        console.print(table(title, ["repair", "records"], sorted(rep["repair"]["by_kind"].items())))
+    if not settings.repair and rep["repair"]["would_keep"]:
+        console.print(f"--repair would keep {rep['repair']['would_keep']:,} of the {rep['rejected']:,} rejected "
+                      f"records (pool: {rep['repair']['accepted_with_repair']:,}); see docs/data.md#repair")
     console.print(f"pool: {result.workspace.pool_path} ({rep['accepted']:,} records)")
 
 

@@ -23,6 +23,7 @@ from pydantic import (
 from divscope.errors import DivscopeError
 from divscope.evaluate.settings import EvalSettings
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
+from divscope.io.settings import IngestSettings
 from divscope.metrics.settings import MetricSettings
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.settings import GridSettings
@@ -35,7 +36,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PoolSpec(_Strict):
+class PoolSpec(IngestSettings):
+    """The pool: its sources, plus the ingest stage's settings (``strict``, ``repair``) as ``divscope ingest``
+    takes them."""
+
     source: list[str] = Field(default_factory=lambda: ["builtin:demo"], min_length=1)
     format: str | None = None
     exclude_eval_overlap: list[str] = Field(default_factory=lambda: ["alpaca_eval", "arena_hard", "mt_bench",
@@ -89,7 +93,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # Options added after studies were already run: left out of the fingerprint while at their default, so the
 # fingerprint of a spec that does not use them is the one older versions computed ("*": every list element).
 _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
-    ("variants",), ("metrics",),
+    ("variants",), ("metrics",), ("pool", "strict"), ("pool", "repair"),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
     ("selection", "replicates"), ("selection", "hold"),
     *(("selection", k) for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] == v),  # spacing, pruning

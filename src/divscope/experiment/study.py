@@ -29,9 +29,9 @@ def ingest_pool(spec: ExperimentSpec, ws: Workspace) -> None:
 
     rep = ws.report()
     if ws.pool_path.exists() and rep.get("inputs") == spec.pool.source and rep.get("format") == (
-            spec.pool.format or "auto"):
+            spec.pool.format or "auto") and rep.get("repair", {}).get("enabled", False) == spec.pool.repair:
         return
-    ingest(spec.pool.source, ws.path, fmt=spec.pool.format)
+    ingest(spec.pool.source, ws.path, fmt=spec.pool.format, strict=spec.pool.strict, repair=spec.pool.repair)
 
 
 def eligible_rows(spec: ExperimentSpec, ws: Workspace) -> np.ndarray:

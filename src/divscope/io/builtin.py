@@ -6,7 +6,8 @@ Named sources (``builtin:NAME[?key=value&...]``):
                               (continuation chunks that start with an assistant turn are rejected, with reasons).
 - ``builtin:conversations``   whole conversations repaired for training: from the first user turn (with a system
                               prompt just before it), the longest run of alternating non-empty turns, ending
-                              on an assistant turn; conversations without one exchange are left out.
+                              on an assistant turn; conversations without one exchange are left out
+                              (``divscope.io.repair.first_alternating_run``).
 - ``builtin:sharegpt-pairs``  every (user, assistant) exchange as a sample; ``context=drop`` (default) keeps only
                               the pair, ``context=keep`` keeps the well-formed earlier turns before it.
 - ``builtin:demo``            3,000 English single-turn pairs of moderate length, a uniform sample by content hash.
@@ -28,6 +29,7 @@ from urllib.parse import parse_qsl
 from divscope.errors import DivscopeError
 from divscope.io.jsonstream import RawItem, StreamNotes, iter_json_values
 from divscope.io.record import Turn, content_hash
+from divscope.io.repair import first_alternating_run
 from divscope.io.shapes import SHAREGPT_ROLES
 
 PREFIX = "builtin:"
@@ -135,21 +137,11 @@ def _iter_conversations(path: Path, notes: StreamNotes | None, display: str) -> 
         if item.problem:
             yield item
             continue
-        roles = [_role(t) for t in conv]
-        if "user" not in roles:
+        turns = [(_role(t), t["value"] if _role(t) else "") for t in conv]
+        run = first_alternating_run(turns)
+        if not run:
             continue
-        start = end = roles.index("user")
-        ok = [bool(r) and bool(t["value"].strip()) for r, t in zip(roles, conv, strict=True)]
-        while end + 1 < len(conv) and ok[end] and ok[end + 1] and roles[end + 1] == (
-                "assistant" if roles[end] == "user" else "user"):
-            end += 1
-        if roles[end] == "user":
-            end -= 1
-        if end <= start:
-            continue
-        if start > 0 and roles[start - 1] == "system" and ok[start - 1]:
-            start -= 1
-        messages = [{"role": roles[j], "content": conv[j]["value"]} for j in range(start, end + 1)]
+        messages = [{"role": role, "content": content} for role, content in run]
         obj = {"id": cid, "messages": messages}
         yield RawItem(item.file, item.index, item.line, json.dumps(obj, ensure_ascii=False), value=obj)
 

@@ -4,6 +4,10 @@ Every record either lands in ``pool.parquet`` or in ``rejects.jsonl`` with file,
 and raw text. Records stream through in batches, so memory stays bounded by the batch and the id/hash sets.
 All three outputs are written under temporary names and renamed at the end: a killed ingest leaves no
 half-written pool behind.
+
+``repair=True`` repairs what breaks the turn grammar (``divscope.io.repair``) instead of rejecting it; without
+it, the report says how many rejects a repair would keep (``repair.would_keep``), counted exactly: every record
+is also run, with its repair, against a second set of ids and hashes, as the repairing ingest would see them.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from divscope.io import builtin
 from divscope.io.jsonstream import RawItem, StreamNotes
 from divscope.io.readers import iter_python, iter_raw, split_format
 from divscope.io.record import Record
-from divscope.io.shapes import RecordProblem, detect_shape, from_dict
+from divscope.io.repair import REPAIRABLE
+from divscope.io.settings import IngestSettings
+from divscope.io.shapes import RecordProblem, detect_shape, from_dict, repaired_from_dict
 from divscope.io.workspace import POOL_SCHEMA, Workspace, fingerprint_rows, records_to_table
+from divscope.settings import parse
 from divscope.store.atomic import atomic_open, atomic_path, write_json
 from divscope.ui import progress_bar
 
@@ -40,10 +47,54 @@ class SourceStats:
     rejected: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
     notes: dict[str, Any] = field(default_factory=dict)
+    repaired: int = 0  # with repair: records in the pool after repair; without: rejects a repair would keep
+    repairs: Counter[str] = field(default_factory=Counter)  # those records by repair kind
+    accepted_with_repair: int = 0  # without repair: the pool size a repairing ingest would reach
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, repair: bool) -> dict[str, Any]:
         return {"read": self.read, "accepted": self.accepted, "rejected": self.rejected,
-                "by_reason": dict(sorted(self.by_reason.items())), "notes": self.notes}
+                "by_reason": dict(sorted(self.by_reason.items())), "notes": self.notes,
+                "repair": _repair_json(repair, self.repaired, self.repairs, self.accepted_with_repair)}
+
+
+def _repair_json(enabled: bool, n: int, kinds: Counter[str], accepted_with_repair: int) -> dict[str, Any]:
+    """With repair: how many records were repaired, by kind. Without: how many rejects a repair would keep, by
+    the kinds it would apply, and the pool size it would reach (a repaired record can also take the place of
+    a later duplicate, so that is not always accepted + would_keep)."""
+    if enabled:
+        return {"enabled": True, "repaired": n, "by_kind": dict(sorted(kinds.items()))}
+    return {"enabled": False, "would_keep": n, "by_kind": dict(sorted(kinds.items())),
+            "accepted_with_repair": accepted_with_repair}
+
+
+@dataclass
+class _Seen:
+    """The ids and content hashes in a pool so far: what deduplication checks against."""
+
+    ids: set[str] = field(default_factory=set)
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def problem(self, rec: Record) -> tuple[str, str] | None:
+        if rec.content_hash in self.hashes:
+            return "duplicate_content", f"same conversation as record {self.hashes[rec.content_hash]!r}"
+        if rec.id in self.ids:
+            return "duplicate_id", f"id {rec.id!r} was already used by a different record"
+        return None
+
+    def add(self, rec: Record) -> None:
+        self.ids.add(rec.id)
+        self.hashes[rec.content_hash] = rec.id
+
+
+@dataclass
+class _Run:
+    """One ingest's state across its inputs: the pool's dedup sets, and the repairing ingest's (shadow) when
+    counting what a repair would keep."""
+
+    repair: bool
+    seen: _Seen = field(default_factory=_Seen)
+    shadow: _Seen | None = None
+    id_pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -84,13 +135,17 @@ def ingest(
     inputs: Input | Sequence[Input],
     out: str | os.PathLike[str],
     fmt: str | None = None,
-    strict: bool = False,
+    **options: Any,
 ) -> IngestResult:
     """Read, validate and deduplicate ``inputs`` into the workspace ``out``.
 
+    ``options`` are ``IngestSettings`` fields: ``strict`` (fail when anything is rejected), ``repair`` (repair
+    broken turn order instead of rejecting, see ``divscope.io.repair``).
     Raises ``DivscopeError`` when an input yields no valid record, or with ``strict`` when anything was
     rejected; the report and rejects file are written either way, so the user can see why.
     """
+    settings: IngestSettings = parse(IngestSettings, options, "ingest")
+    strict = settings.strict
     if isinstance(inputs, (str, os.PathLike)) or (
         isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], dict)
     ):
@@ -100,9 +155,7 @@ def ingest(
     ws = Workspace(out)
     ws.path.mkdir(parents=True, exist_ok=True)
     per_source: dict[str, SourceStats] = {}
-    seen_ids: set[str] = set()
-    seen_hash: dict[str, str] = {}
-    id_pairs: list[tuple[str, str]] = []
+    run = _Run(settings.repair, shadow=None if settings.repair else _Seen())
     error: str | None = None
     with atomic_open(ws.rejects_path) as rej, progress_bar("ingest") as advance:
         try:
@@ -110,8 +163,7 @@ def ingest(
                 writer = pq.ParquetWriter(pool_tmp, POOL_SCHEMA, compression="zstd")
                 try:
                     for i, inp in enumerate(inputs):  # type: ignore[arg-type]
-                        _ingest_one(inp, _source_name(inp, i), fmt, per_source, seen_ids, seen_hash, id_pairs,
-                                    writer, rej, advance)
+                        _ingest_one(inp, _source_name(inp, i), fmt, per_source, run, writer, rej, advance)
                 finally:
                     writer.close()
                 error = _problem(per_source, strict, ws)
@@ -119,7 +171,7 @@ def ingest(
                     raise _Abort
         except _Abort:
             ws.pool_path.unlink(missing_ok=True)  # never leave an older pool beside this run's report
-    report = _report(per_source, fmt, strict, fingerprint_rows(id_pairs))
+    report = _report(per_source, fmt, settings, fingerprint_rows(run.id_pairs))
     write_json(ws.report_path, report)
     if error:
         raise DivscopeError(error)
@@ -130,24 +182,42 @@ class _Abort(Exception):
     """Abandon the pool file (and only it) when the ingest as a whole fails."""
 
 
-def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, SourceStats], seen_ids: set[str],
-                seen_hash: dict[str, str], id_pairs: list[tuple[str, str]], writer: pq.ParquetWriter,
-                rej: Any, advance: Any) -> None:
+def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, SourceStats], run: _Run,
+                writer: pq.ParquetWriter, rej: Any, advance: Any) -> None:
     stats = per_source.setdefault(name, SourceStats())
     notes = StreamNotes()
     items, shape = _open_input(inp, name, fmt, notes)
+    shadow_shape = shape
     batch: list[Record] = []
     for item in items:
         stats.read += 1
         advance()
-        rec = _accept(item, name, shape, seen_ids, seen_hash)
+        parsed, repairs = _parse(item, name, shape, run.repair)
+        rec = parsed
+        if isinstance(parsed, Record) and (dup := run.seen.problem(parsed)):
+            rec = dup
+        if run.shadow is not None:  # what the repairing ingest would do with this item
+            if shadow_shape == shape and (isinstance(parsed, Record) or parsed[0] not in REPAIRABLE):
+                alt, alt_repairs = parsed, []
+            else:
+                alt, alt_repairs = _parse(item, name, shadow_shape, True)
+            if isinstance(alt, Record) and not run.shadow.problem(alt):
+                run.shadow.add(alt)
+                stats.accepted_with_repair += 1
+                if shadow_shape is None:
+                    shadow_shape = detect_shape(item.value)
+                if not isinstance(rec, Record):  # a reject here that the repairing ingest keeps
+                    stats.repaired += 1
+                    stats.repairs.update(alt_repairs)
         if isinstance(rec, Record):
             if shape is None:
                 shape = detect_shape(item.value)  # the first good record fixes the file's shape
             stats.accepted += 1
-            seen_ids.add(rec.id)
-            seen_hash[rec.content_hash] = rec.id
-            id_pairs.append((rec.id, rec.content_hash))
+            if repairs:
+                stats.repaired += 1
+                stats.repairs.update(repairs)
+            run.seen.add(rec)
+            run.id_pairs.append((rec.id, rec.content_hash))
             batch.append(rec)
             if len(batch) >= BATCH:
                 writer.write_table(records_to_table(batch))
@@ -164,36 +234,41 @@ def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, So
                                      ("unclosed_array", notes.unclosed_array), *notes.extra.items()) if v}
 
 
-def _accept(item: RawItem, source: str, shape: str | None, seen_ids: set[str],
-            seen_hash: dict[str, str]) -> Record | tuple[str, str]:
+def _parse(item: RawItem, source: str, shape: str | None, repair: bool) -> tuple[Record | tuple[str, str], list[str]]:
+    """The item's record (and the repairs applied to it), or its problem."""
     if item.problem:
-        return item.problem
+        return item.problem, []
     try:
-        rec = from_dict(item.value, shape, source=source)
+        return from_dict(item.value, shape, source=source), []
     except RecordProblem as p:
-        return p.reason, p.detail
-    if rec.content_hash in seen_hash:
-        return "duplicate_content", f"same conversation as record {seen_hash[rec.content_hash]!r}"
-    if rec.id in seen_ids:
-        return "duplicate_id", f"id {rec.id!r} was already used by a different record"
-    return rec
+        if not (repair and p.reason in REPAIRABLE):
+            return (p.reason, p.detail), []
+    try:
+        rec = repaired_from_dict(item.value, shape, source=source)
+    except RecordProblem as p:
+        return (p.reason, p.detail), []
+    return rec, list(rec.metadata.get("repairs", []))
 
 
-def _report(per_source: dict[str, SourceStats], fmt: str | None, strict: bool,
+def _report(per_source: dict[str, SourceStats], fmt: str | None, settings: IngestSettings,
             fingerprint: str) -> dict[str, Any]:
     reasons: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     for s in per_source.values():
         reasons.update(s.by_reason)
+        kinds.update(s.repairs)
     return {
         "divscope_version": __version__,
         "inputs": list(per_source),
         "format": fmt or "auto",
-        "strict": strict,
+        "strict": settings.strict,
         "read": sum(s.read for s in per_source.values()),
         "accepted": sum(s.accepted for s in per_source.values()),
         "rejected": sum(s.rejected for s in per_source.values()),
         "by_reason": dict(sorted(reasons.items())),
-        "by_source": {k: v.to_json() for k, v in per_source.items()},
+        "repair": _repair_json(settings.repair, sum(s.repaired for s in per_source.values()), kinds,
+                               sum(s.accepted_with_repair for s in per_source.values())),
+        "by_source": {k: v.to_json(settings.repair) for k, v in per_source.items()},
         "pool_fingerprint": fingerprint,
     }
 
@@ -217,6 +292,8 @@ def _problem(per_source: dict[str, SourceStats], strict: bool, ws: Workspace) ->
             top = s.by_reason.most_common(1)[0][0] if s.by_reason else ""
             fix = _FIXES.get(top, "give a file with at least one record" if not top else
                              "the rejects file says what is wrong with each record")
+            if s.repaired:  # without --repair: that many of them a repair would keep
+                fix = f"--repair would keep {s.repaired:,} of them (docs/data.md#repair)"
             return f"{name}: no valid record ({why}); {fix}; see {ws.rejects_path}"
     total = sum(s.rejected for s in per_source.values())
     if strict and total:

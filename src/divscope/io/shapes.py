@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from divscope.io.record import Record, Turn
+from divscope.io.record import Record, Turn, content_hash
+from divscope.io.repair import repair_turns
 
 SHAPES = ("alpaca", "sharegpt", "openai")
 
@@ -22,6 +23,8 @@ SHAREGPT_ROLES = {
     "system": "system",
 }
 OPENAI_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+# What ``--repair`` reads a role outside a shape's own spellings as (``role_alias``): any spelling of either.
+ROLE_ALIASES = {**SHAREGPT_ROLES, **OPENAI_ROLES}
 ID_KEYS = ("id", "uid", "sample_id")
 CONVERSATION_KEYS = ("conversations", "conversation")
 ALPACA_INSTRUCTION = ("instruction", "prompt", "question")
@@ -108,7 +111,9 @@ def validate_conversation(turns: list[Turn]) -> None:
 
 
 def _turns_from_list(items: Any, what: str, role_key: str, content_key: str, roles: dict[str, str],
-                     extras: dict[str, Any]) -> list[Turn]:
+                     extras: dict[str, Any], aliases: list[int] | None = None) -> list[Turn]:
+    """The turns of a list of role/content objects. With ``aliases`` (a repair), roles outside the shape's own
+    spellings are read through ``ROLE_ALIASES`` and the indices of those turns are appended to it."""
     if not isinstance(items, list):
         raise RecordProblem("wrong_type", f"'{what}' must be a list of turns, got {type(items).__name__}")
     turns = []
@@ -123,6 +128,10 @@ def _turns_from_list(items: Any, what: str, role_key: str, content_key: str, rol
         if not isinstance(role, str):
             raise RecordProblem("wrong_type", f"{what}[{i}].{rk} must be a string")
         canon = roles.get(role.strip().lower())
+        if canon is None and aliases is not None:
+            canon = ROLE_ALIASES.get(role.strip().lower())
+            if canon is not None:
+                aliases.append(i)
         if canon is None:
             raise RecordProblem("unknown_role", f"{what}[{i}] has unknown role {role!r}")
         turns.append(Turn(canon, _text(item[ck], f"{what}[{i}].{ck}")))
@@ -134,6 +143,43 @@ def _turns_from_list(items: Any, what: str, role_key: str, content_key: str, rol
 
 def from_dict(obj: Any, shape: str | None = None, source: str = "") -> Record:
     """Turn one raw dict into a validated ``Record`` (shape auto-detected unless given)."""
+    turns, source_id, metadata = _parse(obj, shape, None)
+    validate_conversation(turns)
+    return Record.make(turns, source=source, source_id=source_id, metadata=metadata)
+
+
+REPAIRED_SUFFIX = "#repaired"
+
+
+def repaired_from_dict(obj: Any, shape: str | None = None, source: str = "") -> Record:
+    """``from_dict`` for a record that failed validation, after the repairs of ``divscope.io.repair``.
+
+    The record gets a new id (the source's id + ``#repaired``, else the repaired content's hash) and carries
+    ``repaired_from`` (its id before repair) and ``repairs`` (the kinds applied, in order) in its metadata.
+    Raises ``RecordProblem`` for what no repair can save (reason as validation gives it after the repairs).
+    """
+    if (shape or detect_shape(obj)) == "alpaca":  # one instruction, one output: nothing to repair
+        return from_dict(obj, shape, source)
+    aliases: list[int] = []
+    turns, source_id, metadata = _parse(obj, shape, aliases)
+    fixed, applied = repair_turns([(t.role, t.content) for t in turns])
+    if aliases:
+        applied.insert(0, "role_alias")
+    if not applied:  # no repair applies: the record's own problem stands
+        return from_dict(obj, shape, source)
+    repaired = [Turn(str(role), content) for role, content in fixed]
+    try:
+        validate_conversation(repaired)
+    except RecordProblem as p:
+        raise RecordProblem(p.reason, f"{p.detail} (after repairs: {', '.join(applied)})") from None
+    metadata["repaired_from"] = source_id if source_id is not None else content_hash(tuple(turns))
+    metadata["repairs"] = applied
+    new_id = source_id + REPAIRED_SUFFIX if source_id is not None else None
+    return Record.make(repaired, source=source, source_id=new_id, metadata=metadata)
+
+
+def _parse(obj: Any, shape: str | None, aliases: list[int] | None) -> tuple[list[Turn], str | None, dict[str, Any]]:
+    """A raw dict's turns (not yet validated), its own id and its metadata."""
     if not isinstance(obj, dict):
         raise RecordProblem("wrong_type", f"a record must be a JSON object, got {type(obj).__name__}")
     found = detect_shape(obj)
@@ -154,16 +200,16 @@ def from_dict(obj: Any, shape: str | None = None, source: str = "") -> Record:
     elif shape == "sharegpt":
         key = _first_key(obj, CONVERSATION_KEYS) or "conversations"
         used.add(key)
-        turns = _turns_from_list(obj.get(key), key, "from", "value", SHAREGPT_ROLES, turn_extras)
+        turns = _turns_from_list(obj.get(key), key, "from", "value", SHAREGPT_ROLES, turn_extras, aliases)
         if "system" in obj and obj["system"] is not None:
             used.add("system")
             turns.insert(0, Turn("system", _text(obj["system"], "system")))
     elif shape == "openai":
         used.add("messages")
-        turns = _turns_from_list(obj.get("messages"), "messages", "role", "content", OPENAI_ROLES, turn_extras)
+        turns = _turns_from_list(obj.get("messages"), "messages", "role", "content", OPENAI_ROLES, turn_extras,
+                                 aliases)
     else:
         raise RecordProblem("unknown_format", f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
-    validate_conversation(turns)
     metadata = {k: _jsonable(v) for k, v in obj.items() if k not in used and k != "divscope_metadata"}
     nested = obj.get("divscope_metadata")
     if isinstance(nested, str):  # columnar writers store it as JSON text
@@ -177,7 +223,7 @@ def from_dict(obj: Any, shape: str | None = None, source: str = "") -> Record:
         metadata["divscope_metadata"] = _jsonable(nested)
     if turn_extras:
         metadata["turn_extra"] = _jsonable(turn_extras)
-    return Record.make(turns, source=source, source_id=source_id, metadata=metadata)
+    return turns, source_id, metadata
 
 
 def _alpaca_turns(obj: dict[str, Any], used: set[str]) -> list[Turn]:
