@@ -42,8 +42,9 @@ class Eligibility:
         """The one-line message for N above what the filters leave."""
         steps = [*self.steps, *([typed] if typed else [])]
         chain = f"pool {steps[0][1]:,}" + "".join(f" -> {name}: {count:,}" for name, count in steps[1:])
-        return (f"cannot select {n:,} samples: the eligibility filters leave {steps[-1][1]:,} ({chain}); choose a "
-                "smaller --size or loosen --length-range / --where")
+        fixes = "a smaller --size, --typeless include" if typed else "a smaller --size"
+        return (f"cannot select {n:,} samples: the eligibility filters leave {steps[-1][1]:,} ({chain}); choose "
+                f"{fixes} or loosen --length-range / --where")
 
 
 def eligibility(ws: Workspace | str | Path, base: np.ndarray | None = None, *, base_label: str = "given rows",
