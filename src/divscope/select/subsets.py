@@ -111,9 +111,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     those cached features instead of the most recently featurized ones (see ``Selector``). ``replicates``: each
     cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``).
     """
-    from divscope.ui import progress_bar
-
     from divscope.select.eligibility import eligibility, select_eligible
+    from divscope.ui import progress_bar
 
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ws.require_pool()
