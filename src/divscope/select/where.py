@@ -308,6 +308,7 @@ class _Table:
         self.ws, self.tokenizer, self.n = ws, tokenizer, len(ws.pool)
         self._meta: list[dict[str, Any]] | None = None
         self._cache: dict[str, list[Any]] = {}
+        self._numbers: dict[str, np.ndarray | None] = {}
 
     def metadata(self) -> list[dict[str, Any]]:
         if self._meta is None:
@@ -335,6 +336,16 @@ class _Table:
         self._cache[col.name] = vals
         return vals
 
+    def numbers(self, col: Column) -> np.ndarray | None:
+        """The column as float64, NaN where a value is not a number; None when a whole number is too large for
+        a float to hold exactly (the comparisons then run value by value)."""
+        if col.name not in self._numbers:
+            vals = self.values(col)
+            exact = not any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**53 for v in vals)
+            self._numbers[col.name] = np.fromiter((v if _kind(v) == "number" else np.nan for v in vals),
+                                                  np.float64, count=len(vals)) if exact else None
+        return self._numbers[col.name]
+
     def _derived(self, name: str) -> list[Any]:
         if name in TOKEN_COLUMNS:
             from divscope.features.micro import token_lengths
@@ -349,6 +360,11 @@ class _Table:
         roles = np.asarray(pc.list_flatten(conv).field("role").to_numpy(zero_copy_only=False))
         parents = np.asarray(pc.list_parent_indices(conv).to_numpy(zero_copy_only=False))
         return np.bincount(parents[roles == "user"], minlength=self.n).tolist()
+
+
+_FLIPPED = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
+_NUMPY_OPS = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+              ">=": np.greater_equal}
 
 
 def _compare(op: str, a: Any, b: Any) -> bool:
@@ -401,6 +417,12 @@ def _evaluate(node: Node, table: _Table) -> np.ndarray:
         _check_kinds(right, rv, left)
     if not isinstance(right, Column):
         _check_kinds(left, lv, right)
+    if _kind(right) == "number" or _kind(left) == "number":  # column vs number: one vectorised comparison
+        col, lit, op = (left, right, node.op) if isinstance(left, Column) else (right, left, _FLIPPED[node.op])
+        nums = table.numbers(col)
+        if nums is not None:
+            with np.errstate(invalid="ignore"):
+                return _NUMPY_OPS[op](nums, float(lit)) & ~np.isnan(nums)
     out = np.zeros(table.n, bool)
     for i, (a, b) in enumerate(zip(lv, rv, strict=True)):
         ka = _kind(a)
