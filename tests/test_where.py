@@ -145,7 +145,9 @@ def test_missing_values_and_other_kinds_fail_every_comparison(pool, values):
     assert np.array_equal(both, has_score)  # rows without a score satisfy neither
     assert np.array_equal(where_mask(ws, "score != 1"), has_score & ~where_mask(ws, "score == 1"))
     assert np.array_equal(where_mask(ws, "not score == 1"), ~where_mask(ws, "score == 1"))
-    assert not where_mask(ws, "note == 1").any()  # null and a list compare with nothing
+    assert not where_mask(ws, "note == 1").any() and not where_mask(ws, "note != 'x'").any()  # null, a list
+    has_flag = np.array(["flag" in v for v in values])
+    assert np.array_equal(where_mask(ws, "flag != true"), has_flag & ~where_mask(ws, "flag == true"))
     assert where_mask(ws, "turns == 2").sum() == 10 and where_mask(ws, "turns == 1").sum() == 150
 
 
