@@ -27,10 +27,11 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
 
     s = SelectSettings.from_cli(values)
     options = s.strategy_options()
-    Workspace(ws).require_pool()  # a missing pool is named before any filter reads it
-    elig = eligibility(ws, length_range=s.length_range, length_side=s.length_side,
+    workspace = Workspace(ws)
+    workspace.require_pool()  # a missing pool is named before any filter reads it
+    elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
                        length_tokenizer=s.length_tokenizer, where=s.where)
-    selector = Selector(ws, elig.mask)
+    selector = Selector(workspace, elig.mask)
     sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
     req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request
     m = write_subset(selector, sub, out, fmt, req)
