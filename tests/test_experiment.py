@@ -129,6 +129,7 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
         "train.gradient_checkpointing", "selection.length_range", "selection.length_side",
         "selection.length_tokenizer", "variants", "selection.typeless", "selection.spacing", "selection.pruning",
         "selection.replicates", "selection.hold",  # issue 16: replicates
+        "selection.where",  # issue 18: eligibility filter
         # issue 15: every setting of a stage is a spec field now (features per level, train, metrics)
         "features.micro.lowercase", *(f"features.macro.{k}" for k in ("dims", "impl", "min_samples", "name_words",
                                                                       "reduce", "seed")),
@@ -155,7 +156,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                    {"selection": {"length_side": "instruction", "length_range": "10:200"}},
                    {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]},
                    {"selection": {"spacing": "coverage"}}, {"selection": {"pruning": "samples"}},
-                   {"train": {"precision": "fp32"}}, {"train": {"chat_template": "chatml"}}):
+                   {"train": {"precision": "fp32"}}, {"train": {"chat_template": "chatml"}},
+                   {"selection": {"where": "turns == 1"}}):
         with pytest.raises(DivscopeError, match="holds another study"):
             check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
         assert study.read_bytes() == OLD_STUDY.read_bytes(), change

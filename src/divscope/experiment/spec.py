@@ -95,6 +95,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("variants",), ("metrics",), ("pool", "strict"), ("pool", "repair"),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
+    ("selection", "where"),
     ("selection", "replicates"), ("selection", "hold"),
     *(("selection", k) for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] == v),  # spacing, pruning
     ("features", "micro", "lowercase"),

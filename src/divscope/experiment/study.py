@@ -250,7 +250,8 @@ def grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndar
     featurize_study(spec, ws, sel.strategies)
     console.print("grid")
     manifests, _ = run_grid_settings(ws, out / "subsets", sel, eligible=eligible, features=feature_options(spec),
-                                     target_tokenizer=target_tokenizer(spec.train.model))
+                                     target_tokenizer=target_tokenizer(spec.train.model),
+                                     eligible_label="no evaluation overlap")
     cells = [anchor_cell(anchor or out / "runs" / ANCHOR), *cells_of(spec, out, manifests)]
     if runs:
         from divscope.experiment.reuse import share_runs

@@ -7,19 +7,9 @@ from typing import Any
 
 import click
 
-from divscope.select.settings import GridSettings, SelectOptions, SelectSettings
+from divscope.select.settings import GridSettings, SelectSettings
 from divscope.settings import cli_options
 from divscope.ui import console, table
-
-
-def _length_eligible(ws: Path, opts: SelectOptions) -> tuple[Any, Any]:
-    """(eligible mask or None, request entry or None) for ``select``."""
-    if opts.length_range is None:
-        return None, None
-    from divscope.select.lengths import length_mask, length_request
-
-    mask, _ = length_mask(ws, opts.length_range, opts.length_side, opts.length_tokenizer)
-    return mask, length_request(opts.length_range, opts.length_side, opts.length_tokenizer)
 
 
 @click.command("select")
@@ -30,17 +20,20 @@ def _length_eligible(ws: Path, opts: SelectOptions) -> tuple[Any, Any]:
 @click.option("--format", "-f", "fmt", default=None, help="alpaca | sharegpt | openai | parquet | hf [from extension]")
 def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
     """Select exactly N samples of workspace WS at diversity level D with one strategy."""
+    from divscope.io.workspace import Workspace
+    from divscope.select.eligibility import eligibility, select_eligible
     from divscope.select.strategies import Selector
     from divscope.select.subsets import manifest_path, request_of, write_subset
 
     s = SelectSettings.from_cli(values)
     options = s.strategy_options()
-    eligible, length = _length_eligible(ws, s)
-    selector = Selector(ws, eligible)
-    sub = selector.select(s.strategy, s.size, s.diversity, s.seed, **options)
-    req = request_of(s.strategy, s.size, s.diversity, s.seed, options)
-    if length is not None:
-        req["length"] = length
+    workspace = Workspace(ws)
+    workspace.require_pool()  # a missing pool is named before any filter reads it
+    elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
+                       length_tokenizer=s.length_tokenizer, where=s.where)
+    selector = Selector(workspace, elig.mask)
+    sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
+    req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request
     m = write_subset(selector, sub, out, fmt, req)
     rows = [(k, m[k]) for k in ("strategy", "diversity", "size", "seed", "k", "k_min", "k_max", "pool_size",
                                 "types_covered", "coverage_target", "eligible", "typed_samples", "typeless_samples")

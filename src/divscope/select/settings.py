@@ -1,8 +1,8 @@
 """The select stage's settings: what ``divscope select`` / ``divscope grid`` take and the spec's ``selection:``.
 
-``SelectOptions`` are the options every strategy shares (baseline options, the length band); ``SelectSettings``
-adds one request (strategy, level, size, seed), ``GridSettings`` a whole grid (strategies x sizes x levels x seeds
-x replicates).
+``SelectOptions`` are the options every strategy shares (baseline options, the length band, the ``where``
+eligibility filter); ``SelectSettings`` adds one request (strategy, level, size, seed), ``GridSettings`` a whole
+grid (strategies x sizes x levels x seeds x replicates).
 
 Replicates: replicate r of a cell selects with seed ``s + 1000 r`` (s from ``seeds`` / ``baseline_seeds``) and, in a
 study, trains with ``train.seed + 1000 r``; ``hold`` keeps one of the two at r = 0's. Replicate 0 is the cell
@@ -61,6 +61,10 @@ class SelectOptions(Settings):
                                                               "bounds.")
     length_tokenizer: str | None = setting(None, "Tokenizer that measures lengths: smollm2 | llama2 | llama3 | "
                                            "HF id [the target model's].")
+    where: str | None = setting(
+        None, "Eligibility filter over record metadata and the derived columns instruction_tokens, response_tokens "
+        "(lengths in --length-tokenizer tokens), turns (user turns) and source, e.g. \"score >= 4 and turns == 1\": "
+        "== != < <= > >=, in [..], and, or, not, parentheses.", metavar="EXPR")
 
     @field_validator("length_range", mode="before")
     @classmethod
@@ -75,6 +79,19 @@ class SelectOptions(Settings):
             return list(parse_length_range(v))
         except DivscopeError as e:
             raise ValueError(str(e)) from None
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _where(cls, v: Any) -> Any:
+        """The canonical form of the expression (one spelling per filter); a syntax error names the token."""
+        from divscope.select.where import parse_where
+
+        if v is None:
+            return None
+        try:
+            return parse_where(v).text
+        except DivscopeError as e:
+            raise ValueError(str(e).removeprefix("where: ")) from None
 
     def strategy_options(self) -> dict[str, Any]:
         """The options every strategy is given (a strategy takes what it uses); the manifest's ``request.options``

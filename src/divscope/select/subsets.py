@@ -99,40 +99,36 @@ def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[
 def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes: list[int], levels: list[float],
              seeds: list[int], fmt: str | None = None, ext: str = ".jsonl", eligible: np.ndarray | None = None,
              length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
-             features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
+             where: str | None = None, eligible_label: str = "given rows", features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
              replicates: int = 1, hold_selection: bool = False, **options: Any) -> tuple[list[dict[str, Any]], int]:
     """Write every subset of the grid (skipping finished ones) and ``OUT/grid.json``; returns the manifests and how
     many were new.
 
     ``length_range`` ("MIN:MAX"): only rows whose ``length_side`` has MIN..MAX tokens of ``length_tokenizer``
-    (inclusive) are selectable (length control). ``features``: options per level; selection then uses exactly
+    (inclusive) are selectable (length control); ``where``: only rows satisfying the expression (see
+    ``select.where``); both narrow ``eligible`` (``select.eligibility``, ``eligible_label`` names it in the error
+    for too few rows). ``features``: options per level; selection then uses exactly
     those cached features instead of the most recently featurized ones (see ``Selector``). ``replicates``: each
     cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``).
     """
+    from divscope.select.eligibility import eligibility, select_eligible
     from divscope.ui import progress_bar
 
-    length = None
-    if length_range is not None:
-        from divscope.select.lengths import length_mask, length_request
-
-        ws = ws if isinstance(ws, Workspace) else Workspace(ws)
-        mask, _ = length_mask(ws, length_range, length_side, length_tokenizer)
-        eligible = mask if eligible is None else (np.asarray(eligible, bool) & mask)
-        length = length_request(length_range, length_side, length_tokenizer)
-    selector = Selector(ws, eligible, features=features)
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
+    ws.require_pool()
+    elig = eligibility(ws, eligible, base_label=eligible_label, length_range=length_range, length_side=length_side,
+                       length_tokenizer=length_tokenizer, where=where)
+    selector = Selector(ws, elig.mask, features=features)
     cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds, replicates, hold_selection)
     manifests, built = [], 0
     with progress_bar("grid", total=len(cells)) as advance:
         for c in cells:
-            req = request_of(c.strategy, c.size, c.diversity, c.seed, options)
-            if length is not None:
-                req["length"] = length
+            req = request_of(c.strategy, c.size, c.diversity, c.seed, options) | elig.request
             done = {"request": req, "pool_fingerprint": selector.pool.fingerprint}
             manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
             if manifest is None:
-                manifest = write_subset(selector, selector.select(c.strategy, c.size, c.diversity, c.seed,
-                                                                  **options), c.path, fmt, req,
-                                        c.replicate if replicates > 1 else None)
+                sub = select_eligible(selector, elig, c.strategy, c.size, c.diversity, c.seed, **options)
+                manifest = write_subset(selector, sub, c.path, fmt, req, c.replicate if replicates > 1 else None)
                 built += 1
             manifests.append(manifest)
             advance()
@@ -145,14 +141,16 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
 def run_grid_settings(ws: Workspace | str | Path, out: Path, grid: GridSettings, fmt: str | None = None,
                       ext: str = ".jsonl", eligible: np.ndarray | None = None,
                       features: dict[str, dict[str, Any]] | None = None,
-                      target_tokenizer: str | None = None) -> tuple[list[dict[str, Any]], int]:
+                      target_tokenizer: str | None = None,
+                      eligible_label: str = "given rows") -> tuple[list[dict[str, Any]], int]:
     """:func:`run_grid` of a ``GridSettings`` (CLI ``grid`` and studies); ``target_tokenizer`` measures lengths
-    when the settings name no ``length_tokenizer``."""
+    (of the band and of ``where``'s token columns) when the settings name no ``length_tokenizer``."""
     length: dict[str, Any] = {}
-    if grid.length_range is not None:
+    if grid.length_range is not None or grid.where is not None:
         length = {"length_range": grid.length_range, "length_side": grid.length_side,
-                  "length_tokenizer": grid.length_tokenizer or target_tokenizer}
+                  "length_tokenizer": grid.length_tokenizer or target_tokenizer, "where": grid.where}
     return run_grid(ws, out, grid.strategies, grid.sizes, grid.level_values(), grid.seeds, fmt=fmt, ext=ext,
-                    eligible=eligible, features=features, baseline_seeds=grid.baseline_seeds,
+                    eligible=eligible, eligible_label=eligible_label, features=features,
+                    baseline_seeds=grid.baseline_seeds,
                     replicates=grid.replicates, hold_selection=grid.hold == "selection", **length,
                     **grid.strategy_options())
