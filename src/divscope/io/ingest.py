@@ -12,7 +12,6 @@ is also run, with its repair, against a second set of ids and hashes, as the rep
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -226,8 +225,7 @@ def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, So
             reason, detail = rec
             stats.rejected += 1
             stats.by_reason[reason] += 1
-            rej.write(json.dumps({"file": item.file, "line": item.line, "index": item.index, "reason": reason,
-                                  "detail": detail, "raw": item.raw}, ensure_ascii=False) + "\n")
+            rej.write(item.reject_line(reason, detail))
     if batch:
         writer.write_table(records_to_table(batch))
     stats.notes = {k: v for k, v in (("bom_stripped", notes.bom), ("crlf", notes.crlf),
