@@ -20,6 +20,7 @@ from divscope.io.record import Record
 SHINGLE = 5
 PERMUTATIONS = 128
 SEED = 1
+LSH_MAX_THRESHOLD = 0.9
 _WORD = re.compile(r"\w+")
 
 
@@ -79,7 +80,9 @@ class NearIndex:
 
         self.threshold = threshold
         self.sign = signer
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
+        # Above 0.9 datasketch's banding runs out of bands (b < 2 at 0.99); the candidates it proposes at 0.9
+        # are a superset, and the Jaccard check below applies the threshold asked for.
+        self.lsh = MinHashLSH(threshold=min(threshold, LSH_MAX_THRESHOLD), num_perm=PERMUTATIONS)
         self.kept: list[Kept] = []
         self.signatures: list[Any] = []
 
