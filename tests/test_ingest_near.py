@@ -92,3 +92,17 @@ def test_cli_options(tmp_path: Path, pairs: list[dict]) -> None:
     r = subprocess.run([*cmd, "--dedup", "near", "--near-threshold", "1.5"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2 and "--near-threshold" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_study_reingests_when_the_dedup_setting_changes(tmp_path: Path, pairs: list[dict]) -> None:
+    from divscope.experiment.spec import parse_spec
+    from divscope.experiment.study import ingest_pool
+    from divscope.io.workspace import Workspace
+
+    _, copy = _near_copy(pairs)
+    src = _jsonl(tmp_path / "in.jsonl", [*pairs[:20], copy])
+    sizes = []
+    for pool in ({}, {"dedup": "near"}, {"dedup": "near", "near_threshold": 0.99}, {}):
+        ingest_pool(parse_spec({"pool": {"source": [str(src)], **pool}}), Workspace(tmp_path / "ws"))
+        sizes.append(len(Workspace(tmp_path / "ws").pool))
+    assert sizes == [21, 20, 21, 21]
