@@ -1,7 +1,7 @@
 """divscope: fixed-size SFT datasets at controlled macro/meso/micro diversity.
 
 The Python API mirrors the CLI: ``ingest`` a pool into a workspace, read it back with ``Workspace``, write any
-subset with ``write_records``.
+subset with ``write_records``; ``convert`` a file to another format.
 """
 
 from divscope._version import __version__
@@ -11,6 +11,7 @@ from divscope.io import (
     Record,
     Turn,
     Workspace,
+    convert,
     ingest,
     read_records,
     write_records,
@@ -23,6 +24,7 @@ __all__ = [
     "Turn",
     "Workspace",
     "__version__",
+    "convert",
     "ingest",
     "read_records",
     "write_records",
