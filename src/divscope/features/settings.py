@@ -25,6 +25,9 @@ class MicroSettings(Settings):
 
 class MacroSettings(Settings):
     embedder: str = setting(DEFAULT_EMBEDDER, "macro: minilm | sentence-transformers folder | HF id.")
+    runtime: Literal["torch", "onnx", "onnx-int8"] = setting(
+        "torch", "macro: what runs the embedder: torch, or ONNX Runtime on the CPU (onnx: fp32, onnx-int8: "
+        "int8 weights; needs divscope[onnx]).")
     min_cluster_size: int | None = setting(None, "macro: HDBSCAN min_cluster_size [max(5, round(sqrt(n)/10))].")
     min_samples: int = setting(1, "macro: HDBSCAN min_samples (neighbours besides the point itself).")
     noise: Literal["nearest", "own"] = setting("nearest", "macro: noise points join the nearest cluster, or "
