@@ -45,6 +45,7 @@ def test_runtime_reaches_the_cache_key_and_the_default_keeps_the_old_one(ws):
     assert keys["torch"] == old
     # a study's fingerprint: unchanged at the default, another study with onnx
     base = ExperimentSpec().fingerprint()
+    assert base == "420e026b037c086f", "the default study's fingerprint from before runtimes existed"
     assert ExperimentSpec.model_validate({"features": {"macro": {"runtime": "torch"}}}).fingerprint() == base
     assert ExperimentSpec.model_validate({"features": {"macro": {"runtime": "onnx"}}}).fingerprint() != base
     with pytest.raises(DivscopeError, match="unknown embedding runtime 'tf'"):
