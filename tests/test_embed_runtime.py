@@ -119,3 +119,23 @@ def test_missing_onnxruntime_is_a_one_line_install_hint(ws, monkeypatch):
     lines = [ln for ln in proc.stderr.splitlines() + proc.stdout.splitlines() if ln.strip()]
     assert lines == ['error: runtime \'onnx-int8\' needs ONNX Runtime: pip install "divscope[onnx]" '
                      "(onnxruntime, onnx)"], proc.stderr + proc.stdout
+
+
+def test_metric_cards_reuse_the_runtime_embeddings_and_keep_old_params(ws):
+    from divscope.metrics import metric_card
+    from divscope.metrics.card import card_params
+
+    assert "embed_runtime" not in card_params(), "cards computed before runtimes keep their parameters"
+    assert card_params(runtime="onnx-int8")["embed_runtime"] == "onnx-int8"
+    featurize_result(ws, "macro", "instruction", runtime="onnx")
+    rows = list(range(0, 40, 2))
+    small = {"pairs_sample": 12, "bleu_sample": 4, "vendi_sample": 12}
+    card = metric_card(ws.pool.records(rows), ws=ws, rows=rows, runtime="onnx", **small)
+    assert card["params"]["embed_runtime"] == "onnx"
+    assert card["instruction"]["embeddings_from"] == "workspace"  # the onnx embeddings featurize stored
+    assert card["response"]["embeddings_from"] == "computed"
+    torch_card = metric_card(ws.pool.records(rows), ws=ws, rows=rows, **small)
+    assert torch_card["instruction"]["embeddings_from"] == "computed", "no torch embeddings in this workspace"
+    for side in ("instruction", "response"):
+        assert card[side]["mean_cosine_distance"] == pytest.approx(torch_card[side]["mean_cosine_distance"],
+                                                                   abs=2e-3)

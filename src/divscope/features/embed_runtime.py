@@ -28,12 +28,12 @@ import numpy as np
 
 from divscope import models
 from divscope.errors import DivscopeError
-from divscope.features.settings import MacroSettings
+from divscope.features.settings import DEFAULT_RUNTIME, EmbedRuntime
 from divscope.store.atomic import atomic_path, write_json
 
-# one source: the featurize setting (divscope.features.settings.MacroSettings.runtime)
-RUNTIMES: tuple[str, ...] = typing.get_args(MacroSettings.model_fields["runtime"].annotation)
-DEFAULT_RUNTIME: str = MacroSettings.model_fields["runtime"].default
+RUNTIMES: tuple[str, ...] = typing.get_args(EmbedRuntime)  # one source: divscope.features.settings
+__all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "OnnxEmbedder", "check_runtime", "export", "export_dir", "load_embedder",
+           "require_onnxruntime"]
 EXPORT_VERSION = 1  # bump when the export or quantisation recipe changes
 OPSET = 17
 INSTALL_HINT = 'runtime {runtime!r} needs ONNX Runtime: pip install "divscope[onnx]" (onnxruntime, onnx)'
