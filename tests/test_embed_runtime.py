@@ -139,3 +139,14 @@ def test_metric_cards_reuse_the_runtime_embeddings_and_keep_old_params(ws):
     for side in ("instruction", "response"):
         assert card[side]["mean_cosine_distance"] == pytest.approx(torch_card[side]["mean_cosine_distance"],
                                                                    abs=2e-3)
+
+
+def test_selection_reads_the_embeddings_of_the_studys_runtime(ws):
+    """k-center and the distance baselines read the embeddings the study's macro options made."""
+    from divscope.select.strategies import Selector
+
+    featurize_result(ws, "macro", "instruction", runtime="onnx-int8")
+    rows = np.arange(0, 240, 3)
+    sel = Selector(ws, rows, features={"macro": {"runtime": "onnx-int8"}})
+    want = macro.load_embeddings(ws, "instruction", compute=False, runtime="onnx-int8")[rows]
+    assert np.array_equal(sel.embeddings("instruction"), want.astype(np.float32))
