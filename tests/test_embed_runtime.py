@@ -64,6 +64,7 @@ def test_onnx_embeddings_match_torch_on_real_texts(ws):
     assert np.allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_featurize_with_onnx_is_its_own_entry_and_deterministic(ws, tmp_path):
     torch_res = featurize_result(ws, "macro", "instruction")
     onnx_res = featurize_result(ws, "macro", "instruction", runtime="onnx")
@@ -121,6 +122,7 @@ def test_missing_onnxruntime_is_a_one_line_install_hint(ws, monkeypatch):
                      "(onnxruntime, onnx)"], proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_metric_cards_reuse_the_runtime_embeddings_and_keep_old_params(ws):
     from divscope.metrics import metric_card
     from divscope.metrics.card import card_params
