@@ -1,6 +1,7 @@
 """Featurizer throughput on real ShareGPT pairs (builtin:study, 20K by default).
 
     python benchmarks/bench_features.py [--n 20000] [--embed-n N] [--ws DIR] [--json OUT]
+    python benchmarks/bench_features.py --runtimes-only [--runtime-n 2000] [--side response] [--ws DIR]
 
 Prints, measured in the same run on the same texts:
   * tokenization (micro): samples/s through divscope (tokenize + per-sample counts + CSR) vs the raw Rust
@@ -9,7 +10,15 @@ Prints, measured in the same run on the same texts:
     same texts (batch 64, normalised), instruction side (``--embed-n`` caps the number of texts);
   * clustering of those embeddings: HDBSCAN (hdbscan package, the default) vs sklearn.cluster.HDBSCAN, on
     PCA-50 and on the raw 384-d vectors, and KMeans with the same number of clusters, with the agreement
-    (adjusted Rand index) between the two HDBSCAN implementations.
+    (adjusted Rand index) between the two HDBSCAN implementations;
+  * embedding runtimes (``--runtimes``, ``--runtimes-only``): texts/s of torch (sentence-transformers), ONNX
+    Runtime fp32 and ONNX Runtime int8 through ``embed_texts`` on the same ``--runtime-n`` texts of ``--side``
+    (model load and ONNX export timed apart, after a warm-up batch), then, on the whole side of the pool (the
+    workspace's cached embeddings of each runtime, computed and timed where missing): mean / min cosine of each
+    runtime's embeddings to torch's and the adjusted Rand index of the macro labels (divscope's default macro
+    options: PCA-50 above 5,000 samples, HDBSCAN, noise -> nearest; also the raw HDBSCAN labels) against
+    torch's. ``--runtimes-only`` keeps the workspace's caches (give ``--ws`` with the torch embeddings already
+    there to skip recomputing them).
 """
 
 from __future__ import annotations
@@ -42,6 +51,13 @@ def main() -> None:
     ap.add_argument("--raw384", action="store_true", help="also cluster in the full 384-d space (slow at 20K)")
     ap.add_argument("--cluster-only", action="store_true",
                     help="reuse the workspace's cached embeddings (from an earlier run with --ws): clustering only")
+    ap.add_argument("--runtimes", action="store_true", help="also compare embedding runtimes (torch / onnx / int8)")
+    ap.add_argument("--runtimes-only", action="store_true", help="only the runtime comparison; keeps caches")
+    ap.add_argument("--runtime-n", type=int, default=2_000, help="texts for the runtime throughput comparison")
+    ap.add_argument("--side", default="response", choices=["instruction", "response"],
+                    help="pool side of the runtime comparison")
+    ap.add_argument("--agreement-n", type=int, default=None,
+                    help="texts (the side's first) for the cosine / ARI comparison [the whole side; 0: none]")
     args = ap.parse_args()
 
     import numpy as np
@@ -57,6 +73,9 @@ def main() -> None:
         _, t = timed(divscope.ingest, f"builtin:study?n={args.n}", ws_dir)
         ws = Workspace(ws_dir)
         print(f"ingest builtin:study?n={args.n}: {t:.1f}s")
+    if args.runtimes_only:
+        _dump(args.json, compare_runtimes(ws, args.side, args.runtime_n, args.agreement_n))
+        return
     if not args.cluster_only:
         shutil.rmtree(ws_dir / "features", ignore_errors=True)
     n = len(ws.pool)
@@ -139,7 +158,82 @@ def main() -> None:
                                       "min": int(sizes.min())}
     print(f"  after noise->nearest: {len(sizes)} types, sizes max {sizes.max()} median {np.median(sizes):.0f} "
           f"min {sizes.min()}")
+    if args.runtimes:
+        results["runtimes"] = compare_runtimes(ws, args.side, args.runtime_n, args.agreement_n)
     _dump(args.json, results)
+
+
+def _has_cached(ws, side: str) -> bool:
+    from divscope.errors import DivscopeError
+    from divscope.features import macro
+
+    try:
+        macro.load_embeddings(ws, side, compute=False)
+        return True
+    except DivscopeError:
+        return False
+
+
+def compare_runtimes(ws, side: str, n_texts: int, agreement_n: int | None = None) -> dict:
+    """Throughput of each embedding runtime on the same texts, then agreement with torch on the whole side."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import adjusted_rand_score
+
+    from divscope.features import embed_runtime, macro
+
+    texts = ws.pool.texts(side)
+    sub = texts[:min(n_texts, len(texts))]
+    out: dict = {"side": side, "throughput_texts": len(sub), "pool": len(texts), "threads": torch.get_num_threads()}
+    print(f"embedding runtimes, {side} side, {torch.get_num_threads()} threads: throughput on {len(sub):,} texts")
+    for rt in embed_runtime.RUNTIMES if sub else ():
+        _, load_t = timed(embed_runtime.load_embedder, "minilm", rt)  # ONNX: export on first use (cached)
+        macro.embed_texts(sub[:64], runtime=rt)  # warm-up
+        _, t = timed(macro.embed_texts, sub, runtime=rt)
+        out[rt] = {"texts_per_s": len(sub) / t, "load_s": load_t}
+        ref = out["torch"]["texts_per_s"]
+        print(f"  {rt:9s} {len(sub) / t:7.1f} texts/s ({len(sub) / t / ref:.2f}x torch)  load/export {load_t:.1f}s",
+              flush=True)
+    if agreement_n == 0:
+        return out
+    m = min(agreement_n or len(texts), len(texts))
+    part = texts[:m]
+    cfg = macro.normalize({}, m)
+    print(f"agreement with torch on the first {m:,} of {len(texts):,} {side} texts (reduce={cfg['reduce']}, "
+          f"min_cluster_size={cfg['min_cluster_size']}, min_samples={cfg['min_samples']}, noise={cfg['noise']})")
+    out["agreement_texts"] = m
+    store = ws.path / "bench-runtimes"
+    store.mkdir(exist_ok=True)
+    labels, raw, embs = {}, {}, {}
+    for rt in ("torch", *sorted(embed_runtime.RUNTIMES[1:], reverse=True)):  # int8 (the fastest) before fp32
+        saved = store / f"{side}-{m}-{rt}.npy"
+        source = "bench cache"
+        if rt == "torch" and _has_cached(ws, side):  # the workspace's own torch embeddings (pool rows)
+            emb, source = macro.load_embeddings(ws, side, compute=False)[:m], "workspace cache"
+        elif saved.is_file():
+            emb = np.load(saved)
+        else:
+            emb32, t = timed(macro.embed_texts, part, runtime=rt)
+            emb, source = emb32.astype(np.float16), "computed"  # stored like the workspace stores them
+            out.setdefault(rt, {})["agreement_texts_per_s"] = m / t
+            np.save(saved, emb)
+        X = embs[rt] = emb.astype(np.float32)
+        Z, _ = macro.reduce_dims(X, cfg["reduce"], cfg["dims"], cfg["seed"])
+        raw[rt], cluster_t = timed(macro.cluster, Z, cfg["min_cluster_size"], cfg["min_samples"], cfg["impl"])
+        labels[rt], _ = macro.assign(X, raw[rt], cfg["noise"])
+        ref = embs["torch"]
+        cos = (X * ref).sum(1) / np.linalg.norm(X, axis=1) / np.linalg.norm(ref, axis=1)
+        row = {"mean_cosine_to_torch": float(cos.mean()), "min_cosine_to_torch": float(cos.min()),
+               "clusters": int(labels[rt].max()) + 1, "noise": float((raw[rt] < 0).mean()),
+               "ari_to_torch": adjusted_rand_score(labels["torch"], labels[rt]),
+               "ari_raw_hdbscan_to_torch": adjusted_rand_score(raw["torch"], raw[rt]),
+               "embeddings": source, "cluster_s": cluster_t}
+        out.setdefault(rt, {}).update(row)
+        speed = f", {out[rt]['agreement_texts_per_s']:.1f} texts/s" if "agreement_texts_per_s" in out[rt] else ""
+        print(f"  {rt:9s} cosine mean {cos.mean():.4f} min {cos.min():.4f} | {row['clusters']} clusters, noise "
+              f"{row['noise']:.2f} | ARI final {row['ari_to_torch']:.4f} raw {row['ari_raw_hdbscan_to_torch']:.4f}"
+              f" | embeddings {source}{speed}", flush=True)
+    return out
 
 
 def _dump(path: Path | None, results: dict) -> None:

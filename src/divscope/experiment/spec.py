@@ -100,7 +100,8 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("selection", "replicates"), ("selection", "hold"),
     *(("selection", k) for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] == v),  # spacing, pruning
     ("features", "micro", "lowercase"),
-    *(("features", "macro", k) for k in ("min_samples", "reduce", "dims", "seed", "impl", "name_words")),
+    *(("features", "macro", k) for k in ("min_samples", "reduce", "dims", "seed", "impl", "name_words",
+                                         "runtime")),
     *(("features", "meso", k) for k in ("min_count", "merge_threshold", "max_kept_tags", "lemmatize",
                                         "max_failure_rate", "chunk_size")),
     *(("train", k) for k in ("warmup_ratio", "weight_decay", "lora_alpha", "lora_dropout", "logging_steps",

@@ -2,6 +2,8 @@
 
 1. Embed every text of the pool side with a sentence-transformers model (default all-MiniLM-L6-v2, batch 64,
    L2-normalised; texts cut to ``max_chars`` = 8,192 characters first, far past the model's 256-token window).
+   ``runtime`` chooses what runs the model: ``torch`` (sentence-transformers, the default), ``onnx`` or
+   ``onnx-int8`` (ONNX Runtime on the CPU, exported locally from the same weights: :mod:`.embed_runtime`).
    Embeddings are stored as float16 in ``WS/features/_embeddings/<side>/<key>/`` and reused by metrics and the
    k-center / distance baselines (:func:`load_embeddings`).
 2. Reduce dimension for large pools: PCA (seeded, randomized SVD) to ``dims`` = 50 when the pool has more than
@@ -39,6 +41,7 @@ import scipy.sparse as sp
 
 from divscope import models
 from divscope.errors import DivscopeError, MissingFeaturesError
+from divscope.features import embed_runtime
 from divscope.features.base import Built, Stages
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_path, write_json
@@ -89,7 +92,10 @@ def normalize(options: dict[str, Any], n_samples: int) -> dict[str, Any]:
     if ms < 1:
         raise DivscopeError(f"min_samples must be >= 1 (got {ms})")
     dims = int(options.get("dims") or PCA_DIMS)
-    return {"embedder": str(options.get("embedder") or models.DEFAULT_EMBEDDER), "max_chars": MAX_CHARS,
+    runtime = embed_runtime.check_runtime(options.get("runtime") or embed_runtime.DEFAULT_RUNTIME)
+    # added later: absent at the default, so features built before it keep their cache key
+    extra = {} if runtime == embed_runtime.DEFAULT_RUNTIME else {"runtime": runtime}
+    return {**extra, "embedder": str(options.get("embedder") or models.DEFAULT_EMBEDDER), "max_chars": MAX_CHARS,
             "min_cluster_size": mcs, "min_samples": ms, "noise": noise, "reduce": reduce,
             "dims": dims if reduce in ("pca", "umap") else None, "impl": impl,
             "seed": int(options.get("seed") or 0), "name_words": int(options.get("name_words") or 3)}
@@ -100,7 +106,8 @@ def identity(config: dict[str, Any]) -> str:
 
 
 def build(ws: Workspace, side: str, texts: list[str], config: dict[str, Any], stages: Stages) -> Built:
-    emb = embeddings(ws, side, embedder=config["embedder"], texts=texts, stages=stages)
+    runtime = config.get("runtime", embed_runtime.DEFAULT_RUNTIME)
+    emb = embeddings(ws, side, embedder=config["embedder"], texts=texts, stages=stages, runtime=runtime)
     X = emb.astype(np.float32)
     with stages("reduce"):
         Z, reduce_info = reduce_dims(X, config["reduce"], config["dims"], config["seed"])
@@ -119,7 +126,7 @@ def build(ws: Workspace, side: str, texts: list[str], config: dict[str, Any], st
     prov = {**info, **reduce_info, "embedding_dim": int(X.shape[1]), "n_clusters": n_types,
             "largest_cluster": int(sizes.max()) if n_types else 0,
             "smallest_cluster": int(sizes.min()) if n_types else 0,
-            "embedding_key": _emb_key(ws, side, config["embedder"])}
+            "embedding_key": _emb_key(ws, side, config["embedder"], runtime)}
     return Built(matrix, names, prov, {"labels.npy": labels.astype(np.int32), "hdbscan_labels.npy": raw})
 
 
@@ -134,10 +141,12 @@ class MacroFeaturizer:
 
 # ------------------------------------------------------------------------------------------- embeddings
 
-def _emb_key(ws: Workspace, side: str, embedder: str) -> str:
+def _emb_key(ws: Workspace, side: str, embedder: str, runtime: str = embed_runtime.DEFAULT_RUNTIME) -> str:
     ident = models.embedder_identity(embedder)
-    return hashlib.sha256(json.dumps([EMB_VERSION, ws.pool.fingerprint, side, ident, MAX_CHARS])
-                          .encode()).hexdigest()[:20]
+    parts: list[Any] = [EMB_VERSION, ws.pool.fingerprint, side, ident, MAX_CHARS]
+    if runtime != embed_runtime.DEFAULT_RUNTIME:  # the torch key is the one computed before runtimes existed
+        parts.append(runtime)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
 def embeddings_dir(ws: Workspace) -> Path:
@@ -147,14 +156,16 @@ def embeddings_dir(ws: Workspace) -> Path:
 class _Embed:
     """Chunk task: L2-normalised float32 embeddings of one chunk (model loaded once where it runs)."""
 
-    def __init__(self, embedder: str | Any, batch_size: int):
+    def __init__(self, embedder: str | Any, batch_size: int, runtime: str = embed_runtime.DEFAULT_RUNTIME):
         self.embedder = embedder  # a name (loaded where the task runs, on its GPU if it has one) or a model
         self.batch_size = batch_size
-        self.uses_gpu = isinstance(embedder, str)
+        self.runtime = runtime
+        self.uses_gpu = isinstance(embedder, str) and runtime == "torch"  # ONNX Runtime runs on the CPU
         self._model: Any = None
 
     def setup(self) -> None:
-        self._model = models.load_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
+        self._model = embed_runtime.load_embedder(self.embedder, self.runtime) if isinstance(self.embedder, str) \
+            else self.embedder
 
     def __call__(self, chunk: list[str]) -> np.ndarray:
         import torch
@@ -165,16 +176,21 @@ class _Embed:
 
 
 def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = BATCH_SIZE,
-                description: str = "embed", max_chars: int = MAX_CHARS) -> np.ndarray:
+                description: str = "embed", max_chars: int = MAX_CHARS,
+                runtime: str = embed_runtime.DEFAULT_RUNTIME) -> np.ndarray:
     """L2-normalised float32 embeddings of ``texts``: sorted by length once, encoded in chunks of ``CHUNK``
-    (locally or on Ray: the same chunks either way, so the same bytes), put back in order."""
+    (locally or on Ray: the same chunks either way, so the same bytes), put back in order. ``runtime``:
+    torch | onnx | onnx-int8 (:mod:`divscope.features.embed_runtime`)."""
     from divscope.backend import map_chunks
 
     embedder = embedder if embedder is not None else models.DEFAULT_EMBEDDER
     n = len(texts)
     order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, count=n), kind="stable")
     chunks = [[texts[i][:max_chars] for i in order[s:s + CHUNK]] for s in range(0, n, CHUNK)]
-    parts = map_chunks(_Embed(embedder, batch_size), chunks, description)
+    embed_runtime.check_runtime(runtime)
+    if runtime != embed_runtime.DEFAULT_RUNTIME:
+        embed_runtime.require_onnxruntime(runtime)  # the install hint before any chunk task starts
+    parts = map_chunks(_Embed(embedder, batch_size, runtime), chunks, description)
     if not parts:
         dim_model = models.load_embedder(embedder) if isinstance(embedder, str) else embedder
         dim_of = getattr(dim_model, "get_embedding_dimension", None) or dim_model.get_sentence_embedding_dimension
@@ -185,12 +201,14 @@ def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = 
 
 
 def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = None, *,
-               texts: list[str] | None = None, stages: Stages | None = None, compute: bool = True) -> np.ndarray:
-    """float16 (n_samples, dim) embeddings of a pool side, computed once and cached in the workspace."""
+               texts: list[str] | None = None, stages: Stages | None = None, compute: bool = True,
+               runtime: str = embed_runtime.DEFAULT_RUNTIME) -> np.ndarray:
+    """float16 (n_samples, dim) embeddings of a pool side, computed once and cached in the workspace (one
+    cache entry per embedder and runtime)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     stages = stages or Stages()
     embedder = embedder or models.DEFAULT_EMBEDDER
-    key = _emb_key(ws, side, embedder)
+    key = _emb_key(ws, side, embedder, runtime)
     path = embeddings_dir(ws) / side / key
     n = len(ws.pool)
     if (path / "meta.json").is_file():
@@ -204,27 +222,29 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
         except Exception:
             pass
     if not compute:
+        how = "" if runtime == embed_runtime.DEFAULT_RUNTIME else f" --runtime {runtime}"
         raise MissingFeaturesError(f"no {side} embeddings in {ws.path}: run `divscope featurize {ws.path} "
-                            f"--level macro --side {side}` first")
+                            f"--level macro --side {side}{how}` first")
     if texts is None:
         texts = ws.pool.texts(side)
     with stages("embed"):  # the model loads where the chunks are embedded (here, or in Ray actors)
-        arr = embed_texts(texts, embedder, description=f"{side}: embed").astype(np.float16)
+        arr = embed_texts(texts, embedder, description=f"{side}: embed", runtime=runtime).astype(np.float16)
     with atomic_path(path) as tmp:
         tmp.mkdir()
         np.save(tmp / "embeddings.npy", arr)
         write_json(tmp / "meta.json", {"embedder": embedder, "identity": models.embedder_identity(embedder),
                                        "side": side, "pool_fingerprint": ws.pool.fingerprint, "n": n,
                                        "dim": int(arr.shape[1]), "dtype": "float16", "normalized": True,
-                                       "max_chars": MAX_CHARS})
+                                       "max_chars": MAX_CHARS, **({} if runtime == embed_runtime.DEFAULT_RUNTIME
+                                                                else {"runtime": runtime})})
     return arr
 
 
 def load_embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = None,
-                    compute: bool = True) -> np.ndarray:
+                    compute: bool = True, runtime: str = embed_runtime.DEFAULT_RUNTIME) -> np.ndarray:
     """Cached float16 embeddings (rows = pool rows, L2-normalised); computed and cached if missing
     (``compute=False``: MissingFeaturesError instead)."""
-    return embeddings(ws, side, embedder, compute=compute)
+    return embeddings(ws, side, embedder, compute=compute, runtime=runtime)
 
 
 # ------------------------------------------------------------------------------------------- clustering

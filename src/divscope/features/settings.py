@@ -12,6 +12,10 @@ from typing import Any, Literal
 from divscope.models import DEFAULT_EMBEDDER, DEFAULT_TOKENIZER
 from divscope.settings import Settings, setting
 
+# What runs the sentence embedder (macro features, metric cards): divscope.features.embed_runtime
+EmbedRuntime = Literal["torch", "onnx", "onnx-int8"]
+DEFAULT_RUNTIME = "torch"
+
 
 class MicroSettings(Settings):
     tokenizer: str = setting(DEFAULT_TOKENIZER, "micro: smollm2 (the target model's) | llama2 | llama3 | gpt2 | "
@@ -25,6 +29,9 @@ class MicroSettings(Settings):
 
 class MacroSettings(Settings):
     embedder: str = setting(DEFAULT_EMBEDDER, "macro: minilm | sentence-transformers folder | HF id.")
+    runtime: EmbedRuntime = setting(
+        DEFAULT_RUNTIME, "macro: what runs the embedder: torch, or ONNX Runtime on the CPU (onnx: fp32, onnx-int8: "
+        "int8 weights; needs divscope[onnx]).")
     min_cluster_size: int | None = setting(None, "macro: HDBSCAN min_cluster_size [max(5, round(sqrt(n)/10))].")
     min_samples: int = setting(1, "macro: HDBSCAN min_samples (neighbours besides the point itself).")
     noise: Literal["nearest", "own"] = setting("nearest", "macro: noise points join the nearest cluster, or "

@@ -29,6 +29,7 @@ import numpy as np
 from divscope import models
 from divscope.errors import DivscopeError
 from divscope.features.incidence import LEVELS, SIDES
+from divscope.features.settings import DEFAULT_RUNTIME
 from divscope.io.record import Record
 from divscope.io.workspace import Workspace
 from divscope.metrics import lexical, semantic
@@ -102,6 +103,8 @@ def card_params(settings: MetricSettings | None = None, **values: Any) -> dict[s
         "bleu_sample": int(bleu_sample), "vendi_sample": int(vendi_sample),
         "tokenizer": tokenizer, "tokenizer_identity": models.tokenizer_identity(tokenizer),
         "embedder": embedder, "embedder_identity": models.embedder_identity(embedder),
+        # added later: absent at the default, so cards computed before it keep their parameters
+        **({} if m.runtime == DEFAULT_RUNTIME else {"embed_runtime": m.runtime}),
         "distinct_n": "lowercased whitespace words, n = 1, 2, 3, within texts",
         "compression": f"{lexical.COMPRESSION} level {lexical.COMPRESSION_LEVEL}, texts joined by newline",
         "self_bleu": "sacrebleu sentence BLEU (13a, exp smoothing, effective order), 0-100, each sampled text "
@@ -145,16 +148,17 @@ def _ws_token_stats(ws: Workspace, side: str, rows: np.ndarray, tokenizer: str, 
     return lexical.TokenStats(np.asarray(tc.lengths)[rows], counts, "workspace")
 
 
-def _ws_embeddings(ws: Workspace, side: str, embedder: str, res: Resources) -> np.ndarray | None:
+def _ws_embeddings(ws: Workspace, side: str, embedder: str, res: Resources,
+                   runtime: str = DEFAULT_RUNTIME) -> np.ndarray | None:
     from divscope.features.macro import load_embeddings
 
     def load() -> np.ndarray | None:
         try:
-            return load_embeddings(ws, side, embedder, compute=False)
+            return load_embeddings(ws, side, embedder, compute=False, runtime=runtime)
         except DivscopeError:
             return None
 
-    return res.get(("emb", str(ws.path), side, embedder), load)
+    return res.get(("emb", str(ws.path), side, embedder, runtime), load)
 
 
 def types_covered(ws: Workspace, side: str, rows: np.ndarray, res: Resources | None = None) -> list[dict[str, Any]]:
@@ -247,12 +251,13 @@ def metric_card(records: Sequence[Record], *, ws: Workspace | str | Path | None 
         s["tokens_from"] = stats.source
 
         emb = None
+        runtime = params.get("embed_runtime", DEFAULT_RUNTIME)
         if wsp is not None and row_arr is not None:
-            pool_emb = _ws_embeddings(wsp, side, params["embedder"], res)
+            pool_emb = _ws_embeddings(wsp, side, params["embedder"], res, runtime)
             if pool_emb is not None:
                 emb, s["embeddings_from"] = pool_emb[row_arr[emb_pos]], "workspace"
         if emb is None:
-            emb = semantic.embed_sample([texts[i] for i in emb_pos], params["embedder"])
+            emb = semantic.embed_sample([texts[i] for i in emb_pos], params["embedder"], runtime)
             s["embeddings_from"] = "computed"
         s["mean_cosine_distance"] = semantic.mean_cosine_distance(emb[:m_pairs])
         s["cosine_sample"] = m_pairs

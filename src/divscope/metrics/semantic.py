@@ -66,10 +66,10 @@ def _eigvalsh_one_thread(a: np.ndarray) -> np.ndarray:
         return np.linalg.eigvalsh(a)
 
 
-def embed_sample(texts: Sequence[str], embedder: str | Any = None) -> np.ndarray:
+def embed_sample(texts: Sequence[str], embedder: str | Any = None, runtime: str = "torch") -> np.ndarray:
     """Embeddings of texts that are not in a workspace cache: the workspace's model and truncation
     (:func:`divscope.features.macro.embed_texts`), stored as float16 like the workspace's, so a subset read from
     a file and the same subset read by pool row give (up to batching round-off) the same numbers."""
     from divscope.features.macro import embed_texts
 
-    return embed_texts(list(texts), embedder, description="metrics: embed").astype(np.float16)
+    return embed_texts(list(texts), embedder, description="metrics: embed", runtime=runtime).astype(np.float16)

@@ -5,6 +5,7 @@ Every sampled metric (pairwise cosine, Self-BLEU, Vendi) draws its sample with `
 
 from __future__ import annotations
 
+from divscope.features.settings import DEFAULT_RUNTIME, EmbedRuntime
 from divscope.models import DEFAULT_EMBEDDER, DEFAULT_TOKENIZER
 from divscope.settings import Settings, setting
 
@@ -20,3 +21,5 @@ class MetricSettings(Settings):
                              "llama3 | gpt2 | HF id | folder | file.gguf.")
     embedder: str = setting(DEFAULT_EMBEDDER, "Sentence embedder (cached workspace embeddings of this model are "
                             "reused).")
+    runtime: EmbedRuntime = setting(DEFAULT_RUNTIME, "What runs the embedder: torch | onnx | onnx-int8 (as "
+                                    "`featurize --runtime`; the workspace's embeddings of this runtime are reused).")

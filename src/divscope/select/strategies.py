@@ -112,7 +112,8 @@ class Selector:
         if side not in self._embeddings:
             from divscope.features.macro import load_embeddings
 
-            emb = load_embeddings(self.ws, side, compute=False)
+            runtime = (self.features or {}).get("macro", {}).get("runtime") or "torch"  # the macro features'
+            emb = load_embeddings(self.ws, side, compute=False, runtime=runtime)
             self._embeddings[side] = np.asarray(emb, dtype=np.float32)[self.rows]
         return self._embeddings[side]
 
