@@ -34,3 +34,10 @@ class PlanSettings(Settings):
                                    "from the model size].", ge=0.0)
     parallel_cells: int = setting(1, "Cells training at once (ray: the cluster's GPUs / GPUs per cell): each holds "
                                   "its checkpoints until evaluated, which the total peak disk counts.", ge=1)
+
+
+class CompareSettings(Settings):
+    length_tolerance: float = setting(0.10, "Flag a subset whose mean tokens (per side) differ from the random "
+                                      "subsets' mean of the same size by more than this fraction of it...", ge=0.0)
+    length_sds: float = setting(2.0, "...and, where random has 2 or more seeds, by more than this many of their "
+                                "standard deviations (outside random's spread).", ge=0.0)
