@@ -1,7 +1,8 @@
 """divscope: fixed-size SFT datasets at controlled macro/meso/micro diversity.
 
 The Python API mirrors the CLI: ``ingest`` a pool into a workspace, read it back with ``Workspace``, write any
-subset with ``write_records``.
+subset with ``write_records``; ``compare`` (subsets, a grid or a study folder) gives their metric cards side by
+side as a pandas DataFrame (imported on first use: it loads the analysis stage).
 """
 
 from divscope._version import __version__
@@ -23,7 +24,16 @@ __all__ = [
     "Turn",
     "Workspace",
     "__version__",
+    "compare",
     "ingest",
     "read_records",
     "write_records",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "compare":  # lazy: ``import divscope`` stays light
+        from divscope.analysis.compare import compare
+
+        return compare
+    raise AttributeError(f"module 'divscope' has no attribute {name!r}")

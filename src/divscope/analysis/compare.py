@@ -176,8 +176,6 @@ def compare(targets: str | Path | Iterable[str | Path], *, force: bool = False,
     in strategy order (see the module docstring for the columns). ``metric_settings_``: ``MetricSettings``
     fields for the cards (default: see :func:`metric_settings`). ``df.attrs`` holds ``random`` (per size and side:
     mean, sd and n of the random subsets' mean tokens), ``anchor`` (the untrained model's scores), ``settings``."""
-    import pandas as pd
-
     given = {k: v for k, v in metric_settings_.items() if v is not None}
     cs = parse(CompareSettings, {k: v for k, v in {"length_tolerance": length_tolerance,
                                                    "length_sds": length_sds}.items() if v is not None})
@@ -190,11 +188,13 @@ def compare(targets: str | Path | Iterable[str | Path], *, force: bool = False,
             studies.append(study)
     if not items:
         raise DivscopeError("nothing to compare: give subset files, a grid folder or a study folder")
+    unique: dict[Path, tuple[Path, str]] = {}
+    for p, n in items:  # a subset given twice counts once
+        unique.setdefault(p.resolve(), (p, n))
+    items = list(unique.values())
     names = [n for _, n in items]
     if len(set(names)) != len(names):  # the same relative name from two folders: show full paths
         items = [(p, str(p)) for p, _ in items]
-    seen: set[Path] = set()
-    items = [(p, n) for p, n in items if not (p.resolve() in seen or seen.add(p.resolve()))]  # type: ignore[func-returns-value]
     ms = metric_settings([p for p, _ in items], given, studies[0] if len(studies) == 1 else None)
     scores: dict[str, dict[str, float]] = {}
     anchor: dict[str, float] = {}
@@ -217,17 +217,31 @@ def compare(targets: str | Path | Iterable[str | Path], *, force: bool = False,
             row[f"score.{metric}"] = score
         row["path"] = str(path)
         rows.append(row)
-    rows.sort(key=lambda r: (strategy_rank(str(r["strategy"])), r["size"] or 0,
-                             -1.0 if r["diversity"] is None else r["diversity"], r["seed"] or 0,
-                             r["replicate"] or 0, r["subset"]))
+    return frame(rows, cs, anchor=anchor, settings=ms.model_dump(), studies=[str(s) for s in studies])
+
+
+def frame(rows: list[dict[str, Any]], cs: CompareSettings | None = None, *, anchor: dict[str, float] | None = None,
+          settings: dict[str, Any] | None = None, studies: Sequence[str] = ()) -> Any:
+    """The DataFrame of :func:`compare` from its rows (``metrics.card.summary_row`` of each card plus
+    ``replicate``, the own-coverage columns and ``score.<metric>``): sorted in strategy order, lengths compared
+    with random (``cs``: ``CompareSettings``, default its defaults)."""
+    import pandas as pd
+
+    cs = cs or CompareSettings()
+    rows = sorted((dict(r) for r in rows), key=lambda r: (
+        strategy_rank(str(r["strategy"])), r["size"] or 0, -1.0 if r["diversity"] is None else r["diversity"],
+        r.get("seed") or 0, r.get("replicate") or 0, r["subset"]))
+    for r in rows:
+        for k in ("seed", "replicate", "k", "own_axis", "own_covered", "own_types", "own_coverage"):
+            r.setdefault(k, None)
     random = _length_flags(rows, cs)
     df = pd.DataFrame(rows)
     first = ["subset", "strategy", "diversity", "size", "seed", "replicate", "k", "n", "own_axis", "own_covered",
              "own_types", "own_coverage"]
     df = df[first + sorted(c for c in df.columns if c.startswith("score."))
             + [c for c in df.columns if c not in first and not c.startswith("score.")]]
-    df.attrs.update(random=random, anchor=anchor, settings={**ms.model_dump(), **cs.model_dump()},
-                    studies=[str(s) for s in studies])
+    df.attrs.update(random=random, anchor=dict(anchor or {}), settings={**(settings or {}), **cs.model_dump()},
+                    studies=list(studies))
     return df
 
 
