@@ -98,9 +98,12 @@ def test_winner_per_measure_is_the_best_subset_in_the_right_direction() -> None:
 def test_winners_are_per_size() -> None:
     rows = [row("big", "random", None, size=48, r__vendi=30.0), row("small-a", "random", None, r__vendi=12.0),
             row("small-b", "response-micro", 0.5, r__vendi=14.0)]
-    w = winners(frame(rows))
+    df = frame(rows)
+    w = winners(df)
     vendi = w[w["measure"] == "response.vendi"].set_index("size")["winner"].to_dict()
     assert vendi == {24: "small-b", 48: "big"}
+    pos = {n: i for i, n in enumerate(df["subset"])}
+    assert best_mask(df)["response.vendi"] == {pos["small-b"], pos["big"]}  # a * in each size
 
 
 def test_length_flag_is_raised_beyond_tolerance_and_random_spread() -> None:
