@@ -23,6 +23,7 @@ from divscope.analysis.compare import (
     best_mask,
     compare,
     frame,
+    records,
     render,
     render_html,
     winners,
@@ -190,7 +191,7 @@ def test_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_real_grid_table_matches_the_cards_and_fits(compare_grid: Path) -> None:
     df = divscope.compare(compare_grid)
     assert len(df) == 27 and df["strategy"].nunique() == 9
-    for r in df.to_dict("records"):
+    for r in records(df):
         path = compare_grid / r["subset"]
         card = json.loads(metrics_path(path).read_text())
         for side in SIDES:

@@ -279,6 +279,11 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def records(df: Any) -> list[dict[str, Any]]:
+    """The rows of ``df`` as dicts of Python values, missing ones (pandas' NaN) as None."""
+    return [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in df.to_dict("records")]
+
+
 def measures(df: Any) -> list[Measure]:
     """The measures of ``df`` in display order: scores, own coverage, each side's card metrics with its length
     against random, then types covered per side and level."""
@@ -517,7 +522,7 @@ def length_notes(df: Any) -> list[str]:
     if not random:
         return ["lengths not compared: no random subset among the inputs (add the grid's random/ subsets)"]
     out = []
-    for r in df.to_dict("records"):
+    for r in records(df):
         for side in SIDES:
             if r.get(f"{side}.length_flag") is True:
                 ref = random[str(r["size"])][side]
@@ -546,7 +551,7 @@ def render_html(df: Any, title: str = "divscope compare") -> str:
     best = best_mask(df)
     cols = ["subset", "strategy", "d", "size", "seed", *[m.short for m in ms]]
     body = []
-    for i, r in enumerate(df.to_dict("records")):
+    for i, r in enumerate(records(df)):
         cells = [e(r["subset"]), e(r["strategy"]), e(fmt_value(r["diversity"])), e(fmt_value(r["size"])),
                  e(fmt_value(r["seed"]))]
         for m in ms:
@@ -564,7 +569,7 @@ def render_html(df: Any, title: str = "divscope compare") -> str:
               e(r.better), e(fmt_value(r.value, kinds[r.measure])), e(fmt_value(r.random_mean, kinds[r.measure]))]
              for r in w.itertuples(index=False)]
     leg = [[f"<b>{e(a)}</b>", e(b)] for a, b in legend(df, terminal=False)]
-    rows = df.to_dict("records")
+    rows = records(df)
     plotted = [(k, next(m.short for m in ms if m.key == k)) for k in PLOTTED if k in {m.key for m in ms}]
     plotted = [(m.key, m.short) for m in ms if m.key.startswith("score.")] + plotted
     fig1 = plots.compare_figure(rows, plotted, "measures against diversity level (random: grey band)")
