@@ -250,6 +250,7 @@ def test_study_shows_trained_scores(compare_grid: Path, tmp_path: Path) -> None:
                                  "diversity": m["diversity"], "seed": m["seed"], "metric": "nll",
                                  "score": -2.0 + 0.01 * ((7 * i) % len(subsets))}))
     (study / "results.jsonl").write_text("\n".join(lines) + "\n")
+    (study / "study.json").write_text(json.dumps({"name": "t", "spec": {"metrics": {"bleu_sample": 8}}}))
     top = subsets[max(range(len(subsets)), key=lambda i: (7 * i) % len(subsets))]
     df = compare(study)
     assert df["score.nll"].notna().all() and df.attrs["anchor"] == {"nll": -3.0}
@@ -261,3 +262,12 @@ def test_study_shows_trained_scores(compare_grid: Path, tmp_path: Path) -> None:
     assert lines[rule + 1].split()[0] == "score" and "untrained model (nll): -3" in out  # the score comes first
     assert re.search(rf"score\s+high\s+{re.escape(w.loc['score.nll', 'winner'])}", out)
     assert "trained score, nll" in render_html(df)
+
+    # the cards follow the study's metric settings; without study.json, the settings the cards share are reused
+    card = metrics_path(top)
+    assert json.loads(card.read_text())["params"]["bleu_sample"] == 8 == df.attrs["settings"]["bleu_sample"]
+    (study / "study.json").unlink()
+    stamp = card.stat().st_mtime_ns
+    again = compare(study)
+    assert again.attrs["settings"]["bleu_sample"] == 8 and card.stat().st_mtime_ns == stamp
+    assert again["response.self_bleu"].tolist() == df["response.self_bleu"].tolist()

@@ -97,7 +97,7 @@ def _subsets(target: Path) -> tuple[list[tuple[Path, str]], Path | None]:
 
 def metric_settings(paths: Sequence[Path], given: dict[str, Any], study: Path | None) -> MetricSettings:
     """The card settings: those given; else the study's ``metrics:`` section; else the parameters the existing
-    cards all share (so they are reused, not recomputed); else the defaults."""
+    cards all share (so they are reused, not recomputed, and missing ones match them); else the defaults."""
     if given:
         return parse(MetricSettings, given)
     if study is not None:
@@ -110,7 +110,7 @@ def metric_settings(paths: Sequence[Path], given: dict[str, Any], study: Path | 
     for p in paths:
         mp = metrics_path(p)
         if not mp.is_file():
-            return MetricSettings()
+            continue
         try:
             params = json.loads(mp.read_text(encoding="utf-8")).get("params") or {}
         except ValueError:
