@@ -37,7 +37,9 @@ class PlanSettings(Settings):
 
 
 class CompareSettings(Settings):
-    length_tolerance: float = setting(0.10, "Flag a subset whose mean tokens (per side) differ from the random "
-                                      "subsets' mean of the same size by more than this fraction of it...", ge=0.0)
-    length_sds: float = setting(2.0, "...and, where random has 2 or more seeds, by more than this many of their "
-                                "standard deviations (outside random's spread).", ge=0.0)
+    length_tolerance: float = setting(0.10, "Flag a subset whose mean tokens on a side differ from the random "
+                                      "subsets' mean (same size) by more than this fraction of it (and, with 2+ "
+                                      "random seeds, by more than --length-sds of their sd).", ge=0.0)
+    length_sds: float = setting(2.0, "With 2 or more random seeds, a length flag also needs the difference to "
+                                "exceed this many standard deviations of random's means (outside its spread).",
+                                ge=0.0)
