@@ -20,24 +20,19 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from divscope.analysis.plots import LEVELS, SIDES
 from divscope.analysis.results import RESULTS, load_results, load_study, strategy_rank
 from divscope.analysis.settings import CompareSettings
 from divscope.errors import DivscopeError
-from divscope.metrics.card import (
-    LEVELS,
-    SIDES,
-    Resources,
-    card_for_path,
-    find_subsets,
-    manifest_path,
-    metrics_path,
-    read_manifest,
-    summary_row,
-)
-from divscope.metrics.settings import MetricSettings
 from divscope.settings import parse
+
+if TYPE_CHECKING:
+    from divscope.metrics.card import Resources
+    from divscope.metrics.settings import MetricSettings
+# divscope.metrics (numpy, the workspace, the models, sacrebleu) is imported where cards are read, so that
+# ``import divscope.analysis`` stays light
 
 SIDE_SHORT = {"instruction": "i", "response": "r"}
 LEVEL_SHORT = {"macro": "mac", "meso": "mes", "micro": "mic"}
@@ -76,6 +71,8 @@ class Measure:
 
 def _subsets(target: Path) -> tuple[list[tuple[Path, str]], Path | None]:
     """(subset path, display name) of one argument, and the study folder it belongs to (or None)."""
+    from divscope.metrics.card import find_subsets, manifest_path
+
     if not target.exists():
         raise DivscopeError(f"{target}: no such file or directory")
     if manifest_path(target).is_file():  # a subset file (or an HF-format subset directory)
@@ -98,6 +95,9 @@ def _subsets(target: Path) -> tuple[list[tuple[Path, str]], Path | None]:
 def metric_settings(paths: Sequence[Path], given: dict[str, Any], study: Path | None) -> MetricSettings:
     """The card settings: those given; else the study's ``metrics:`` section; else the parameters the existing
     cards all share (so they are reused, not recomputed, and missing ones match them); else the defaults."""
+    from divscope.metrics.card import metrics_path
+    from divscope.metrics.settings import MetricSettings
+
     if given:
         return parse(MetricSettings, given)
     if study is not None:
@@ -176,6 +176,8 @@ def compare(targets: str | Path | Iterable[str | Path], *, force: bool = False,
     in strategy order (see the module docstring for the columns). ``metric_settings_``: ``MetricSettings``
     fields for the cards (default: see :func:`metric_settings`). ``df.attrs`` holds ``random`` (per size and side:
     mean, sd and n of the random subsets' mean tokens), ``anchor`` (the untrained model's scores), ``settings``."""
+    from divscope.metrics.card import Resources, card_for_path, read_manifest, summary_row
+
     given = {k: v for k, v in metric_settings_.items() if v is not None}
     cs = parse(CompareSettings, {k: v for k, v in {"length_tolerance": length_tolerance,
                                                    "length_sds": length_sds}.items() if v is not None})
