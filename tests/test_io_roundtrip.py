@@ -94,11 +94,12 @@ def test_llamafactory_entries(tmp_path: Path) -> None:
     write_records(recs, tmp_path / "b.json", fmt="sharegpt")
     write_records(recs, tmp_path / "c.jsonl")
     info = json.loads((tmp_path / "dataset_info.json").read_text())
-    assert info["a"] == {"file_name": "a.json", "formatting": "alpaca",
+    assert sorted(info) == ["a_json", "b_json", "c_jsonl"]
+    assert info["a_json"] == {"file_name": "a.json", "formatting": "alpaca",
                          "columns": {"prompt": "instruction", "query": "input", "response": "output",
                                      "system": "system"}}
-    assert info["b"]["columns"] == {"messages": "conversations"}
-    assert info["c"]["tags"]["role_tag"] == "role" and info["c"]["file_name"] == "c.jsonl"
+    assert info["b_json"]["columns"] == {"messages": "conversations"}
+    assert info["c_jsonl"]["tags"]["role_tag"] == "role" and info["c_jsonl"]["file_name"] == "c.jsonl"
     # The alpaca file is what LLaMA-Factory's alpaca converter expects: one JSON array of objects.
     [row] = json.loads((tmp_path / "a.json").read_text())
     assert row == {"system": "s", "instruction": "q", "input": "", "output": "a"}
@@ -116,7 +117,7 @@ def test_exports_load_as_their_llamafactory_entry_declares(tmp_path: Path, fmt: 
             Record.make([Turn("user", "q2"), Turn("assistant", "a2")], metadata={"score": "4", "src": "y"})]
     path = tmp_path / ("d.jsonl" if fmt == "openai" else "d.json")
     write_records(recs, path, fmt=fmt)
-    entry = json.loads((tmp_path / "dataset_info.json").read_text())["d"]
+    entry = json.loads((tmp_path / "dataset_info.json").read_text())[f"d_{path.suffix[1:]}"]
     ds = datasets.load_dataset("json", data_files=str(path), split="train")
     for row in ds:
         for column in entry["columns"].values():

@@ -77,7 +77,8 @@ def _expected(record: Record) -> tuple[str, list[tuple[str, str]], str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["demo", "multi"])
 @pytest.mark.parametrize("fmt,suffix", [("alpaca", ".json"), ("sharegpt", ".json"), ("openai", ".jsonl"),
-                                        ("alpaca", ".parquet"), ("sharegpt", ".parquet"), ("openai", ".parquet")])
+                                        ("alpaca", ".parquet"), ("sharegpt", ".parquet"), ("openai", ".parquet"),
+                                        ("alpaca", ""), ("sharegpt", ""), ("openai", "")])
 def test_llamafactory_aligns_every_row(tmp_path: Path, pools: dict[str, list[Record]], which: str, fmt: str,
                                        suffix: str) -> None:
     import datasets
@@ -86,11 +87,16 @@ def test_llamafactory_aligns_every_row(tmp_path: Path, pools: dict[str, list[Rec
     align_dataset, get_dataset_list, data_arguments, fileext2type = _llamafactory()
     pool = pools[which]
     path = tmp_path / f"{which}_{fmt}{suffix}"
-    write_records(pool, path, fmt=fmt if suffix != ".parquet" else "parquet", shape=fmt)
-    args = data_arguments(dataset_dir=str(tmp_path), dataset=[path.stem])
-    [attr] = get_dataset_list([path.stem], str(tmp_path))  # our dataset_info.json, read by LLaMA-Factory
-    assert attr.load_from == "file" and attr.dataset_name == path.name
-    ds = datasets.load_dataset(fileext2type[suffix[1:]], data_files=[str(path)], split=attr.split)
+    container = {".parquet": "parquet", "": "hf"}.get(suffix, fmt)
+    write_records(pool, path, fmt=container, shape=fmt)
+    name = f"{path.stem}_{suffix[1:] or 'hf'}"  # one entry per file, named after its stem and format
+    args = data_arguments(dataset_dir=str(tmp_path), dataset=[name])
+    [attr] = get_dataset_list([name], str(tmp_path))  # our dataset_info.json, read by LLaMA-Factory
+    assert attr.load_from == "file"
+    # As LLaMA-Factory's loader resolves a "file" entry (a HF directory: through its Arrow shard).
+    local = tmp_path / attr.dataset_name
+    assert local.is_file() and local.is_relative_to(path)
+    ds = datasets.load_dataset(fileext2type[local.suffix[1:]], data_files=[str(local)], split=attr.split)
     aligned = align_dataset(ds, attr, args, Seq2SeqTrainingArguments(output_dir=str(tmp_path / "o")))
     assert len(aligned) == len(pool)
     skipped = [i for i, row in enumerate(aligned) if not row["_prompt"] or not row["_response"]]

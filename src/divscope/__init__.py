@@ -1,8 +1,9 @@
 """divscope: fixed-size SFT datasets at controlled macro/meso/micro diversity.
 
 The Python API mirrors the CLI: ``ingest`` a pool into a workspace, read it back with ``Workspace``, write any
-subset with ``write_records``; ``compare`` (subsets, a grid or a study folder) gives their metric cards side by
-side as a pandas DataFrame (imported on first use: it loads the analysis stage).
+subset with ``write_records``; ``convert`` a file to another format; ``compare`` (subsets, a grid or a study
+folder) gives their metric cards side by side as a pandas DataFrame (imported on first use: it loads the analysis
+stage).
 """
 
 from divscope._version import __version__
@@ -12,6 +13,7 @@ from divscope.io import (
     Record,
     Turn,
     Workspace,
+    convert,
     ingest,
     read_records,
     write_records,
@@ -25,6 +27,7 @@ __all__ = [
     "Workspace",
     "__version__",
     "compare",
+    "convert",
     "ingest",
     "read_records",
     "write_records",

@@ -6,6 +6,7 @@ User mistakes raise ``DivscopeError`` anywhere below; ``main`` turns them into o
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -81,23 +82,58 @@ def stats(ws: Path) -> None:
         console.print(t)
 
 
+def _output_options(f: Callable[..., None]) -> Callable[..., None]:
+    """--to, --format and --shape: the output side, the same for export and convert."""
+    for option in reversed((
+        click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Output file or directory."),
+        click.option("--format", "-f", "fmt", default=None,
+                     help="alpaca | sharegpt | openai | parquet | hf; default from the extension "
+                          "(.json sharegpt, .jsonl openai, .parquet, no extension hf)."),
+        click.option("--shape", default="openai", show_default=True,
+                     help="Record layout inside parquet/hf outputs: alpaca | sharegpt | openai."),
+    )):
+        f = option(f)
+    return f
+
+
+def _wrote(n: int, path: Path, entry: str | None) -> str:
+    where = f"; LLaMA-Factory dataset {entry!r} in {path.parent / 'dataset_info.json'}" if entry else ""
+    return f"wrote {n:,} records to {path}{where}"
+
+
 @cli.command()
-@click.argument("ws", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Output file or directory.")
-@click.option("--format", "-f", "fmt", default=None,
-              help="alpaca | sharegpt | openai | parquet | hf; default from the extension "
-                   "(.json sharegpt, .jsonl openai, .parquet, no extension hf).")
-@click.option("--shape", default="openai", show_default=True,
-              help="Record layout inside parquet/hf outputs: alpaca | sharegpt | openai.")
+@click.argument("ws", type=click.Path(path_type=Path))
+@_output_options
 def export(ws: Path, to: Path, fmt: str | None, shape: str) -> None:
-    """Write the pool of workspace WS in any supported format (plus a LLaMA-Factory dataset_info.json)."""
+    """Write the pool of workspace WS in any supported format (plus a LLaMA-Factory dataset_info.json entry).
+
+    To convert a file (a subset, a dataset) rather than a workspace's pool, use divscope convert."""
     from divscope.io.workspace import Workspace
-    from divscope.io.writers import write_records
+    from divscope.io.writers import entry_name, write_records
     from divscope.ui import track
 
+    if ws.is_file():
+        raise DivscopeError(f"{ws}: a file, not a workspace; to convert a file: divscope convert {ws} --to {to}")
     pool = Workspace(ws).pool
     path = write_records(track(pool.iter_records(), "export", total=len(pool)), to, fmt=fmt, shape=shape)
-    console.print(f"wrote {len(pool):,} records to {path}")
+    console.print(_wrote(len(pool), path, entry_name(path, fmt)))
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@_output_options
+@click.option("--from", "from_fmt", default=None, help="The input's format when detection is wrong: " + FORMAT_HELP)
+def convert(source: Path, to: Path, fmt: str | None, shape: str, from_fmt: str | None) -> None:
+    """Convert one file or HF directory SOURCE (any input format) to --to, with its LLaMA-Factory entry.
+
+    Records are validated, not deduplicated; invalid ones go to TO.rejects.jsonl with file, line and reason.
+    The dataset_info.json entry is named <stem>_<format> (best100_jsonl, best100_parquet, best100_hf)."""
+    from divscope.io.convert import convert as run_convert
+
+    result = run_convert(source, to, fmt=fmt, shape=shape, from_fmt=from_fmt)
+    console.print(_wrote(result.written, result.path, result.entry))
+    if result.rejects_path:
+        console.print(f"rejected {result.rejected:,} invalid records: {result.rejects_path}")
 
 
 def _register() -> None:

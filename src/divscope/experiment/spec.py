@@ -94,6 +94,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # fingerprint of a spec that does not use them is the one older versions computed ("*": every list element).
 _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("variants",), ("metrics",), ("pool", "strict"), ("pool", "repair"),
+    ("pool", "dedup"), ("pool", "near_threshold"),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
     ("selection", "where"),
     ("selection", "replicates"), ("selection", "hold"),

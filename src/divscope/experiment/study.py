@@ -28,10 +28,13 @@ def ingest_pool(spec: ExperimentSpec, ws: Workspace) -> None:
     from divscope.io.ingest import ingest
 
     rep = ws.report()
+    dedup = {"mode": "near", "threshold": spec.pool.near_threshold} if spec.pool.dedup == "near" else {}
     if ws.pool_path.exists() and rep.get("inputs") == spec.pool.source and rep.get("format") == (
-            spec.pool.format or "auto") and rep.get("repair", {}).get("enabled", False) == spec.pool.repair:
+            spec.pool.format or "auto") and rep.get("repair", {}).get("enabled", False) == spec.pool.repair and \
+            {k: v for k, v in rep.get("dedup", {}).items() if k != "removed"} == dedup:
         return
-    ingest(spec.pool.source, ws.path, fmt=spec.pool.format, strict=spec.pool.strict, repair=spec.pool.repair)
+    ingest(spec.pool.source, ws.path, fmt=spec.pool.format, strict=spec.pool.strict, repair=spec.pool.repair,
+           dedup=spec.pool.dedup, near_threshold=spec.pool.near_threshold)
 
 
 def eligible_rows(spec: ExperimentSpec, ws: Workspace) -> np.ndarray:

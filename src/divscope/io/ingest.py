@@ -12,7 +12,6 @@ is also run, with its repair, against a second set of ids and hashes, as the rep
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from divscope._version import __version__
 from divscope.errors import DivscopeError
 from divscope.io import builtin
 from divscope.io.jsonstream import RawItem, StreamNotes
+from divscope.io.neardup import Kept, NearIndex, Signer
 from divscope.io.readers import iter_python, iter_raw, split_format
 from divscope.io.record import Record
 from divscope.io.repair import REPAIRABLE
@@ -69,21 +69,30 @@ def _repair_json(enabled: bool, n: int, kinds: Counter[str], accepted_with_repai
 
 @dataclass
 class _Seen:
-    """The ids and content hashes in a pool so far: what deduplication checks against."""
+    """The ids and content hashes in a pool so far (and with ``--dedup near`` their MinHash signatures): what
+    deduplication checks against."""
 
     ids: set[str] = field(default_factory=set)
     hashes: dict[str, str] = field(default_factory=dict)
+    near: NearIndex | None = None
 
-    def problem(self, rec: Record) -> tuple[str, str] | None:
+    def problem(self, rec: Record) -> tuple[str, str] | tuple[str, str, dict[str, Any]] | None:
         if rec.content_hash in self.hashes:
             return "duplicate_content", f"same conversation as record {self.hashes[rec.content_hash]!r}"
         if rec.id in self.ids:
             return "duplicate_id", f"id {rec.id!r} was already used by a different record"
+        if self.near is not None and (hit := self.near.match(rec)):
+            kept, jaccard = hit
+            return ("near_duplicate", f"near copy (estimated Jaccard {jaccard:.2f}) of record {kept.id!r} at "
+                    f"{kept.where}", {"duplicate_of": {"id": kept.id, "file": kept.file, "line": kept.line,
+                                                       "index": kept.index}, "similarity": round(jaccard, 4)})
         return None
 
-    def add(self, rec: Record) -> None:
+    def add(self, rec: Record, item: RawItem) -> None:
         self.ids.add(rec.id)
         self.hashes[rec.content_hash] = rec.id
+        if self.near is not None:
+            self.near.add(rec, Kept(rec.id, item.file, item.line, item.index))
 
 
 @dataclass
@@ -95,6 +104,15 @@ class _Run:
     seen: _Seen = field(default_factory=_Seen)
     shadow: _Seen | None = None
     id_pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    @staticmethod
+    def start(settings: IngestSettings) -> _Run:
+        if settings.dedup == "exact":
+            return _Run(settings.repair, shadow=None if settings.repair else _Seen())
+        sign = Signer()
+        near = NearIndex(settings.near_threshold, sign)
+        shadow = None if settings.repair else _Seen(near=NearIndex(settings.near_threshold, sign))
+        return _Run(settings.repair, seen=_Seen(near=near), shadow=shadow)
 
 
 @dataclass
@@ -140,7 +158,8 @@ def ingest(
     """Read, validate and deduplicate ``inputs`` into the workspace ``out``.
 
     ``options`` are ``IngestSettings`` fields: ``strict`` (fail when anything is rejected), ``repair`` (repair
-    broken turn order instead of rejecting, see ``divscope.io.repair``).
+    broken turn order instead of rejecting, see ``divscope.io.repair``), ``dedup`` (``exact``, or ``near`` to
+    also drop near copies at ``near_threshold``, see ``divscope.io.neardup``).
     Raises ``DivscopeError`` when an input yields no valid record, or with ``strict`` when anything was
     rejected; the report and rejects file are written either way, so the user can see why.
     """
@@ -155,7 +174,7 @@ def ingest(
     ws = Workspace(out)
     ws.path.mkdir(parents=True, exist_ok=True)
     per_source: dict[str, SourceStats] = {}
-    run = _Run(settings.repair, shadow=None if settings.repair else _Seen())
+    run = _Run.start(settings)
     error: str | None = None
     with atomic_open(ws.rejects_path) as rej, progress_bar("ingest") as advance:
         try:
@@ -202,7 +221,7 @@ def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, So
             else:
                 alt, alt_repairs = _parse(item, name, shadow_shape, True)
             if isinstance(alt, Record) and not run.shadow.problem(alt):
-                run.shadow.add(alt)
+                run.shadow.add(alt, item)
                 stats.accepted_with_repair += 1
                 if shadow_shape is None:
                     shadow_shape = detect_shape(item.value)
@@ -216,18 +235,17 @@ def _ingest_one(inp: Input, name: str, fmt: str | None, per_source: dict[str, So
             if repairs:
                 stats.repaired += 1
                 stats.repairs.update(repairs)
-            run.seen.add(rec)
+            run.seen.add(rec, item)
             run.id_pairs.append((rec.id, rec.content_hash))
             batch.append(rec)
             if len(batch) >= BATCH:
                 writer.write_table(records_to_table(batch))
                 batch = []
         else:
-            reason, detail = rec
+            reason, detail, *extra = rec
             stats.rejected += 1
             stats.by_reason[reason] += 1
-            rej.write(json.dumps({"file": item.file, "line": item.line, "index": item.index, "reason": reason,
-                                  "detail": detail, "raw": item.raw}, ensure_ascii=False) + "\n")
+            rej.write(item.reject_line(reason, detail, **(extra[0] if extra else {})))
     if batch:
         writer.write_table(records_to_table(batch))
     stats.notes = {k: v for k, v in (("bom_stripped", notes.bom), ("crlf", notes.crlf),
@@ -270,6 +288,9 @@ def _report(per_source: dict[str, SourceStats], fmt: str | None, settings: Inges
                                sum(s.accepted_with_repair for s in per_source.values())),
         "by_source": {k: v.to_json(settings.repair) for k, v in per_source.items()},
         "pool_fingerprint": fingerprint,
+        # Only when near: a pool deduplicated exactly (the default) keeps the report it always had.
+        **({"dedup": {"mode": "near", "threshold": settings.near_threshold,
+                      "removed": int(reasons["near_duplicate"])}} if settings.dedup == "near" else {}),
     }
 
 

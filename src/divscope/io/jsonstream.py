@@ -39,6 +39,12 @@ class RawItem:
     def where(self) -> str:
         return f"{self.file}:{self.line}" if self.line is not None else f"{self.file}[{self.index}]"
 
+    def reject_line(self, reason: str, detail: str, **extra: Any) -> str:
+        """This item as one line of a rejects file: where it was, why, what else the caller adds, and its raw
+        text."""
+        return json.dumps({"file": self.file, "line": self.line, "index": self.index, "reason": reason,
+                           "detail": detail, **extra, "raw": self.raw}, ensure_ascii=False) + "\n"
+
 
 @dataclass
 class StreamNotes:

@@ -1,7 +1,9 @@
 """Writers: canonical records out to alpaca, ShareGPT, OpenAI messages, Parquet or a HF ``datasets`` directory.
 
-Each file gets a LLaMA-Factory ``dataset_info.json`` entry beside it, so a subset trains there without editing.
-Every write is atomic.
+Each file LLaMA-Factory can read (JSON, JSONL, Parquet, and a HF directory through its Arrow shard) gets an entry
+in the ``dataset_info.json`` beside it, named ``<stem>_<format>`` (``best100_jsonl``, ``best100_parquet``,
+``best100_hf``), so a subset trains there without editing. An entry of that name pointing at another file is an
+error, never overwritten. Every write is atomic.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from divscope.store.atomic import atomic_open, atomic_path, write_json
 
 WRITE_FORMATS = (*SHAPES, "parquet", "hf")
 DATASET_INFO = "dataset_info.json"
+HF_SHARD = "data-00000-of-00001.arrow"  # the one shard an ``hf`` output is written as (what LLaMA-Factory loads)
+_LLAMAFACTORY_EXTENSIONS = ("json", "jsonl", "parquet")  # its FILEEXT2TYPE, less csv/txt (not our formats)
 
 
 def infer_format(path: Path) -> str:
@@ -54,6 +58,9 @@ def write_records(
         raise DivscopeError(f"unknown shape {shape!r}: choose from {', '.join(SHAPES)}")
     if fmt in SHAPES:
         shape = fmt
+    entry = _entry_target(path, fmt) if llamafactory else None
+    if entry:
+        _check_entry(path.parent / DATASET_INFO, *entry)
     rows = _typed_rows(records, shape)
     if fmt in SHAPES:
         _write_json(rows, path, jsonl=path.suffix.lower() == ".jsonl" or shape == "openai")
@@ -66,10 +73,49 @@ def write_records(
         import datasets
 
         with atomic_path(path) as tmp:
-            datasets.Dataset(_columnar(rows)).save_to_disk(str(tmp))
-    if llamafactory and fmt != "hf":
-        add_llamafactory_entry(path, shape, columns={k for row in rows for k in row})
+            datasets.Dataset(_columnar(rows)).save_to_disk(str(tmp), num_shards=1)
+    if entry:
+        add_llamafactory_entry(path, shape, columns={k for row in rows for k in row}, fmt=fmt)
     return path
+
+
+def entry_name(path: Path, fmt: str | None = None) -> str | None:
+    """The ``dataset_info.json`` entry name of an output, or None when LLaMA-Factory cannot read it."""
+    target = _entry_target(Path(path), fmt or infer_format(Path(path)))
+    return target[0] if target else None
+
+
+def _entry_target(path: Path, fmt: str) -> tuple[str, str] | None:
+    """(entry name, file_name relative to the entry's directory) for an output LLaMA-Factory reads.
+
+    A HF directory is entered through its Arrow shard: LLaMA-Factory loads a directory entry by listing every
+    file in it, and a ``save_to_disk`` directory also holds JSON state files ("File types should be identical")."""
+    if fmt == "hf":
+        return f"{path.name}_hf", f"{path.name}/{HF_SHARD}"
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in _LLAMAFACTORY_EXTENSIONS:
+        return None
+    return f"{path.stem}_{ext}", path.name
+
+
+def _read_info(info_path: Path) -> dict[str, Any]:
+    if not info_path.exists():
+        return {}
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise DivscopeError(f"{info_path}: exists but is not valid JSON; fix or remove it") from None
+    if not isinstance(info, dict):
+        raise DivscopeError(f"{info_path}: not a JSON object of dataset entries; fix or remove it")
+    return info
+
+
+def _check_entry(info_path: Path, name: str, file_name: str) -> None:
+    """Refuse (before anything is written) an entry name that already points at another file."""
+    old = _read_info(info_path).get(name)
+    if isinstance(old, dict) and old.get("file_name") != file_name:
+        raise DivscopeError(f"{info_path}: entry {name!r} already points at {old.get('file_name')!r}, not "
+                            f"{file_name!r}; write to another name or remove that entry")
 
 
 def _write_json(rows: list[dict[str, Any]], path: Path, jsonl: bool) -> None:
@@ -122,19 +168,26 @@ def _columnar(rows: list[dict[str, Any]]) -> Any:
         raise DivscopeError(f"cannot lay these records out as columns: {e}") from None
 
 
-def add_llamafactory_entry(path: Path, shape: str, columns: set[str] | None = None) -> Path:
-    """Add (or replace) this file's entry in the ``dataset_info.json`` beside it, keeping other entries.
+def add_llamafactory_entry(path: Path, shape: str, columns: set[str] | None = None, fmt: str | None = None) -> Path:
+    """Add (or update) this output's entry in the ``dataset_info.json`` beside it, keeping other entries.
 
+    Every entry already pointing at this file (one named by an older divscope, or by hand) is updated with it, so
+    rewriting a file is idempotent; an entry of this name pointing at another file is an error.
     ``columns``: the keys the file holds; optional alpaca columns it lacks are not declared (LLaMA-Factory reads
     every declared column and raises ``KeyError`` on a missing one)."""
+    target = _entry_target(path, fmt or infer_format(path))
+    if target is None:
+        raise DivscopeError(f"{path}: LLaMA-Factory reads only {', '.join(_LLAMAFACTORY_EXTENSIONS)} files and "
+                            f"HF directories")
+    name, file_name = target
     info_path = path.parent / DATASET_INFO
-    info: dict[str, Any] = {}
-    if info_path.exists():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise DivscopeError(f"{info_path}: exists but is not valid JSON; fix or remove it") from None
-    info[path.stem] = llamafactory_entry(path.name, shape, columns)
+    _check_entry(info_path, name, file_name)
+    info = _read_info(info_path)
+    entry = llamafactory_entry(file_name, shape, columns)
+    for key, old in info.items():
+        if isinstance(old, dict) and old.get("file_name") == file_name:
+            info[key] = entry
+    info[name] = entry
     write_json(info_path, info)
     return info_path
 
