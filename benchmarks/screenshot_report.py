@@ -1,8 +1,11 @@
-"""Screenshot a study's HTML report in headless Chromium (checks that tables and embedded plots render).
+"""Screenshot a study's HTML report, or the page of ``divscope compare``, in headless Chromium (checks that tables
+and embedded plots render).
 
     python benchmarks/screenshot_report.py DIR [--out report.png] [--window 1400,2400] [--synthetic]
+    python benchmarks/screenshot_report.py GRID --compare [--out compare.png] [--window 1400,5000]
 
-Builds DIR/report.html first if it is missing (``--synthetic`` first writes a synthetic study into DIR).
+Builds DIR/report.html first if it is missing (``--synthetic`` first writes a synthetic study into DIR);
+``--compare`` writes GRID/compare.html (``divscope compare GRID --html``: a grid, subsets or a study) instead.
 Needs Chromium (Debian: ``apt-get install -y chromium``). Prints the screenshot's path, size and how many
 distinct colours it holds (a blank page has one).
 """
@@ -46,6 +49,13 @@ def screenshot(html: Path, out: Path, window: tuple[int, int] = (1400, 2400), ti
     return out
 
 
+def compare_page(target: Path, html: Path | None = None) -> Path:
+    """Write the page of ``divscope compare TARGET --html`` (default: TARGET/compare.html) and return its path."""
+    from divscope.analysis.compare import compare, write_html
+
+    return write_html(compare(target), html or Path(target) / "compare.html", f"divscope compare: {Path(target).name}")
+
+
 def png_info(path: Path) -> tuple[int, int, int]:
     """(width, height, distinct colours) of a PNG (Pillow ships with matplotlib)."""
     from PIL import Image
@@ -65,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", default="1400,2400", help="width,height in CSS pixels")
     ap.add_argument("--synthetic", action="store_true", help="write a synthetic study into DIR first")
     ap.add_argument("--force", action="store_true", help="rebuild the analysis and the report")
+    ap.add_argument("--compare", action="store_true", help="the page of divscope compare DIR --html, not the report")
     args = ap.parse_args(argv)
     from divscope.analysis import report, write_synthetic_study
 
+    if args.compare:
+        html = compare_page(args.study)
+        out = screenshot(html, args.out or args.study / "compare.png", tuple(int(v) for v in args.window.split(",")))
+        width, height, colours = png_info(out)
+        print(f"{out}  {width}x{height}  {out.stat().st_size:,} bytes  {colours} colours")
+        return 0 if colours > 16 else 1
     if args.synthetic:
         write_synthetic_study(args.study)
     html = args.study / "report.html"

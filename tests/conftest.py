@@ -84,3 +84,25 @@ def tiny_run(_trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     run = tmp_path_factory.mktemp("run") / "run"
     shutil.copytree(_trained_run, run)
     return run
+
+
+@pytest.fixture(scope="session")
+def compare_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A grid of all nine built-in strategies (size 24, levels 0 / 0.5 / 1, baselines with seeds 0-2) over 160
+    real pairs featurized at every level on both sides, with its metric cards (about 90 s of CPU, once per
+    session; tests/test_compare.py and the compare page's browser test read it, do not modify it)."""
+    from divscope.analysis.compare import compare
+    from divscope.features.featurize import featurize
+    from divscope.select.registry import ALL
+    from divscope.select.subsets import run_grid
+
+    base = tmp_path_factory.mktemp("compare-grid")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIVSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "divscope-cache"))
+        divscope.ingest(real_pairs(160), base / "ws")
+        for side in ("instruction", "response"):
+            for level in ("micro", "macro", "meso"):
+                featurize(base / "ws", level, side)
+        run_grid(base / "ws", base / "grid", list(ALL), [24], [0.0, 0.5, 1.0], [0], baseline_seeds=[0, 1, 2])
+        compare(base / "grid")  # writes every card
+    return base / "grid"

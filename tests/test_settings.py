@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 import pytest
 
-from divscope.analysis.settings import PlanSettings
+from divscope.analysis.settings import CompareSettings, PlanSettings
 from divscope.cli import cli
 from divscope.errors import DivscopeError
 from divscope.evaluate.settings import EvalSettings
@@ -25,10 +25,10 @@ from divscope.train.settings import TrainSettings
 COMMANDS: dict[str, tuple[type[Settings], ...]] = {
     "featurize": (MicroSettings, MacroSettings, MesoSettings), "select": (SelectSettings,),
     "grid": (GridSettings,), "train": (TrainSettings,), "evaluate": (EvalSettings,), "metrics": (MetricSettings,),
-    "plan": (PlanSettings,), "ingest": (IngestSettings,),
+    "plan": (PlanSettings,), "ingest": (IngestSettings,), "compare": (CompareSettings, MetricSettings),
 }
 NOT_SETTINGS = {"out", "fmt", "level", "side", "meso_options", "rebuild", "engine", "ray_address", "ray_cpus",
-                "force", "help"}
+                "force", "help", "html"}
 # The spec section of each stage (the spec *is* the settings object, so a default cannot differ).
 SPEC_SECTIONS = {MicroSettings: ("features", "micro"), MacroSettings: ("features", "macro"),
                  MesoSettings: ("features", "meso"), GridSettings: ("selection",), TrainSettings: ("train",),

@@ -1,7 +1,9 @@
 """divscope: fixed-size SFT datasets at controlled macro/meso/micro diversity.
 
 The Python API mirrors the CLI: ``ingest`` a pool into a workspace, read it back with ``Workspace``, write any
-subset with ``write_records``; ``convert`` a file to another format.
+subset with ``write_records``; ``convert`` a file to another format; ``compare`` (subsets, a grid or a study
+folder) gives their metric cards side by side as a pandas DataFrame (imported on first use: it loads the analysis
+stage).
 """
 
 from divscope._version import __version__
@@ -24,8 +26,17 @@ __all__ = [
     "Turn",
     "Workspace",
     "__version__",
+    "compare",
     "convert",
     "ingest",
     "read_records",
     "write_records",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "compare":  # lazy: ``import divscope`` stays light
+        from divscope.analysis.compare import compare
+
+        return compare
+    raise AttributeError(f"module 'divscope' has no attribute {name!r}")

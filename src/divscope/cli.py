@@ -137,7 +137,7 @@ def convert(source: Path, to: Path, fmt: str | None, shape: str, from_fmt: str |
 
 
 def _register() -> None:
-    from divscope.analysis.commands import analyze_cmd, plan_cmd, report_cmd
+    from divscope.analysis.commands import analyze_cmd, compare_cmd, plan_cmd, report_cmd
     from divscope.evaluate.commands import evaluate_cmd
     from divscope.evaluate.respond_commands import respond_cmd
     from divscope.experiment.commands import demo_cmd, run_cmd
@@ -146,7 +146,7 @@ def _register() -> None:
     from divscope.select.commands import grid_cmd, select_cmd
     from divscope.train.commands import train_cmd
 
-    for cmd in (featurize, select_cmd, grid_cmd, metrics_cmd, train_cmd, evaluate_cmd, respond_cmd, run_cmd, analyze_cmd, report_cmd,
+    for cmd in (featurize, select_cmd, grid_cmd, metrics_cmd, compare_cmd, train_cmd, evaluate_cmd, respond_cmd, run_cmd, analyze_cmd, report_cmd,
                 plan_cmd, demo_cmd):
         cli.add_command(cmd)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from divscope.analysis.settings import PlanSettings
+from divscope.analysis.settings import CompareSettings, PlanSettings
+from divscope.metrics.settings import MetricSettings
 from divscope.settings import cli_options
 from divscope.ui import console, print_wide, table
 
@@ -101,6 +102,32 @@ def report_cmd(study: Path, force: bool) -> None:
 
     path = report(study, force=force)
     console.print(f"report: {path}", markup=False)
+
+
+@click.command("compare")
+@click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@cli_options(CompareSettings)
+@cli_options(MetricSettings)
+@click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the comparison as a static HTML page with plots.")
+@click.option("--force", is_flag=True, help="Recompute metric cards even when up-to-date ones exist.")
+def compare_cmd(targets: tuple[Path, ...], html: Path | None, force: bool, **values: Any) -> None:
+    """Compare subsets to choose one: SUBSET files (with their manifests), a GRID folder or a STUDY folder.
+
+    Prints the metric card of every subset side by side (stacked tables that fit the terminal; a legend for
+    every abbreviation), each strategy's own coverage, the mean length of each side against the random subsets
+    of the same size (flagged beyond --length-tolerance and random's spread), the best subset per measure and,
+    for a study, the trained score. Card options default to the study's, else to those of the existing cards.
+    """
+    from divscope.analysis.compare import compare, render, write_html
+
+    cs = CompareSettings.from_cli(values)
+    given = MetricSettings.from_cli(values).changed()
+    df = compare(list(targets), force=force, **cs.model_dump(), **given)
+    render(df)
+    if html is not None:
+        title = "divscope compare: " + ", ".join(t.name or str(t) for t in targets)
+        console.print(f"html: {write_html(df, html, title)}", markup=False)
 
 
 @click.command("plan")

@@ -205,3 +205,98 @@ def correlation_figure(rows: Sequence[Mapping[str, Any]], title: str, limit: int
             ax.legend(loc="lower right", fontsize=8, frameon=False)
         ax.set_title(title, fontsize=11)
         return _png(fig)
+
+
+# ----------------------------------------------------------------------------------------------- compare
+
+_STRATEGY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+_FLAG = "#d62728"
+
+
+def compare_figure(rows: Sequence[Mapping[str, Any]], measures: Sequence[tuple[str, str]], title: str) -> bytes:
+    """One panel per (column, label) of ``measures``: each leveled strategy's subsets against the diversity level d
+    (a line per strategy and seed), the random subsets' mean +- sd as a grey band, every other baseline's mean as a
+    dotted horizontal line. ``rows``: the rows of ``divscope.analysis.compare.compare`` (one subset each)."""
+    mpl = _mpl()
+    from matplotlib.figure import Figure
+
+    leveled = sorted({r["strategy"] for r in rows if r.get("diversity") is not None})
+    flat = sorted({r["strategy"] for r in rows if r.get("diversity") is None and r["strategy"] != "random"})
+    colour = {s: _STRATEGY_COLOURS[i % len(_STRATEGY_COLOURS)] for i, s in enumerate(leveled)}
+    ncols = min(4, max(1, len(measures)))
+    nrows = max(1, math.ceil(len(measures) / ncols))
+    with mpl.style.context("default"):
+        fig = Figure(figsize=(3.4 * ncols, 2.9 * nrows + 0.9), dpi=DPI, layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax, (key, label) in zip(axes, measures, strict=False):
+            ax.grid(True, color="#e6e6e6", linewidth=0.6)
+            ax.set_axisbelow(True)
+            ax.set_title(label, fontsize=10)
+            ax.set_xlim(-0.05, 1.05)
+            ax.set_xlabel("diversity level d", fontsize=8)
+            ax.tick_params(labelsize=8)
+            rand = [float(r[key]) for r in rows if r["strategy"] == "random" and _finite(r.get(key))]
+            if rand:
+                m, s = float(np.mean(rand)), float(np.std(rand, ddof=1)) if len(rand) > 1 else 0.0
+                ax.axhspan(m - s, m + s, color=_RANDOM, alpha=0.18, linewidth=0,
+                           label=f"random mean \u00b1 sd (n={len(rand)})")
+                ax.axhline(m, color=_RANDOM, linestyle="--", linewidth=1.0)
+            for j, strategy in enumerate(flat):
+                vals = [float(r[key]) for r in rows if r["strategy"] == strategy and _finite(r.get(key))]
+                if vals:
+                    ax.axhline(float(np.mean(vals)), color=_ANCHOR if j == 0 else "#555555",
+                               linestyle=":" if j == 0 else "-.", linewidth=1.3, label=f"{strategy} (mean)")
+            for strategy in leveled:
+                by_run: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+                for r in rows:
+                    if r["strategy"] == strategy and _finite(r.get(key)):
+                        run = (r.get("size"), r.get("seed"), r.get("replicate"))
+                        by_run.setdefault(run, []).append((float(r["diversity"]), float(r[key])))
+                for i, pts in enumerate(by_run[k] for k in sorted(by_run, key=str)):
+                    pts.sort()
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=4, linewidth=1.4,
+                            color=colour[strategy], alpha=0.9, label=strategy if i == 0 else None)
+        for ax in axes[len(measures):]:
+            ax.set_axis_off()
+        handles, labels = [], []
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 5), fontsize=8,
+                       frameon=False)
+        fig.suptitle(title, fontsize=12)
+        return _png(fig)
+
+
+def lengths_figure(labels: Sequence[str], panels: Sequence[tuple[str, Sequence[float | None], Sequence[bool],
+                                                                 Mapping[str, Any] | None]], title: str) -> bytes:
+    """Horizontal bars of mean length per subset, one panel per side: ``(side label, values, flagged, random)``
+    where ``random`` holds the random subsets' ``mean`` and ``sd``; flagged subsets' bars are red."""
+    mpl = _mpl()
+    from matplotlib.figure import Figure
+
+    with mpl.style.context("default"):
+        fig = Figure(figsize=(6.2 * max(1, len(panels)), 1.4 + 0.26 * max(len(labels), 1)), dpi=DPI,
+                     layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, max(1, len(panels)), sharey=True, squeeze=False)).ravel()
+        y = np.arange(len(labels))[::-1]
+        for ax, (name, values, flagged, random) in zip(axes, panels, strict=False):
+            vals = [float(v) if _finite(v) else 0.0 for v in values]
+            ax.barh(y, vals, height=0.7, color=[_FLAG if f else _POINT for f in flagged], alpha=0.9)
+            if random and random.get("mean") is not None:
+                m, s = float(random["mean"]), float(random.get("sd") or 0.0)
+                ax.axvspan(m - s, m + s, color=_RANDOM, alpha=0.25, linewidth=0)
+                ax.axvline(m, color=_RANDOM, linestyle="--", linewidth=1.2)
+            ax.set_yticks(y, list(labels), fontsize=8)
+            ax.set_xlabel(f"{name}: mean target tokens (red: flagged against random)", fontsize=9)
+            ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.6)
+            ax.set_axisbelow(True)
+        fig.suptitle(title, fontsize=12)
+        return _png(fig)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

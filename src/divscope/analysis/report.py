@@ -54,7 +54,7 @@ def e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-def _num(v: Any, fmt: str | None = None) -> str:
+def num(v: Any, fmt: str | None = None) -> str:
     """A cell's text: ints with thousands separators, floats to 4 significant digits unless ``fmt``."""
     if v is None or v == "":
         return "\u2014"
@@ -71,7 +71,7 @@ def _num(v: Any, fmt: str | None = None) -> str:
     return format(v, "#.4g").rstrip(".")
 
 
-def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, scroll: bool = False) -> str:
+def html_table(columns: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, scroll: bool = False) -> str:
     """``columns`` are escaped here; cells must already be HTML (escaped by the caller)."""
     head = "".join(f'<th class="l">{e(c)}</th>' if i < left else f"<th>{e(c)}</th>" for i, c in enumerate(columns))
     body = "\n".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
@@ -82,7 +82,7 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1,
 
 def _signed(v: Any, fmt: str = "+.2f") -> str:
     if not isinstance(v, int | float) or isinstance(v, bool):
-        return e(_num(v))
+        return e(num(v))
     cls = "pos" if v > 0 else "neg" if v < 0 else ""
     return f'<span class="{cls}">{e(format(v, fmt))}</span>'
 
@@ -93,7 +93,12 @@ def _files(*names: str) -> str:
 
 
 def _img(path: Path, alt: str, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return img_png(path.read_bytes(), alt, caption)
+
+
+def img_png(png: bytes, alt: str, caption: str) -> str:
+    """A figure with ``png`` embedded as a base64 data URI (alt text and caption escaped)."""
+    data = base64.b64encode(png).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{e(alt)}">'
             f"<figcaption>{e(caption)}</figcaption></figure>")
 
@@ -133,7 +138,7 @@ def _anchor_line(baselines: Sequence[Mapping[str, Any]], metric: str) -> str:
     a = next((b for b in baselines if b["metric"] == metric and b["strategy"] == ANCHOR), None)
     if a is None:
         return ""
-    return (f'<p class="meta">untrained model (base row): score <b>{e(_num(a["mean"]))}</b>; every trained '
+    return (f'<p class="meta">untrained model (base row): score <b>{e(num(a["mean"]))}</b>; every trained '
             "subset's score is read against it.</p>")
 
 
@@ -165,9 +170,9 @@ def _slopes(slopes: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
         cols.append("note")
         rows = []
         for s in block:
-            r = [e(s["strategy"]), e(_num(s["size"])), e(s["model"]), e(_num(s["n"])), e(_num(s["n_levels"])),
-                 e(_num(s["replicates"])), _signed(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")),
-                 _interval(s["ci_low_x100"], s["ci_high_x100"]), e(_num(s["p_positive"], ".3f")),
+            r = [e(s["strategy"]), e(num(s["size"])), e(s["model"]), e(num(s["n"])), e(num(s["n_levels"])),
+                 e(num(s["replicates"])), _signed(s["slope_x100"]), e(num(s["sd_x100"], ".2f")),
+                 _interval(s["ci_low_x100"], s["ci_high_x100"]), e(num(s["p_positive"], ".3f")),
                  _signed(s["hilo_x100"]), _interval(s["hilo_low_x100"], s["hilo_high_x100"])]
             if has_paper:
                 r.append(_signed(s["paper_x100"]) if s["paper_x100"] is not None else "")
@@ -175,7 +180,7 @@ def _slopes(slopes: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
             rows.append(r)
         parts.append(f"<h3>metric: {e(metric)} \u2014 {e(score_label(metric))}</h3>")
         parts.append(_anchor_line(baselines, metric))
-        parts.append(_table(cols, rows, left=1))
+        parts.append(html_table(cols, rows, left=1))
     parts.append(_files("slopes.csv", "slopes.json"))
     return "\n".join(parts)
 
@@ -198,10 +203,10 @@ def _figures(out: Path, summary: Mapping[str, Any]) -> str:
 
 
 def _corr_row(c: Mapping[str, Any]) -> list[str]:
-    return [e(c["column"]), e(_num(c["n"])), _signed(c["pearson_r"], "+.3f"), e(_num(c["pearson_p"], ".2g")),
-            e(_num(c["pearson_q"], ".2g")), _signed(c["spearman_rho"], "+.3f"), e(_num(c["spearman_q"], ".2g")),
-            _signed(c["partial_r"], "+.3f"), e(_num(c["partial_q"], ".2g")), _signed(c["within_r"], "+.3f"),
-            e(_num(c["within_q"], ".2g")), f'<span class="muted">{e(c["note"])}</span>']
+    return [e(c["column"]), e(num(c["n"])), _signed(c["pearson_r"], "+.3f"), e(num(c["pearson_p"], ".2g")),
+            e(num(c["pearson_q"], ".2g")), _signed(c["spearman_rho"], "+.3f"), e(num(c["spearman_q"], ".2g")),
+            _signed(c["partial_r"], "+.3f"), e(num(c["partial_q"], ".2g")), _signed(c["within_r"], "+.3f"),
+            e(num(c["within_q"], ".2g")), f'<span class="muted">{e(c["note"])}</span>']
 
 
 def _correlations(out: Path, corrs: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
@@ -218,7 +223,7 @@ def _correlations(out: Path, corrs: Sequence[Mapping[str, Any]], summary: Mappin
         if not block:
             continue
         parts.append(f"<h3>metric: {e(metric)}</h3>")
-        parts.append(_table(["metric column", "n", "Pearson r", "p", "q", "Spearman \u03c1", "q",
+        parts.append(html_table(["metric column", "n", "Pearson r", "p", "q", "Spearman \u03c1", "q",
                              "partial r (length)", "q", "within r", "q", "note"], [_corr_row(c) for c in block]))
         fig = f"correlations_{slug(metric)}.png"
         if fig in summary["figures"]:
@@ -234,18 +239,18 @@ def _best(best: Mapping[str, Any], baselines: Sequence[Mapping[str, Any]]) -> st
     for metric, m in best.items():
         rows = []
         for ent in [m["overall"], *m["per_strategy"]]:
-            rows.append([e(ent["scope"]), e(ent["strategy"]), e(_num(ent["size"])), e(_num(ent["diversity"], ".3f")),
-                         e(_num(ent["seed"])), e(_num(ent["score"])), e(_num(ent["random_mean"])),
-                         e(_num(ent["random_std"], ".3g")), _signed(ent["vs_random"], "+.4g"),
+            rows.append([e(ent["scope"]), e(ent["strategy"]), e(num(ent["size"])), e(num(ent["diversity"], ".3f")),
+                         e(num(ent["seed"])), e(num(ent["score"])), e(num(ent["random_mean"])),
+                         e(num(ent["random_std"], ".3g")), _signed(ent["vs_random"], "+.4g"),
                          _signed(ent["z_vs_random"], "+.2f"), f"<code>{e(ent['cell'])}</code>"])
         parts.append(f"<h3>metric: {e(metric)}</h3>")
-        parts.append(_table(["scope", "strategy", "size", "d", "seed", "score", "random mean", "random sd",
+        parts.append(html_table(["scope", "strategy", "size", "d", "seed", "score", "random mean", "random sd",
                              "\u0394 vs random", "z", "cell"], rows, left=2))
     if baselines:
-        rows = [[e(b["strategy"]), e(b["metric"]), e(_num(b["size"])), e(_num(b["n"])), e(_num(b["mean"])),
-                 e(_num(b["std"], ".3g")), e(_num(b["min"])), e(_num(b["max"]))] for b in baselines]
+        rows = [[e(b["strategy"]), e(b["metric"]), e(num(b["size"])), e(num(b["n"])), e(num(b["mean"])),
+                 e(num(b["std"], ".3g")), e(num(b["min"])), e(num(b["max"]))] for b in baselines]
         parts.append("<h3>baselines (no diversity level) and the untrained model (base)</h3>")
-        parts.append(_table(["baseline", "metric", "size", "runs", "mean", "sd", "min", "max"], rows, left=2))
+        parts.append(html_table(["baseline", "metric", "size", "runs", "mean", "sd", "min", "max"], rows, left=2))
     parts.append(_files("best.csv", "best.json", "baselines.csv", "baselines.json"))
     return "\n".join(parts)
 
@@ -260,16 +265,16 @@ def _results(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
              "results.csv.</p>"]
     cols = ["strategy", "size", "d", "replicate", "types covered", "metric", "score",
             *[c.removeprefix("m.") for c in main]]
-    body = [[e(r["strategy"]), e(_num(r["size"])), e(_num(r["diversity"], ".3f")), e(_num(r.get("replicate"))),
-             e(_num(r.get("types_covered"))), e(r["metric"]), e(_num(r["score"])),
-             *[e(_num(r.get(c))) for c in main]] for r in rows]
-    parts.append(_table(cols, body, left=1, scroll=True))
+    body = [[e(r["strategy"]), e(num(r["size"])), e(num(r["diversity"], ".3f")), e(num(r.get("replicate"))),
+             e(num(r.get("types_covered"))), e(r["metric"]), e(num(r["score"])),
+             *[e(num(r.get(c))) for c in main]] for r in rows]
+    parts.append(html_table(cols, body, left=1, scroll=True))
     parts.append(_files("results.csv"))
     return "\n".join(parts)
 
 
 def _x100(v: Any) -> str:
-    return _signed(v) if isinstance(v, int | float) and not isinstance(v, bool) else e(_num(v))
+    return _signed(v) if isinstance(v, int | float) and not isinstance(v, bool) else e(num(v))
 
 
 def _ablations(ab: Mapping[str, Any]) -> str:
@@ -283,38 +288,38 @@ def _ablations(ab: Mapping[str, Any]) -> str:
              "a length effect.</p>"]
     studies = ab.get("studies", [])
     if studies:
-        parts.append(_table(["study", "changes from the base", "description", "evaluated subsets"], [
-            [e(s["name"]), f'<code>{e(s["changes"] or "-")}</code>', e(s["description"]), e(_num(s["results"]))]
+        parts.append(html_table(["study", "changes from the base", "description", "evaluated subsets"], [
+            [e(s["name"]), f'<code>{e(s["changes"] or "-")}</code>', e(s["description"]), e(num(s["results"]))]
             for s in studies], left=3))
     if ab.get("slopes"):
-        rows = [[e(s["study"]), e(s["strategy"]), e(_num(s["size"])), e(s["metric"]), e(s.get("model") or ""),
-                 e(_num(s["n"])), e(_num(s.get("replicates"))), _x100(s["slope_x100"]), e(_num(s["sd_x100"], ".2f")),
-                 _interval(s.get("ci_low_x100"), s.get("ci_high_x100")), e(_num(s["p_positive"], ".3f")),
+        rows = [[e(s["study"]), e(s["strategy"]), e(num(s["size"])), e(s["metric"]), e(s.get("model") or ""),
+                 e(num(s["n"])), e(num(s.get("replicates"))), _x100(s["slope_x100"]), e(num(s["sd_x100"], ".2f")),
+                 _interval(s.get("ci_low_x100"), s.get("ci_high_x100")), e(num(s["p_positive"], ".3f")),
                  _signed(s["length_slope_response"], "+.1f"), _signed(s["length_slope_instruction"], "+.1f"),
-                 e(_num(s["mean_response_tokens"], ".1f")), e(s["unit"] or ""), e(s["tokenizer"] or ""),
-                 e(_num(s["low"])), e(_num(s["high"])), e(_num(s["types_mid"])), e(s["length_range"] or "-")]
+                 e(num(s["mean_response_tokens"], ".1f")), e(s["unit"] or ""), e(s["tokenizer"] or ""),
+                 e(num(s["low"])), e(num(s["high"])), e(num(s["types_mid"])), e(s["length_range"] or "-")]
                 for s in ab["slopes"]]
         parts.append("<h3>Slopes per study</h3>")
-        parts.append(_table(["study", "strategy", "size", "metric", "model", "n", "reps", "slope ×10⁻²",
+        parts.append(html_table(["study", "strategy", "size", "metric", "model", "n", "reps", "slope ×10⁻²",
                              "sd ×10⁻²", "90% interval", "P(slope>0)", "Δ response tokens", "Δ instruction tokens",
                              "mean response tokens", "unit", "tokenizer", "low", "high", "types in band",
                              "length control"], rows, left=2, scroll=True))
     if ab.get("bands"):
         rows = [[e(b["study"]), e(b["strategy"]), e(b["unit"] or ""), e(b["tokenizer"] or ""),
-                 e(_num(b["vocab_size"])), e(_num(b["low"])), e(_num(b["high"])), e(_num(b["types_below"])),
-                 e(_num(b["types_mid"])), e(_num(b["types_above"])), e(_num(b["samples_without_type"])),
-                 e(_num(b["mean_types_per_sample"], ".1f")), e(b["length_range"] or "-"), e(_num(b["eligible"]))]
+                 e(num(b["vocab_size"])), e(num(b["low"])), e(num(b["high"])), e(num(b["types_below"])),
+                 e(num(b["types_mid"])), e(num(b["types_above"])), e(num(b["samples_without_type"])),
+                 e(num(b["mean_types_per_sample"], ".1f")), e(b["length_range"] or "-"), e(num(b["eligible"]))]
                 for b in ab["bands"]]
         parts.append("<h3>Micro types per frequency band</h3>"
                      "<p>Token (or word) types of the pool side counted below <i>low</i>, inside [low, high] (the "
                      "types the engine selects on) and above <i>high</i> occurrences, per tokenizer / unit and band."
                      "</p>")
-        parts.append(_table(["study", "strategy", "unit", "tokenizer", "vocabulary", "low", "high", "below",
+        parts.append(html_table(["study", "strategy", "unit", "tokenizer", "vocabulary", "low", "high", "below",
                              "in band", "above", "samples without type", "types per sample", "length control",
                              "eligible rows"], rows, left=2, scroll=True))
     if ab.get("predictors"):
-        rows = [[e(c["metric"]), e(c["column"]), e(_num(c["n"])), _signed(c["spearman_rho"], "+.3f"),
-                 e(_num(c["spearman_p"], ".2g")), _signed(c["pearson_r"], "+.3f"), e(_num(c["pearson_p"], ".2g")),
+        rows = [[e(c["metric"]), e(c["column"]), e(num(c["n"])), _signed(c["spearman_rho"], "+.3f"),
+                 e(num(c["spearman_p"], ".2g")), _signed(c["pearson_r"], "+.3f"), e(num(c["pearson_p"], ".2g")),
                  e(f'{c["studies_same_sign"]}/{c["studies"]}'), f'<span class="muted">{e(c["note"])}</span>']
                 for c in ab["predictors"]]
         parts.append('<h3 id="predictors">Cheap predictors: metrics known before training vs the score</h3>'
@@ -324,14 +329,14 @@ def _ablations(ab: Mapping[str, Any]) -> str:
                      "r, with two-sided p, and in how many studies the within-study ρ has the pooled sign. "
                      "Sorted by |ρ|: a metric near the top with a small p and a consistent sign is the one "
                      "to trust before paying for training.</p>")
-        parts.append(_table(["metric", "pre-training metric", "n", "Spearman ρ", "p", "Pearson r", "p",
+        parts.append(html_table(["metric", "pre-training metric", "n", "Spearman ρ", "p", "Pearson r", "p",
                              "same sign in studies", "note"], rows, left=2, scroll=True))
     if ab.get("lengths"):
-        rows = [[e(r["study"]), e(r["strategy"]), e(_num(r["size"])), e(_num(r["diversity"], ".3f")),
-                 e(_num(r["seed"])), e(r["metric"]), e(_num(r["score"])), e(_num(r["mean_response_tokens"], ".1f")),
-                 e(_num(r["mean_instruction_tokens"], ".1f")), e(_num(r["types_covered"]))] for r in ab["lengths"]]
+        rows = [[e(r["study"]), e(r["strategy"]), e(num(r["size"])), e(num(r["diversity"], ".3f")),
+                 e(num(r["seed"])), e(r["metric"]), e(num(r["score"])), e(num(r["mean_response_tokens"], ".1f")),
+                 e(num(r["mean_instruction_tokens"], ".1f")), e(num(r["types_covered"]))] for r in ab["lengths"]]
         parts.append("<h3>Mean length beside performance, every subset</h3>")
-        parts.append(_table(["study", "strategy", "size", "d", "seed", "metric", "score", "mean response tokens",
+        parts.append(html_table(["study", "strategy", "size", "d", "seed", "metric", "score", "mean response tokens",
                              "mean instruction tokens", "types covered"], rows, left=2, scroll=True))
     for note in ab.get("notes", []):
         parts.append(f'<p class="muted">{e(note)}</p>')
@@ -370,7 +375,7 @@ def render(study: str | Path, ablations: Mapping[str, Any] | None = None) -> str
         '<h2 id="notes">Notes</h2>', note_html,
         '<p class="meta">slopes: reference prior p(b0, b1, \u03c3\u00b2) \u221d 1/\u03c3\u00b2 (one replicate), '
         "statsmodels MixedLM with a random intercept and slope per replicate (replicates); intervals "
-        f'{e(_num(summary.get("interval_level", 0.9), ".0%"))}. Input fingerprint '
+        f'{e(num(summary.get("interval_level", 0.9), ".0%"))}. Input fingerprint '
         f'<code>{e(summary["fingerprint"][:16])}</code>.</p>',
         f'<footer class="meta">divscope {e(__version__)} \u2014 static report, no script, no external resource.'
         "</footer>",

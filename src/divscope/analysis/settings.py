@@ -34,3 +34,12 @@ class PlanSettings(Settings):
                                    "from the model size].", ge=0.0)
     parallel_cells: int = setting(1, "Cells training at once (ray: the cluster's GPUs / GPUs per cell): each holds "
                                   "its checkpoints until evaluated, which the total peak disk counts.", ge=1)
+
+
+class CompareSettings(Settings):
+    length_tolerance: float = setting(0.10, "Flag a subset whose mean tokens on a side differ from the random "
+                                      "subsets' mean (same size) by more than this fraction of it (and, with 2+ "
+                                      "random seeds, by more than --length-sds of their sd).", ge=0.0)
+    length_sds: float = setting(2.0, "With 2 or more random seeds, a length flag also needs the difference to "
+                                "exceed this many standard deviations of random's means (outside its spread).",
+                                ge=0.0)
