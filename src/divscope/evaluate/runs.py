@@ -22,7 +22,7 @@ from divscope._version import __version__
 from divscope.evaluate.base import EvalOutcome, check_options
 from divscope.evaluate.judge_prompts import judge_prompt_for
 from divscope.evaluate.registry import get_evaluator
-from divscope.evaluate.settings import EvalSettings
+from divscope.evaluate.settings import HOW_TO_ASK, EvalSettings
 from divscope.io.evalsets import EvalItem, load_eval_set, max_new_tokens_for
 from divscope.store.cached import cached_result
 from divscope.train.run import Run
@@ -75,7 +75,7 @@ def evaluate_run(run_dir: str | Path, eval_set: str = _D.eval_set, method: str =
             options[k] = v
     run = Run.open(run_dir)
     params = {"eval_set": eval_set, "method": method, "limit": limit, "seed": seed, "max_len": max_len,
-              **{k: v for k, v in options.items() if k != "api_key"}}
+              **{k: v for k, v in options.items() if k != "api_key" and k not in HOW_TO_ASK}}
     out = result_path(run_dir, eval_set, method)
 
     def compute() -> dict[str, Any]:

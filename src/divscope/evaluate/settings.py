@@ -14,9 +14,12 @@ from divscope.settings import Settings, setting
 
 # Method options that are fields of their own (older specs gave them inside ``options``).
 _JUDGE = ("endpoint", "judge_model", "api_key_env", "concurrency")
+# How requests are sent, not what they answer: passed to the method, never part of a result's parameters.
+HOW_TO_ASK = ("concurrency", "timeout", "max_retries")
 # Method fields added after results were stored: passed to the method only away from their default, so the
 # parameters of a stored result (and so the result) stay valid.
-_ADDED = ("nll_weighting", "end_of_turn", "judge_prompt", "generator", "generator_endpoint", "generator_model")
+_ADDED = ("nll_weighting", "end_of_turn", "judge_prompt", "generator", "generator_endpoint", "generator_model",
+          "judge_max_tokens")
 
 
 class EvalSettings(Settings):
@@ -45,6 +48,12 @@ class EvalSettings(Settings):
     api_key_env: str | None = setting("OPENAI_API_KEY", "judge: environment variable holding the API key (read at "
                                       "request time, never written).")
     concurrency: int = setting(8, "judge: requests in flight at most.")
+    timeout: float = setting(120.0, "judge: seconds per request attempt (a slow CPU server needs more).",
+                             gt=0)
+    max_retries: int = setting(5, "judge: retries of a failed request (timeouts, 429, 5xx) after the first "
+                               "attempt.", ge=0)
+    judge_max_tokens: int | None = setting(None, "judge: tokens per judge reply [the prompt's own: 1024 for "
+                                           "mt_bench, 4096 for arena_hard, 1 for alpaca_eval's one-token verdict].", ge=1)
     judge_prompt: Literal["alpaca_eval", "arena_hard", "mt_bench"] | None = setting(
         None, "judge: the judge prompt [the set's own: AlpacaEval 2.0's for alpaca_eval, Arena-Hard's for "
         "arena_hard, MT-Bench's pair prompts for mt_bench, vicuna and other sets].")
@@ -94,6 +103,6 @@ class EvalSettings(Settings):
 
         accepted = get_evaluator(self.method).options
         fields = {"max_new_tokens": self.max_new_tokens, "endpoint": self.endpoint, "judge_model": self.judge_model,
-                  "api_key_env": self.api_key_env or None, "concurrency": self.concurrency,
+                  "api_key_env": self.api_key_env or None, **{k: getattr(self, k) for k in HOW_TO_ASK},
                   **{k: getattr(self, k) for k in _ADDED if getattr(self, k) != type(self).model_fields[k].default}}
         return {**{k: v for k, v in fields.items() if k in accepted}, **self.options}
