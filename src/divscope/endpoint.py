@@ -53,11 +53,29 @@ import httpx
 
 from divscope.errors import DivscopeError
 from divscope.store.jsonl import JsonlStore
-from divscope.ui import progress_bar
+from divscope.ui import err_console, progress_bar
 
 Messages = list[dict[str, Any]]
 
 RETRY_STATUS = frozenset({408, 409, 429})
+# Above this share of replies that hold nothing usable (no JSON for a tagger, no verdict for a judge): a warning.
+UNPARSEABLE_WARN_RATE = 0.2
+
+
+def check_parsed(what: str, unparseable: int, total: int, example: str = "", hint: str = "") -> None:
+    """Say how many of ``total`` answered replies held nothing usable: all of them is an error (the model does
+    not follow the prompt: nothing it said is a result), more than ``UNPARSEABLE_WARN_RATE`` a one-line warning
+    on stderr."""
+    if not total or not unparseable:
+        return
+    rate = unparseable / total
+    tail = f"; {hint}" if hint else ""
+    if unparseable >= total:
+        seen = " ".join(example.split())[:120]
+        raise DivscopeError(f"{what}: none of the {total} replies could be parsed (first reply: {seen!r}){tail}")
+    if rate > UNPARSEABLE_WARN_RATE:
+        err_console.print(f"warning: {what}: {unparseable} of {total} replies ({rate:.0%}) could not be parsed"
+                          f"{tail}", markup=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

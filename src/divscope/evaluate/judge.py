@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from divscope.endpoint import EndpointClient, Result
+from divscope.endpoint import EndpointClient, Result, check_parsed
 from divscope.evaluate.base import EvalOutcome
-from divscope.evaluate.settings import EvalSettings
 from divscope.evaluate.judge_prompts import (
     STRONG_WEIGHT,
     JudgePrompt,
@@ -42,6 +41,7 @@ from divscope.evaluate.judge_prompts import (
     get_prompt,
     parse_verdict,
 )
+from divscope.evaluate.settings import EvalSettings
 from divscope.io.evalsets import EvalItem
 from divscope.train.run import Run
 
@@ -306,6 +306,11 @@ def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: i
         with atomic_open(details_path) as fh:
             for p, j in zip(pairs, outcome.judgments, strict=True):
                 fh.write(json.dumps({**j.to_json(), "answers": list(p.answers)}, ensure_ascii=False) + "\n")
+    no_verdict = [j.problems[o] for j in outcome.judgments for o, r in j.reasons.items() if r == NO_VERDICT]
+    check_parsed("judge", len(no_verdict), len(no_verdict) + sum(len(j.scores) for j in outcome.judgments),
+                 no_verdict[0] if no_verdict else "", f"the judge model does not answer in {prompt.name}'s verdict "
+                 "format (even after a follow-up asking for the verdict alone): use a stronger judge model or a "
+                 "larger --judge-max-tokens")
     summary = outcome.summary(seed=seed)
     if not summary["judged"]:
         raise DivscopeError(f"the judge gave no usable verdict for any item ({summary['unjudged_reasons']}); "
