@@ -158,6 +158,15 @@ class JudgeOutcome:
     def scores(self) -> list[float]:
         return [j.score for j in self.judgments if j.score is not None]
 
+    def check_replies(self) -> None:
+        """Replies without a verdict (after the follow-up): more than 20% of the answered ones is a warning, all
+        of them an error (:func:`divscope.endpoint.check_parsed`)."""
+        no_verdict = [j.problems[o] for j in self.judgments for o, r in j.reasons.items() if r == NO_VERDICT]
+        check_parsed("judge", len(no_verdict), len(no_verdict) + sum(len(j.scores) for j in self.judgments),
+                     no_verdict[0] if no_verdict else "", f"the judge model does not answer in {self.prompt}'s "
+                     "verdict format (even after a follow-up asking for the verdict alone): use a stronger judge "
+                     "model or a larger --judge-max-tokens")
+
     def summary(self, seed: int = 0) -> dict[str, Any]:
         judged = [j for j in self.judgments if j.score is not None]
         per_order: dict[str, Counter[str]] = {o: Counter() for o in ORDERS}
@@ -306,11 +315,7 @@ def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: i
         with atomic_open(details_path) as fh:
             for p, j in zip(pairs, outcome.judgments, strict=True):
                 fh.write(json.dumps({**j.to_json(), "answers": list(p.answers)}, ensure_ascii=False) + "\n")
-    no_verdict = [j.problems[o] for j in outcome.judgments for o, r in j.reasons.items() if r == NO_VERDICT]
-    check_parsed("judge", len(no_verdict), len(no_verdict) + sum(len(j.scores) for j in outcome.judgments),
-                 no_verdict[0] if no_verdict else "", f"the judge model does not answer in {prompt.name}'s verdict "
-                 "format (even after a follow-up asking for the verdict alone): use a stronger judge model or a "
-                 "larger --judge-max-tokens")
+    outcome.check_replies()
     summary = outcome.summary(seed=seed)
     if not summary["judged"]:
         raise DivscopeError(f"the judge gave no usable verdict for any item ({summary['unjudged_reasons']}); "
