@@ -134,7 +134,7 @@ def _respond(src: Workspace, dst: Workspace, records: list[Record], client: Endp
         first = "; ".join(dict.fromkeys(str(f["reason"]) for f in fail_rows[:3]))
         raise DivscopeError(f"no response could be regenerated: {len(fail_rows)} samples failed (listed in "
                             f"{dst.path / FAILURES_FILE}): {first}")
-    res = ingest(rows, dst.path)
+    res = ingest(_by_source(rows, [r.source for i, r in enumerate(records) if i not in failures]), dst.path)
     kinds = Counter(f["error_kind"] or "?" for f in fail_rows)
     report = {
         "requested": len(records), "regenerated": len(rows), "failed": len(fail_rows),
@@ -149,6 +149,24 @@ def _respond(src: Workspace, dst: Workspace, records: list[Record], client: Endp
     full["respond"] = report
     write_json(dst.report_path, full)
     return RespondResult(dst, {**report, "accepted": res.accepted, "rejected": res.rejected})
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """Rows of one original source: ingest names them after it (``source_name``), not ``<python:i>``."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source_name = source
+
+
+def _by_source(rows: list[dict[str, Any]], sources: list[str]) -> list[_Rows]:
+    """``rows`` cut into runs of consecutive rows from one original source (the pool's order is kept)."""
+    runs: list[_Rows] = []
+    for row, source in zip(rows, sources, strict=True):
+        if not runs or runs[-1].source_name != source:
+            runs.append(_Rows(source))
+        runs[-1].append(row)
+    return runs
 
 
 def _request(r: Record, t: int, answers: list[str]) -> list[dict[str, str]] | None:
@@ -184,7 +202,7 @@ def _row(r: Record, answers: list[str], finish: list[str | None], client: Endpoi
     row[PROVENANCE_KEY] = {
         "responder_model": client.model, "endpoint": client.url, "params": client.params,
         "original_response_hash": _sha16(r.response), "original_content_hash": r.content_hash,
-        "original_source": r.source, "original_workspace": str(src.path), "finish_reasons": finish,
+        "original_source": r.source, "original_source_id": r.source_id, "original_workspace": str(src.path), "finish_reasons": finish,
     }
     return row
 
