@@ -315,7 +315,8 @@ class EndpointClient:
             delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
 
-    def _run_one(self, key: str, messages: Messages) -> Result:
+    def _run_one(self, key: str, messages: Messages, cancel: threading.Event | None = None) -> Result:
+        cancel = cancel if cancel is not None else threading.Event()
         res = Result(key=key)
         if self._abort_reason is not None:
             res.error = f"not sent: {self._abort_reason}"
@@ -324,7 +325,7 @@ class EndpointClient:
                 self.stats["not_sent"] += 1
             return res
         for attempt in range(1, self.max_retries + 2):
-            if self._cancel.is_set():
+            if cancel.is_set():
                 res.error = "cancelled"
                 res.error_kind = "aborted"
                 break
@@ -339,7 +340,7 @@ class EndpointClient:
                     suffix = "" if not e.retry else f" (gave up after {attempt} attempts)"
                     res.error = msg + suffix
                     break
-                if self._cancel.wait(self._backoff(key, attempt, e.retry_after)):
+                if cancel.wait(self._backoff(key, attempt, e.retry_after)):
                     res.error = "cancelled"
                     res.error_kind = "aborted"
                     break
@@ -445,7 +446,7 @@ class EndpointClient:
         Workers are daemon threads fed from a queue: when the caller is interrupted (Ctrl-C raises
         KeyboardInterrupt here) the batch is cancelled and the exception propagates without waiting for requests
         in flight (a thread pool's exit would join them: up to ``timeout`` x attempts per request)."""
-        self._cancel.clear()
+        cancel = self._cancel = threading.Event()  # this batch's: workers of an interrupted one stay stopped
         todo: queue.SimpleQueue[tuple[str, Messages, list[int]] | None] = queue.SimpleQueue()
         done: queue.SimpleQueue[tuple[Result, list[int]]] = queue.SimpleQueue()
         for key, (msgs, idxs) in pending.items():
@@ -455,13 +456,13 @@ class EndpointClient:
             todo.put(None)
 
         def work() -> None:
-            while not self._cancel.is_set():
+            while not cancel.is_set():
                 job = todo.get()
                 if job is None:
                     return
                 key, msgs, idxs = job
                 try:
-                    res = self._run_one(key, msgs)
+                    res = self._run_one(key, msgs, cancel)
                 except Exception as e:  # a bug must reach the caller, not kill the worker silently
                     res = Result(key=key, error=f"internal: {type(e).__name__}: {e}", error_kind="bad_response")
                 done.put((res, idxs))
