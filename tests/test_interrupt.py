@@ -121,7 +121,7 @@ def test_ctrl_c_stops_evaluate_judge_at_once_and_keeps_verdicts(tiny_run):
     with srv:
         argv = cli_argv("evaluate", str(tiny_run), "--eval-set", "vicuna", "--method", "judge", "--limit", "3",
                         "--max-new-tokens", "4", "--endpoint", srv.base_url, "--judge-model", "judge",
-                        "--api-key-env", "", "--concurrency", "1", "--timeout", "120")
+                        "--api-key-env", "", "--concurrency", "1", "--timeout", "120", "--judge-max-tokens", "64")
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
         try:
             elapsed, err = interrupt_when(proc, lambda: srv.answered >= 2 and srv.in_flight >= 1)
@@ -130,9 +130,17 @@ def test_ctrl_c_stops_evaluate_judge_at_once_and_keeps_verdicts(tiny_run):
         assert proc.returncode == 130, err
         assert elapsed < BOUND_S, f"took {elapsed:.1f}s after SIGINT (a held request takes {HOLD_S:.0f}s)"
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err  # "aborted": one line
-        assert srv.requests == 3
+        assert srv.requests == 3 and srv.bodies[0]["max_tokens"] == 64  # --judge-max-tokens reaches the judge
         assert len(cache_lines(tiny_run / "eval" / "cache" / "judge.jsonl")) == 2
         assert not (tiny_run / "eval" / "vicuna.judge.json").exists()  # no result from a cut-short run
         srv.reset_counters()
         subprocess.run(argv, check=True, capture_output=True, env=env(), timeout=600)
-        assert srv.requests == 6 - 2 and (tiny_run / "eval" / "vicuna.judge.json").exists()
+        assert srv.requests == 6 - 2
+        res = json.loads((tiny_run / "eval" / "vicuna.judge.json").read_text())
+        assert res["judge_max_tokens"] == 64 and res["complete"] is True  # a result parameter: changes answers
+        assert "timeout" not in res and "concurrency" not in res  # how requests are sent: not parameters
+        # Another timeout, retry count or concurrency: the same result, nothing asked.
+        srv.reset_counters()
+        other = [*argv[:-6], "--concurrency", "3", "--timeout", "30", "--judge-max-tokens", "64", "--max-retries", "1"]
+        subprocess.run(other, check=True, capture_output=True, env=env(), timeout=600)
+        assert srv.requests == 0
