@@ -345,6 +345,24 @@ def test_endpoint_never_json_is_an_error(openai_server, tmp_path):
     assert openai_server.requests <= 8 + 64
 
 
+def test_endpoint_request_options_are_not_part_of_the_feature_key(openai_server, tmp_path):
+    """--meso-option timeout=/max_retries=/max_concurrency= change how tags are asked for, not what they are:
+    the same cached features. The reply budget (max_tokens) changes replies: another entry."""
+    import divscope
+    from divscope.features.featurize import featurize_result
+
+    divscope.ingest([{"instruction": t, "output": "ok"} for t in TAGS], tmp_path / "ws")
+    openai_server.responder = instag_responder
+    cfg = {**endpoint_cfg(openai_server), "min_count": 1}
+    cfg.pop("tagger")
+    first = featurize_result(tmp_path / "ws", "meso", "instruction", tagger="endpoint", **cfg)
+    again = featurize_result(tmp_path / "ws", "meso", "instruction", tagger="endpoint",
+                             **{**cfg, "timeout": 600, "max_retries": 0, "max_concurrency": 1})
+    assert again.status == "hit" and again.key == first.key
+    longer = featurize_result(tmp_path / "ws", "meso", "instruction", tagger="endpoint", **{**cfg, "max_tokens": 99})
+    assert longer.key != first.key
+
+
 def test_endpoint_tagger_needs_url_and_model(tmp_path):
     with pytest.raises(DivscopeError, match="base_url and model"):
         build_meso(["x"], {"tagger": "endpoint"}, tmp_path)

@@ -70,3 +70,12 @@ def test_how_judge_requests_are_sent_is_not_part_of_the_fingerprint():
     assert (opts["timeout"], opts["max_retries"], opts["concurrency"]) == (900, 0, 8)
     assert "judge_max_tokens" not in opts
     assert EvalSettings(method="judge", judge_max_tokens=2048).method_options()["judge_max_tokens"] == 2048
+
+
+def test_endpoint_tagger_request_options_are_not_part_of_the_fingerprint():
+    meso = {"tagger": "endpoint", "options": {"base_url": "http://x/v1", "model": "m"}}
+    fp = parse_spec({"features": {"meso": meso}}).fingerprint()
+    slow = {**meso, "options": {**meso["options"], "timeout": 600, "max_retries": 9, "max_concurrency": 2}}
+    assert parse_spec({"features": {"meso": slow}}).fingerprint() == fp
+    longer = {**meso, "options": {**meso["options"], "max_tokens": 2048}}
+    assert parse_spec({"features": {"meso": longer}}).fingerprint() != fp

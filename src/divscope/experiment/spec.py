@@ -23,6 +23,7 @@ from pydantic import (
 from divscope.errors import DivscopeError
 from divscope.evaluate.settings import HOW_TO_ASK, EvalSettings
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
+from divscope.features.tagging import REQUEST_OPTIONS
 from divscope.io.settings import IngestSettings
 from divscope.metrics.settings import MetricSettings
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
@@ -198,6 +199,8 @@ class ExperimentSpec(_Strict):
         for key, legacy in _LEGACY_VALUES.items():
             if data["selection"].get(key) == legacy:
                 data["selection"].pop(key)
+        for key in REQUEST_OPTIONS:  # the endpoint tagger's: likewise
+            data["features"]["meso"]["options"].pop(key, None)
         for entry in data["evaluate"]:
             for key in HOW_TO_ASK:  # timeouts, retries, concurrency: how requests are sent, not what they answer
                 entry.pop(key, None)
