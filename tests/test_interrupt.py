@@ -136,11 +136,17 @@ def test_ctrl_c_stops_evaluate_judge_at_once_and_keeps_verdicts(tiny_run):
         srv.reset_counters()
         subprocess.run(argv, check=True, capture_output=True, env=env(), timeout=600)
         assert srv.requests == 6 - 2
-        res = json.loads((tiny_run / "eval" / "vicuna.judge.json").read_text())
-        assert res["judge_max_tokens"] == 64 and res["complete"] is True  # a result parameter: changes answers
-        assert "timeout" not in res and "concurrency" not in res  # how requests are sent: not parameters
+        out = tiny_run / "eval" / "vicuna.judge.json"
+        res = json.loads(out.read_text())
+        assert res["params"]["judge_max_tokens"] == 64 and res["complete"] is True  # changes answers: a parameter
+        assert not {"timeout", "max_retries", "concurrency"} & set(res["params"])  # how requests are sent: not
         # Another timeout, retry count or concurrency: the same result, nothing asked.
         srv.reset_counters()
         other = [*argv[:-6], "--concurrency", "3", "--timeout", "30", "--judge-max-tokens", "64", "--max-retries", "1"]
         subprocess.run(other, check=True, capture_output=True, env=env(), timeout=600)
-        assert srv.requests == 0
+        assert srv.requests == 0 and json.loads(out.read_text()) == res
+        # A result stored by a version that kept concurrency in its parameters stays valid (not recomputed).
+        old = {**res, "params": {**res["params"], "concurrency": 8}}
+        out.write_text(json.dumps(old))
+        subprocess.run(argv, check=True, capture_output=True, env=env(), timeout=600)
+        assert json.loads(out.read_text()) == old

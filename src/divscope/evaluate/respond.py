@@ -37,6 +37,7 @@ from typing import Any
 from divscope._version import __version__
 from divscope.endpoint import EndpointClient
 from divscope.errors import DivscopeError
+from divscope.evaluate.settings import RespondSettings
 from divscope.io.ingest import ingest
 from divscope.io.record import Record
 from divscope.io.shapes import to_dict
@@ -62,13 +63,17 @@ class RespondResult:
         return int(self.report["failed"])
 
 
+_R = {k: f.default for k, f in RespondSettings.model_fields.items()}  # the defaults: RespondSettings (one source)
+
+
 def _sha16(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def respond(ws: str | os.PathLike[str], out: str | os.PathLike[str], endpoint: str, model: str,
-            api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, max_tokens: int = 2048,
-            temperature: float = 0.0, timeout: float = 120.0, max_retries: int = 5, limit: int | None = None,
+            api_key_env: str | None = _R["api_key_env"], concurrency: int = _R["concurrency"],
+            max_tokens: int = _R["max_tokens"], temperature: float = _R["temperature"],
+            timeout: float = _R["timeout"], max_retries: int = _R["max_retries"], limit: int | None = None,
             client_options: dict[str, Any] | None = None, progress: bool = True) -> RespondResult:
     """Regenerate the responses of ``ws``'s pool into the workspace ``out`` (see the module docstring).
 

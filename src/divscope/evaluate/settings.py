@@ -106,3 +106,18 @@ class EvalSettings(Settings):
                   "api_key_env": self.api_key_env or None, **{k: getattr(self, k) for k in HOW_TO_ASK},
                   **{k: getattr(self, k) for k in _ADDED if getattr(self, k) != type(self).model_fields[k].default}}
         return {**{k: v for k, v in fields.items() if k in accepted}, **self.options}
+
+
+class RespondSettings(Settings):
+    """``divscope respond``: regenerate a pool's responses with a model behind an OpenAI-compatible endpoint."""
+
+    endpoint: str = setting(..., "OpenAI-compatible server: http://host:8000/v1 (or its root).")
+    model: str = setting(..., "Model name the server serves (e.g. a Llama-3.1-70B variant).")
+    api_key_env: str | None = setting("OPENAI_API_KEY", "Environment variable holding the API key (read at request "
+                                      "time, never written).")
+    concurrency: int = setting(8, "Requests in flight at most.", ge=1)
+    max_tokens: int = setting(2048, "Tokens per regenerated answer.", ge=1)
+    temperature: float = setting(0.0, "Sampling temperature (0: greedy).", ge=0)
+    timeout: float = setting(120.0, "Seconds per request attempt (a slow CPU server needs more).", gt=0)
+    max_retries: int = setting(5, "Retries of a failed request (timeouts, 429, 5xx) after the first attempt.", ge=0)
+    limit: int = setting(0, "Only the first N samples (0 = all).", ge=0)
