@@ -35,13 +35,13 @@ import numpy as np
 from divscope.endpoint import EndpointClient, Result, check_parsed
 from divscope.evaluate.base import EvalOutcome
 from divscope.evaluate.judge_prompts import (
+    JUDGE_REQUESTS,
     STRONG_WEIGHT,
     JudgePrompt,
     Reading,
     get_prompt,
     parse_verdict,
 )
-from divscope.evaluate.settings import EvalSettings
 from divscope.io.evalsets import EvalItem
 from divscope.train.run import Run
 
@@ -264,14 +264,11 @@ def pairs_for(items: Sequence[Any], answers: Sequence[tuple[str, ...]]) -> list[
     return out
 
 
-_F = {k: f.default for k, f in EvalSettings.model_fields.items()}  # defaults from the settings (one source)
-
-
 def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: int, batch_size: int,
                    device: str | None, details_path: Path | None = None, endpoint: str | None = None,
-                   judge_model: str | None = None, api_key_env: str | None = _F["api_key_env"],
-                   concurrency: int = _F["concurrency"], timeout: float = _F["timeout"],
-                   max_retries: int = _F["max_retries"], judge_max_tokens: int | None = _F["judge_max_tokens"], max_new_tokens: int | None = None, temperature: float = 0.0,
+                   judge_model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
+                   concurrency: int = JUDGE_REQUESTS["concurrency"], timeout: float = JUDGE_REQUESTS["timeout"],
+                   max_retries: int = JUDGE_REQUESTS["max_retries"], judge_max_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0,
                    judge_prompt: str | None = None, generator: str = "hf", generator_endpoint: str | None = None,
                    generator_model: str | None = None) -> EvalOutcome:
     """The ``judge`` method: generate the run's answers, judge them against the references in both orders.

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from divscope.evaluate.judge_prompts import JUDGE_REQUESTS
 from divscope.settings import Settings, setting
 
 # Method options that are fields of their own (older specs gave them inside ``options``).
@@ -47,10 +48,10 @@ class EvalSettings(Settings):
     judge_model: str | None = setting(None, "judge: model name the server serves.")
     api_key_env: str | None = setting("OPENAI_API_KEY", "judge: environment variable holding the API key (read at "
                                       "request time, never written).")
-    concurrency: int = setting(8, "judge: requests in flight at most.")
-    timeout: float = setting(120.0, "judge: seconds per request attempt (a slow CPU server needs more).",
+    concurrency: int = setting(JUDGE_REQUESTS["concurrency"], "judge: requests in flight at most.", ge=1)
+    timeout: float = setting(JUDGE_REQUESTS["timeout"], "judge: seconds per request attempt (a slow CPU server needs more).",
                              gt=0)
-    max_retries: int = setting(5, "judge: retries of a failed request (timeouts, 429, 5xx) after the first "
+    max_retries: int = setting(JUDGE_REQUESTS["max_retries"], "judge: retries of a failed request (timeouts, 429, 5xx) after the first "
                                "attempt.", ge=0)
     judge_max_tokens: int | None = setting(None, "judge: tokens per judge reply [the prompt's own: 1024 for "
                                            "mt_bench, 4096 for arena_hard, 1 for alpaca_eval's one-token verdict].", ge=1)
