@@ -1,5 +1,5 @@
 """Ctrl-C during endpoint requests: a real ``divscope`` subprocess talking to the real test server (which holds
-its later requests for 60 s) gets SIGINT; it must exit at once with one line, keeping the answers it got.
+its later requests for 60 s) gets SIGINT; it must exit promptly with one line, keeping the answers it got.
 
 Before the fix the batch's thread pool joined its requests in flight on exit (a 60 s wait here, up to
 timeout x attempts on a real slow server) and kept sending the queued ones."""
@@ -21,7 +21,10 @@ from openai_server import OpenAIServer
 from test_respond import make_pool, regen
 
 HOLD_S = 60.0  # what a held request would take: the exit must come far sooner
-BOUND_S = 10.0  # generous bound, measured from the signal
+# A generous bound, measured from the signal: far below HOLD_S (the old behaviour), far above what was measured
+# (the command returns at once; the rest is interpreter shutdown, 3-4 s with torch loaded on a 2-core machine at
+# load 12, 14 s once under heavier load).
+BOUND_S = 30.0
 
 
 def held_server(answer, fast: int) -> tuple[OpenAIServer, threading.Event]:
