@@ -301,3 +301,20 @@ def test_judge_per_item_scores_follow_their_items(tiny_run, openai_server):
                        endpoint=openai_server.base_url, judge_model="judge-model", api_key_env=None)
     assert res["per_item"] == {i.id: 1.0 if i.id == favourite else 0.0 for i in chosen}
     assert res["score"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluate_judge_that_never_gives_a_verdict_fails_and_stores_nothing(tiny_run, openai_server, capsys):
+    from divscope.cli import main
+
+    openai_server.responder = lambda m: "Both answers are fine."  # no verdict, even when asked again
+    out = tiny_run / "eval" / "vicuna.judge.json"
+    before = out.read_bytes() if out.exists() else None
+    argv = ["evaluate", str(tiny_run), "--eval-set", "vicuna", "--method", "judge", "--limit", "2",
+            "--max-new-tokens", "4", "--endpoint", openai_server.base_url, "--judge-model", "mute-judge",
+            "--api-key-env", ""]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: judge: none of the 4 replies could be parsed") and len(err.splitlines()) == 1
+    assert openai_server.requests == 8  # 4 orders + 4 follow-ups asking for the verdict alone
+    assert (out.read_bytes() if out.exists() else None) == before  # no result stored
