@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from divscope.endpoint import EndpointClient
+from divscope.errors import DivscopeError
 from divscope.evaluate.judge import (
     ORDERS,
     Pair,
@@ -183,6 +184,28 @@ def test_malformed_verdicts_get_one_follow_up(openai_server):
     assert s["failed_requests"] == 0
 
 
+def test_judge_replies_without_verdict_warn_then_fail(openai_server, capsys):
+    """Half the answered orders without a verdict (after the follow-up): one warning line with count and rate.
+    No verdict anywhere: an error, so no result is stored."""
+    openai_server.responder = lambda m: "[[A]]" if "question 0" in m[1]["content"] else "Both are fine."
+    out = judge_pairs(client(openai_server), pairs(2), progress=None)
+    out.check_replies()
+    err = capsys.readouterr().err
+    assert err.strip() == ("warning: judge: 2 of 4 replies (50%) could not be parsed; the judge model does not "
+                           "answer in mt_bench's verdict format (even after a follow-up asking for the verdict "
+                           "alone): use a stronger judge model or a larger --judge-max-tokens")
+    openai_server.responder = lambda m: "Both are fine."
+    out = judge_pairs(client(openai_server), pairs(3), progress=None)
+    with pytest.raises(DivscopeError, match=r"judge: none of the 6 replies could be parsed \(first reply: 'no "
+                       r"verdict in reply: \.\.\.Both are fine\.'\)"):
+        out.check_replies()
+    # 2 of 10 (20%, not above): counted in the summary, no warning.
+    openai_server.responder = lambda m: "Hmm." if "question 0" in m[1]["content"] else "[[B]]"
+    out = judge_pairs(client(openai_server), pairs(5), progress=None)
+    out.check_replies()
+    assert capsys.readouterr().err == "" and out.summary()["unjudged_reasons"] == {"no verdict in reply": 2}
+
+
 def test_persistent_failures_leave_items_unjudged_then_a_rerun_asks_only_them(openai_server, tmp_path):
     def responder(messages):
         if "question 1" in messages[1]["content"]:
@@ -278,3 +301,20 @@ def test_judge_per_item_scores_follow_their_items(tiny_run, openai_server):
                        endpoint=openai_server.base_url, judge_model="judge-model", api_key_env=None)
     assert res["per_item"] == {i.id: 1.0 if i.id == favourite else 0.0 for i in chosen}
     assert res["score"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluate_judge_that_never_gives_a_verdict_fails_and_stores_nothing(tiny_run, openai_server, capsys):
+    from divscope.cli import main
+
+    openai_server.responder = lambda m: "Both answers are fine."  # no verdict, even when asked again
+    out = tiny_run / "eval" / "vicuna.judge.json"
+    before = out.read_bytes() if out.exists() else None
+    argv = ["evaluate", str(tiny_run), "--eval-set", "vicuna", "--method", "judge", "--limit", "2",
+            "--max-new-tokens", "4", "--endpoint", openai_server.base_url, "--judge-model", "mute-judge",
+            "--api-key-env", ""]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: judge: none of the 4 replies could be parsed") and len(err.splitlines()) == 1
+    assert openai_server.requests == 8  # 4 orders + 4 follow-ups asking for the verdict alone
+    assert (out.read_bytes() if out.exists() else None) == before  # no result stored

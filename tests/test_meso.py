@@ -314,6 +314,55 @@ def test_endpoint_unparseable_reply_counted(openai_server, tmp_path):
     assert prov["run"]["unparseable_replies"] == 1 and prov["tagging"]["failed_texts"] == 0
 
 
+def test_endpoint_mostly_unparseable_replies_warn(openai_server, tmp_path, capsys):
+    """3 of 8 replies without JSON (37%): one warning line with the count and rate; those texts stay typeless
+    and are not stored as tags (a rerun parses them again from the endpoint cache, asking nothing)."""
+    no_json = ("t1", "t4", "t7")
+    openai_server.responder = lambda msgs: "Sure! Here are some tags for you." \
+        if msgs[-1]["content"].endswith(no_json) else instag_responder(msgs)
+    m, _, prov = build_meso(list(TAGS), endpoint_cfg(openai_server), tmp_path)
+    err = capsys.readouterr().err
+    assert "warning: meso tagging: 3 of 8 replies (38%) could not be parsed" in err and len(err.splitlines()) == 1
+    assert prov["tagging"]["unparseable_texts"] == 3 and all(m[i].nnz == 0 for i in (1, 4, 7))
+    stored = [ln for p in tmp_path.glob("tags-endpoint-*.jsonl") for ln in p.read_text().splitlines()]
+    assert len(stored) == 5
+    openai_server.reset_counters()
+    build_meso(list(TAGS), endpoint_cfg(openai_server), tmp_path)
+    assert openai_server.requests == 0 and "3 of 8 replies" in capsys.readouterr().err
+
+
+def test_endpoint_never_json_is_an_error(openai_server, tmp_path):
+    """A tagger model that never returns JSON: a one-line error, not a pool of typeless texts, and no tag
+    stored as a result."""
+    openai_server.responder = lambda msgs: "I would describe this as a creative request."
+    with pytest.raises(DivscopeError, match=r"none of the 8 replies could be parsed .*tagger=offline"):
+        build_meso(list(TAGS), endpoint_cfg(openai_server), tmp_path)
+    assert not any(p.read_text().strip() for p in tmp_path.glob("tags-endpoint-*.jsonl"))
+    # Many texts: stopped after the first NEVER_PARSED replies of a chunk, not after tagging the whole pool.
+    texts = [f"text number {i}" for i in range(300)]
+    with pytest.raises(DivscopeError, match="the first 64 replies held no JSON tag list"):
+        build_meso(texts, {**endpoint_cfg(openai_server), "chunk_size": 64}, tmp_path)
+    assert openai_server.requests <= 8 + 64
+
+
+def test_endpoint_request_options_are_not_part_of_the_feature_key(openai_server, tmp_path):
+    """--meso-option timeout=/max_retries=/max_concurrency= change how tags are asked for, not what they are:
+    the same cached features. The reply budget (max_tokens) changes replies: another entry."""
+    import divscope
+    from divscope.features.featurize import featurize_result
+
+    divscope.ingest([{"instruction": t, "output": "ok"} for t in TAGS], tmp_path / "ws")
+    openai_server.responder = instag_responder
+    cfg = {**endpoint_cfg(openai_server), "min_count": 1}
+    cfg.pop("tagger")
+    first = featurize_result(tmp_path / "ws", "meso", "instruction", tagger="endpoint", **cfg)
+    again = featurize_result(tmp_path / "ws", "meso", "instruction", tagger="endpoint",
+                             **{**cfg, "timeout": 600, "max_retries": 0, "max_concurrency": 1})
+    assert again.status == "hit" and again.key == first.key
+    longer = featurize_result(tmp_path / "ws", "meso", "instruction", tagger="endpoint", **{**cfg, "max_tokens": 99})
+    assert longer.key != first.key
+
+
 def test_endpoint_tagger_needs_url_and_model(tmp_path):
     with pytest.raises(DivscopeError, match="base_url and model"):
         build_meso(["x"], {"tagger": "endpoint"}, tmp_path)

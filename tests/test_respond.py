@@ -80,6 +80,27 @@ def test_respond_regenerates_and_keeps_ids_metadata_provenance(openai_server, tm
     assert divscope.Workspace(ws).pool.records()[0].response == "old answer 0"  # the input is untouched
 
 
+def test_regenerated_pool_keeps_each_records_source(openai_server, tmp_path):
+    """A pool ingested from two files: each regenerated record names its original file as its source (not
+    ``<python:0>``), the pool keeps its order, and the provenance holds the original source id."""
+    files = []
+    for name, ids in (("a.jsonl", ("a0", "a1", "a2")), ("b.jsonl", ("b0", "b1"))):
+        f = tmp_path / name
+        f.write_text("".join(json.dumps({"id": i, "instruction": f"q {i}", "output": f"old {i}"}) + "\n"
+                             for i in ids))
+        files.append(f)
+    divscope.ingest(files, tmp_path / "ws")
+    before = divscope.Workspace(tmp_path / "ws").pool.records()
+    assert {r.source for r in before} == {str(f) for f in files}
+    openai_server.responder = regen
+    respond(tmp_path / "ws", tmp_path / "ws2", openai_server.base_url, "m", client_options=FAST, progress=False)
+    after = divscope.Workspace(tmp_path / "ws2").pool.records()
+    assert [(r.id, r.source) for r in after] == [(r.id, r.source) for r in before]
+    assert all(r.metadata["regenerated"]["original_source_id"] == r.id for r in after)
+    report = json.loads((tmp_path / "ws2" / "ingest.json").read_text())
+    assert report["inputs"] == [str(f) for f in files]
+
+
 def test_transient_faults_are_retried(openai_server, tmp_path):
     ws = make_pool(tmp_path / "ws", n=4)
     openai_server.responder = regen

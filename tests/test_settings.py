@@ -12,7 +12,7 @@ import pytest
 from divscope.analysis.settings import CompareSettings, PlanSettings
 from divscope.cli import cli
 from divscope.errors import DivscopeError
-from divscope.evaluate.settings import EvalSettings
+from divscope.evaluate.settings import EvalSettings, RespondSettings
 from divscope.experiment.spec import ExperimentSpec, FeaturesSpec, parse_spec
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
 from divscope.io.settings import IngestSettings
@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[type[Settings], ...]] = {
     "featurize": (MicroSettings, MacroSettings, MesoSettings), "select": (SelectSettings,),
     "grid": (GridSettings,), "train": (TrainSettings,), "evaluate": (EvalSettings,), "metrics": (MetricSettings,),
     "plan": (PlanSettings,), "ingest": (IngestSettings,), "compare": (CompareSettings, MetricSettings),
+    "respond": (RespondSettings,),
 }
 NOT_SETTINGS = {"out", "fmt", "level", "side", "meso_options", "rebuild", "engine", "ray_address", "ray_cpus",
                 "force", "help", "html"}
@@ -107,7 +108,7 @@ def test_derived_options_parse_to_the_settings_defaults(model: type[Settings]) -
     seen: dict[str, Any] = {}
     command = click.Command("c", params=[], callback=lambda **v: seen.update(v))
     command = cli_options(model)(command.callback)
-    required = {"strategy": "random", "size": 3}
+    required = {"strategy": "random", "size": 3, "endpoint": "http://h/v1", "model": "m"}
     args = [x for k, v in required.items() if k in model.model_fields for x in (f"--{k}", str(v))]
     click.command("c")(command).main(args, standalone_mode=False)
     given = {k: v for k, v in required.items() if k in model.model_fields}

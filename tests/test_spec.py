@@ -53,3 +53,29 @@ def test_example_specs_validate(name: str) -> None:
     spec = load_spec(Path(__file__).parent.parent / "examples" / name)
     assert len(spec.selection.level_values()) == 7
     assert set(spec.selection.strategies) >= {"instruction-macro", "response-micro", "random"}
+
+
+def test_how_judge_requests_are_sent_is_not_part_of_the_fingerprint():
+    """Timeouts, retries and concurrency do not change an answer: the same study whatever they are. The judge's
+    reply length does: another study (but only away from its default, so stored studies keep theirs)."""
+    from divscope.evaluate.settings import EvalSettings
+
+    entry = {"eval_set": "alpaca_eval", "method": "judge", "endpoint": "http://x/v1", "judge_model": "j"}
+    fp = parse_spec({"evaluate": [entry]}).fingerprint()
+    for key, value in (("timeout", 900), ("max_retries", 0), ("concurrency", 2)):
+        assert parse_spec({"evaluate": [{**entry, key: value}]}).fingerprint() == fp, key
+    assert parse_spec({"evaluate": [{**entry, "judge_max_tokens": 2048}]}).fingerprint() != fp
+    # They reach the judge: how requests are sent always, the reply length only when set.
+    opts = EvalSettings(method="judge", timeout=900, max_retries=0).method_options()
+    assert (opts["timeout"], opts["max_retries"], opts["concurrency"]) == (900, 0, 8)
+    assert "judge_max_tokens" not in opts
+    assert EvalSettings(method="judge", judge_max_tokens=2048).method_options()["judge_max_tokens"] == 2048
+
+
+def test_endpoint_tagger_request_options_are_not_part_of_the_fingerprint():
+    meso = {"tagger": "endpoint", "options": {"base_url": "http://x/v1", "model": "m"}}
+    fp = parse_spec({"features": {"meso": meso}}).fingerprint()
+    slow = {**meso, "options": {**meso["options"], "timeout": 600, "max_retries": 9, "max_concurrency": 2}}
+    assert parse_spec({"features": {"meso": slow}}).fingerprint() == fp
+    longer = {**meso, "options": {**meso["options"], "max_tokens": 2048}}
+    assert parse_spec({"features": {"meso": longer}}).fingerprint() != fp

@@ -27,6 +27,10 @@ Tagging (meso level), LLM judging and response regeneration all go through :clas
   the next record, so it never corrupts a later one). A rerun never re-asks a cached request; failures are
   not cached, so a rerun retries exactly them. Identical requests within one batch are sent once. The cache is
   a :class:`divscope.store.JsonlStore`; ``divscope.jsonrepair.extract_json`` parses replies that hold JSON.
+* **Ctrl-C**: requests run on daemon threads; an interrupt (or any exception) in the calling thread cancels
+  the batch: requests not yet sent are dropped, retry waits end, open connections are closed (the server sees
+  the client go away) and the exception propagates at once, without waiting for requests in flight. Answers
+  that arrived before it are in the cache already.
 """
 
 from __future__ import annotations
@@ -35,12 +39,12 @@ import email.utils
 import hashlib
 import json
 import os
+import queue
 import random
 import re
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +53,29 @@ import httpx
 
 from divscope.errors import DivscopeError
 from divscope.store.jsonl import JsonlStore
-from divscope.ui import progress_bar
+from divscope.ui import err_console, progress_bar
 
 Messages = list[dict[str, Any]]
 
 RETRY_STATUS = frozenset({408, 409, 429})
+# Above this share of replies that hold nothing usable (no JSON for a tagger, no verdict for a judge): a warning.
+UNPARSEABLE_WARN_RATE = 0.2
+
+
+def check_parsed(what: str, unparseable: int, total: int, example: str = "", hint: str = "") -> None:
+    """Say how many of ``total`` answered replies held nothing usable: all of them is an error (the model does
+    not follow the prompt: nothing it said is a result), more than ``UNPARSEABLE_WARN_RATE`` a one-line warning
+    on stderr."""
+    if not total or not unparseable:
+        return
+    rate = unparseable / total
+    tail = f"; {hint}" if hint else ""
+    if unparseable >= total:
+        seen = " ".join(example.split())[:120]
+        raise DivscopeError(f"{what}: none of the {total} replies could be parsed (first reply: {seen!r}){tail}")
+    if rate > UNPARSEABLE_WARN_RATE:
+        err_console.print(f"warning: {what}: {unparseable} of {total} replies ({rate:.0%}) could not be parsed"
+                          f"{tail}", markup=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -186,6 +208,7 @@ class EndpointClient:
         self.abort_after = abort_after
         self._consecutive_failures = 0
         self._abort_reason: str | None = None
+        self._cancel = threading.Event()
 
     # -- identity -------------------------------------------------------------------------------------------
 
@@ -292,7 +315,8 @@ class EndpointClient:
             delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
 
-    def _run_one(self, key: str, messages: Messages) -> Result:
+    def _run_one(self, key: str, messages: Messages, cancel: threading.Event | None = None) -> Result:
+        cancel = cancel if cancel is not None else threading.Event()
         res = Result(key=key)
         if self._abort_reason is not None:
             res.error = f"not sent: {self._abort_reason}"
@@ -301,6 +325,10 @@ class EndpointClient:
                 self.stats["not_sent"] += 1
             return res
         for attempt in range(1, self.max_retries + 2):
+            if cancel.is_set():
+                res.error = "cancelled"
+                res.error_kind = "aborted"
+                break
             res.attempts = attempt
             try:
                 out = self._attempt(messages)
@@ -312,7 +340,10 @@ class EndpointClient:
                     suffix = "" if not e.retry else f" (gave up after {attempt} attempts)"
                     res.error = msg + suffix
                     break
-                time.sleep(self._backoff(key, attempt, e.retry_after))
+                if cancel.wait(self._backoff(key, attempt, e.retry_after)):
+                    res.error = "cancelled"
+                    res.error_kind = "aborted"
+                    break
                 continue
             res.text = out["text"]
             res.finish_reason = out["finish_reason"]
@@ -402,17 +433,65 @@ class EndpointClient:
             with bar as advance:
                 if n_hits:
                     advance(n_hits)
-                with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(pending)),
-                                        thread_name_prefix="divscope-endpoint") as pool:
-                    futures = {pool.submit(self._run_one, key, msgs): idxs for key, (msgs, idxs) in pending.items()}
-                    for fut in as_completed(futures):
-                        res = fut.result()
-                        idxs = futures[fut]
-                        for j, i in enumerate(idxs):
-                            results[i] = res if j == 0 else _copy_result(res, duplicate=True)
-                        advance(len(idxs))
+                for res, idxs in self._run_all(pending):
+                    for j, i in enumerate(idxs):
+                        results[i] = res if j == 0 else _copy_result(res, duplicate=True)
+                    advance(len(idxs))
         return [r if r is not None else Result(error="internal: no result", error_kind="bad_response")
                 for r in results]
+
+    def _run_all(self, pending: dict[str, tuple[Messages, list[int]]]) -> Any:
+        """Yield ``(result, indices)`` as requests finish, at most ``max_concurrency`` in flight.
+
+        Workers are daemon threads fed from a queue: when the caller is interrupted (Ctrl-C raises
+        KeyboardInterrupt here) the batch is cancelled and the exception propagates without waiting for requests
+        in flight (a thread pool's exit would join them: up to ``timeout`` x attempts per request)."""
+        cancel = self._cancel = threading.Event()  # this batch's: workers of an interrupted one stay stopped
+        todo: queue.SimpleQueue[tuple[str, Messages, list[int]] | None] = queue.SimpleQueue()
+        done: queue.SimpleQueue[tuple[Result, list[int]]] = queue.SimpleQueue()
+        for key, (msgs, idxs) in pending.items():
+            todo.put((key, msgs, idxs))
+        n_workers = min(self.max_concurrency, len(pending))
+        for _ in range(n_workers):
+            todo.put(None)
+
+        def work() -> None:
+            while not cancel.is_set():
+                job = todo.get()
+                if job is None:
+                    return
+                key, msgs, idxs = job
+                try:
+                    res = self._run_one(key, msgs, cancel)
+                except Exception as e:  # a bug must reach the caller, not kill the worker silently
+                    res = Result(key=key, error=f"internal: {type(e).__name__}: {e}", error_kind="bad_response")
+                done.put((res, idxs))
+
+        for w in range(n_workers):
+            threading.Thread(target=work, name=f"divscope-endpoint-{w}", daemon=True).start()
+        try:
+            for _ in range(len(pending)):
+                while True:
+                    try:
+                        item = done.get(timeout=0.25)  # a bounded wait: a signal is handled promptly
+                        break
+                    except queue.Empty:
+                        continue
+                yield item
+        except BaseException:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Stop the batch in progress: nothing more is sent, retry waits end, open connections are closed."""
+        self._cancel.set()
+        with self._http_lock:
+            http, self._http = self._http, None
+        if http is not None:
+            try:
+                http.close()
+            except Exception:  # noqa: BLE001 - closing under requests in flight: best effort
+                pass
 
     def failures_summary(self, results: Sequence[Result], limit: int = 5) -> str:
         """A one-line summary of failed results (count by kind + first errors), for user-facing messages."""

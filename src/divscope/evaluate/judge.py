@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from divscope.endpoint import EndpointClient, Result
+from divscope.endpoint import EndpointClient, Result, check_parsed
 from divscope.evaluate.base import EvalOutcome
 from divscope.evaluate.judge_prompts import (
+    JUDGE_REQUESTS,
     STRONG_WEIGHT,
     JudgePrompt,
     Reading,
@@ -157,6 +158,15 @@ class JudgeOutcome:
     def scores(self) -> list[float]:
         return [j.score for j in self.judgments if j.score is not None]
 
+    def check_replies(self) -> None:
+        """Replies without a verdict (after the follow-up): more than 20% of the answered ones is a warning, all
+        of them an error (:func:`divscope.endpoint.check_parsed`)."""
+        no_verdict = [j.problems[o] for j in self.judgments for o, r in j.reasons.items() if r == NO_VERDICT]
+        check_parsed("judge", len(no_verdict), len(no_verdict) + sum(len(j.scores) for j in self.judgments),
+                     no_verdict[0] if no_verdict else "", f"the judge model does not answer in {self.prompt}'s "
+                     "verdict format (even after a follow-up asking for the verdict alone): use a stronger judge "
+                     "model or a larger --judge-max-tokens")
+
     def summary(self, seed: int = 0) -> dict[str, Any]:
         judged = [j for j in self.judgments if j.score is not None]
         per_order: dict[str, Counter[str]] = {o: Counter() for o in ORDERS}
@@ -257,8 +267,8 @@ def pairs_for(items: Sequence[Any], answers: Sequence[tuple[str, ...]]) -> list[
 def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: int, batch_size: int,
                    device: str | None, details_path: Path | None = None, endpoint: str | None = None,
                    judge_model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
-                   concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5,
-                   judge_max_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0,
+                   concurrency: int = JUDGE_REQUESTS["concurrency"], timeout: float = JUDGE_REQUESTS["timeout"],
+                   max_retries: int = JUDGE_REQUESTS["max_retries"], judge_max_tokens: int | None = None, max_new_tokens: int | None = None, temperature: float = 0.0,
                    judge_prompt: str | None = None, generator: str = "hf", generator_endpoint: str | None = None,
                    generator_model: str | None = None) -> EvalOutcome:
     """The ``judge`` method: generate the run's answers, judge them against the references in both orders.
@@ -302,6 +312,7 @@ def evaluate_judge(run: Run, items: Sequence[EvalItem], *, seed: int, max_len: i
         with atomic_open(details_path) as fh:
             for p, j in zip(pairs, outcome.judgments, strict=True):
                 fh.write(json.dumps({**j.to_json(), "answers": list(p.answers)}, ensure_ascii=False) + "\n")
+    outcome.check_replies()
     summary = outcome.summary(seed=seed)
     if not summary["judged"]:
         raise DivscopeError(f"the judge gave no usable verdict for any item ({summary['unjudged_reasons']}); "

@@ -26,6 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+# How judge requests are sent (the defaults of EvalSettings' concurrency, timeout, max_retries; one source).
+JUDGE_REQUESTS: dict[str, Any] = {"concurrency": 8, "timeout": 120.0, "max_retries": 5}
+
 JUDGE_PROMPTS = ("alpaca_eval", "arena_hard", "mt_bench")
 # Each shipped set's own judge; any other set (pool:WS, a file) is judged with MT-Bench's pair prompt.
 SET_PROMPTS = {"alpaca_eval": "alpaca_eval", "vicuna": "mt_bench", "arena_hard": "arena_hard", "mt_bench": "mt_bench"}

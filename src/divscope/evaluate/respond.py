@@ -37,6 +37,7 @@ from typing import Any
 from divscope._version import __version__
 from divscope.endpoint import EndpointClient
 from divscope.errors import DivscopeError
+from divscope.evaluate.settings import RespondSettings
 from divscope.io.ingest import ingest
 from divscope.io.record import Record
 from divscope.io.shapes import to_dict
@@ -62,13 +63,17 @@ class RespondResult:
         return int(self.report["failed"])
 
 
+_R = {k: f.default for k, f in RespondSettings.model_fields.items()}  # the defaults: RespondSettings (one source)
+
+
 def _sha16(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def respond(ws: str | os.PathLike[str], out: str | os.PathLike[str], endpoint: str, model: str,
-            api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, max_tokens: int = 2048,
-            temperature: float = 0.0, timeout: float = 120.0, max_retries: int = 5, limit: int | None = None,
+            api_key_env: str | None = _R["api_key_env"], concurrency: int = _R["concurrency"],
+            max_tokens: int = _R["max_tokens"], temperature: float = _R["temperature"],
+            timeout: float = _R["timeout"], max_retries: int = _R["max_retries"], limit: int | None = None,
             client_options: dict[str, Any] | None = None, progress: bool = True) -> RespondResult:
     """Regenerate the responses of ``ws``'s pool into the workspace ``out`` (see the module docstring).
 
@@ -134,7 +139,7 @@ def _respond(src: Workspace, dst: Workspace, records: list[Record], client: Endp
         first = "; ".join(dict.fromkeys(str(f["reason"]) for f in fail_rows[:3]))
         raise DivscopeError(f"no response could be regenerated: {len(fail_rows)} samples failed (listed in "
                             f"{dst.path / FAILURES_FILE}): {first}")
-    res = ingest(rows, dst.path)
+    res = ingest(_by_source(rows, [r.source for i, r in enumerate(records) if i not in failures]), dst.path)
     kinds = Counter(f["error_kind"] or "?" for f in fail_rows)
     report = {
         "requested": len(records), "regenerated": len(rows), "failed": len(fail_rows),
@@ -149,6 +154,24 @@ def _respond(src: Workspace, dst: Workspace, records: list[Record], client: Endp
     full["respond"] = report
     write_json(dst.report_path, full)
     return RespondResult(dst, {**report, "accepted": res.accepted, "rejected": res.rejected})
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """Rows of one original source: ingest names them after it (``source_name``), not ``<python:i>``."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source_name = source
+
+
+def _by_source(rows: list[dict[str, Any]], sources: list[str]) -> list[_Rows]:
+    """``rows`` cut into runs of consecutive rows from one original source (the pool's order is kept)."""
+    runs: list[_Rows] = []
+    for row, source in zip(rows, sources, strict=True):
+        if not runs or runs[-1].source_name != source:
+            runs.append(_Rows(source))
+        runs[-1].append(row)
+    return runs
 
 
 def _request(r: Record, t: int, answers: list[str]) -> list[dict[str, str]] | None:
@@ -184,7 +207,7 @@ def _row(r: Record, answers: list[str], finish: list[str | None], client: Endpoi
     row[PROVENANCE_KEY] = {
         "responder_model": client.model, "endpoint": client.url, "params": client.params,
         "original_response_hash": _sha16(r.response), "original_content_hash": r.content_hash,
-        "original_source": r.source, "original_workspace": str(src.path), "finish_reasons": finish,
+        "original_source": r.source, "original_source_id": r.source_id, "original_workspace": str(src.path), "finish_reasons": finish,
     }
     return row
 

@@ -14,6 +14,7 @@ another one can be registered; each result also maps every scored item id to its
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,9 @@ from divscope._version import __version__
 from divscope.evaluate.base import EvalOutcome, check_options
 from divscope.evaluate.judge_prompts import judge_prompt_for
 from divscope.evaluate.registry import get_evaluator
-from divscope.evaluate.settings import EvalSettings
+from divscope.evaluate.settings import HOW_TO_ASK, EvalSettings
 from divscope.io.evalsets import EvalItem, load_eval_set, max_new_tokens_for
-from divscope.store.cached import cached_result
+from divscope.store.cached import cached_result, params_digest
 from divscope.train.run import Run
 
 
@@ -75,7 +76,7 @@ def evaluate_run(run_dir: str | Path, eval_set: str = _D.eval_set, method: str =
             options[k] = v
     run = Run.open(run_dir)
     params = {"eval_set": eval_set, "method": method, "limit": limit, "seed": seed, "max_len": max_len,
-              **{k: v for k, v in options.items() if k != "api_key"}}
+              **{k: v for k, v in options.items() if k != "api_key" and k not in HOW_TO_ASK}}
     out = result_path(run_dir, eval_set, method)
 
     def compute() -> dict[str, Any]:
@@ -83,8 +84,21 @@ def evaluate_run(run_dir: str | Path, eval_set: str = _D.eval_set, method: str =
 
     # Reused for the same parameters, unless a judge run had failed requests (a rerun completes it from the
     # caches) or the result predates per-item scores.
-    return cached_result(out, {"params": params}, compute,
+    return cached_result(out, {"params": _as_stored(out, params)}, compute,
                          valid=lambda r: r.get("complete", True) and "per_item" in r)
+
+
+def _as_stored(out: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the stored result spells them when they differ only in how requests were sent: results
+    stored before ``concurrency`` (and the judge's timeout, retries) left the parameters stay valid."""
+    try:
+        stored = json.loads(out.read_text(encoding="utf-8")).get("params")
+    except (OSError, ValueError, AttributeError):
+        return params
+    if not isinstance(stored, dict):
+        return params
+    bare = {k: v for k, v in stored.items() if k not in HOW_TO_ASK}
+    return stored if params_digest(bare) == params_digest(params) else params
 
 
 def _evaluate(run: Run, evaluator: Any, out: Path, eval_set: str, limit: int | None, seed: int, max_len: int,

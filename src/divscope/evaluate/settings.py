@@ -10,13 +10,17 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from divscope.evaluate.judge_prompts import JUDGE_REQUESTS
 from divscope.settings import Settings, setting
 
 # Method options that are fields of their own (older specs gave them inside ``options``).
 _JUDGE = ("endpoint", "judge_model", "api_key_env", "concurrency")
+# How requests are sent, not what they answer: passed to the method, never part of a result's parameters.
+HOW_TO_ASK = ("concurrency", "timeout", "max_retries")
 # Method fields added after results were stored: passed to the method only away from their default, so the
 # parameters of a stored result (and so the result) stay valid.
-_ADDED = ("nll_weighting", "end_of_turn", "judge_prompt", "generator", "generator_endpoint", "generator_model")
+_ADDED = ("nll_weighting", "end_of_turn", "judge_prompt", "generator", "generator_endpoint", "generator_model",
+          "judge_max_tokens")
 
 
 class EvalSettings(Settings):
@@ -44,7 +48,13 @@ class EvalSettings(Settings):
     judge_model: str | None = setting(None, "judge: model name the server serves.")
     api_key_env: str | None = setting("OPENAI_API_KEY", "judge: environment variable holding the API key (read at "
                                       "request time, never written).")
-    concurrency: int = setting(8, "judge: requests in flight at most.")
+    concurrency: int = setting(JUDGE_REQUESTS["concurrency"], "judge: requests in flight at most.", ge=1)
+    timeout: float = setting(JUDGE_REQUESTS["timeout"], "judge: seconds per request attempt (a slow CPU server needs more).",
+                             gt=0)
+    max_retries: int = setting(JUDGE_REQUESTS["max_retries"], "judge: retries of a failed request (timeouts, 429, 5xx) after the first "
+                               "attempt.", ge=0)
+    judge_max_tokens: int | None = setting(None, "judge: tokens per judge reply [the prompt's own: 1024 for "
+                                           "mt_bench, 4096 for arena_hard, 1 for alpaca_eval's one-token verdict].", ge=1)
     judge_prompt: Literal["alpaca_eval", "arena_hard", "mt_bench"] | None = setting(
         None, "judge: the judge prompt [the set's own: AlpacaEval 2.0's for alpaca_eval, Arena-Hard's for "
         "arena_hard, MT-Bench's pair prompts for mt_bench, vicuna and other sets].")
@@ -94,6 +104,21 @@ class EvalSettings(Settings):
 
         accepted = get_evaluator(self.method).options
         fields = {"max_new_tokens": self.max_new_tokens, "endpoint": self.endpoint, "judge_model": self.judge_model,
-                  "api_key_env": self.api_key_env or None, "concurrency": self.concurrency,
+                  "api_key_env": self.api_key_env or None, **{k: getattr(self, k) for k in HOW_TO_ASK},
                   **{k: getattr(self, k) for k in _ADDED if getattr(self, k) != type(self).model_fields[k].default}}
         return {**{k: v for k, v in fields.items() if k in accepted}, **self.options}
+
+
+class RespondSettings(Settings):
+    """``divscope respond``: regenerate a pool's responses with a model behind an OpenAI-compatible endpoint."""
+
+    endpoint: str = setting(..., "OpenAI-compatible server: http://host:8000/v1 (or its root).")
+    model: str = setting(..., "Model name the server serves (e.g. a Llama-3.1-70B variant).")
+    api_key_env: str | None = setting("OPENAI_API_KEY", "Environment variable holding the API key (read at request "
+                                      "time, never written).")
+    concurrency: int = setting(8, "Requests in flight at most.", ge=1)
+    max_tokens: int = setting(2048, "Tokens per regenerated answer.", ge=1)
+    temperature: float = setting(0.0, "Sampling temperature (0: greedy).", ge=0)
+    timeout: float = setting(120.0, "Seconds per request attempt (a slow CPU server needs more).", gt=0)
+    max_retries: int = setting(5, "Retries of a failed request (timeouts, 429, 5xx) after the first attempt.", ge=0)
+    limit: int = setting(0, "Only the first N samples (0 = all).", ge=0)

@@ -21,8 +21,9 @@ from pydantic import (
 )
 
 from divscope.errors import DivscopeError
-from divscope.evaluate.settings import EvalSettings
+from divscope.evaluate.settings import HOW_TO_ASK, EvalSettings
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
+from divscope.features.tagging import REQUEST_OPTIONS
 from divscope.io.settings import IngestSettings
 from divscope.metrics.settings import MetricSettings
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
@@ -108,7 +109,7 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
                              "device", "extra", *TRAIN_ADDED_LATER)),
     *(("evaluate", "*", k) for k in ("seed", "device", "max_new_tokens", "endpoint", "judge_model", "api_key_env",
                                      "concurrency", "nll_weighting", "end_of_turn", "judge_prompt", "generator",
-                                     "generator_endpoint", "generator_model")),
+                                     "generator_endpoint", "generator_model", "judge_max_tokens")),
 )
 # ``evaluate[].max_new_tokens`` was 512 by default before it became the set's own (None): every stored spec
 # holds 512. It is left out of the fingerprint at that value too, so such a study continues; its judge and
@@ -200,7 +201,11 @@ class ExperimentSpec(_Strict):
         for key, legacy in _LEGACY_VALUES.items():
             if data["selection"].get(key) == legacy:
                 data["selection"].pop(key)
+        for key in REQUEST_OPTIONS:  # the endpoint tagger's: likewise
+            data["features"]["meso"]["options"].pop(key, None)
         for entry in data["evaluate"]:
+            for key in HOW_TO_ASK:  # timeouts, retries, concurrency: how requests are sent, not what they answer
+                entry.pop(key, None)
             for key, legacy in _LEGACY_EVAL_DEFAULTS.items():
                 if entry.get(key) == legacy:
                     entry.pop(key)

@@ -36,6 +36,7 @@ from divscope.features.incidence import SIDES, Incidence
 from divscope.features.macro import MacroFeaturizer
 from divscope.features.meso import MesoFeaturizer
 from divscope.features.micro import MicroFeaturizer
+from divscope.features.tagging import REQUEST_OPTIONS
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_path, write_json
 
@@ -71,6 +72,8 @@ def features_dir(ws: Workspace, side: str, level: str) -> Path:
 
 
 def cache_key(pool_fingerprint: str, level: str, side: str, config: dict[str, Any], identity: str) -> str:
+    if level == "meso":  # the endpoint tagger's timeout, retries, concurrency: not what the features are
+        config = {k: v for k, v in config.items() if k not in REQUEST_OPTIONS}
     payload = json.dumps({"v": CACHE_VERSION, "pool": pool_fingerprint, "level": level, "side": side,
                           "config": config, "identity": identity}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]

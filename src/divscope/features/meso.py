@@ -42,11 +42,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from divscope.backend import current_backend, map_chunks, use_backend
+from divscope.endpoint import check_parsed
 from divscope.errors import DivscopeError
 from divscope.features.base import Built, Stages
 from divscope.features.settings import MesoSettings
+from divscope.features.tagging_common import UNPARSEABLE
 
 VERSION = 1
+# Endpoint tagging stops early when this many replies in a row, from the start, held no JSON tag list.
+NEVER_PARSED = 50
+UNPARSEABLE_HINT = ("the tagger model does not answer the InsTag prompt with JSON: use an instruction-tuned model "
+                    "(its chat template applied by the server), a larger max_tokens, or tagger=offline")
 
 # Stage options and their defaults live in MesoSettings (one source); ``options`` holds the tagger's own.
 DEFAULTS: dict[str, Any] = {k: v for k, v in MesoSettings().model_dump().items() if k != "options"}
@@ -278,7 +284,8 @@ def tag_texts(texts: Sequence[str], tagger: Any, cache_dir: Path, chunk_size: in
             todo[k] = t or ""
     n_unique = len(set(keys))
     stats: dict[str, Any] = {"unique_texts": n_unique, "cached_texts": n_unique - len(todo),
-                             "tagged_texts": 0, "failed_texts": 0, "errors": [],
+                             "tagged_texts": 0, "failed_texts": 0, "errors": [], "unparseable_texts": 0,
+                             "unparseable_example": "",
                              "cache_file": store.path.name, "cache_corrupt_lines": store.corrupt_lines}
     items = list(todo.items())
     chunk_keys = [[k for k, _ in items[s:s + chunk_size]] for s in range(0, len(items), chunk_size)]
@@ -287,9 +294,15 @@ def tag_texts(texts: Sequence[str], tagger: Any, cache_dir: Path, chunk_size: in
         tags, errors = result  # stored chunk by chunk, so an interrupted run keeps what it tagged
         store.put_many([(k, {"tags": tg}) for k, tg, err in zip(chunk_keys[i], tags, errors, strict=True)
                         if err is None])
-        bad = [err for err in errors if err is not None]
-        stats["tagged_texts"] += len(errors) - len(bad)
+        unparseable = [err for err in errors if err is not None and err.startswith(UNPARSEABLE)]
+        bad = [err for err in errors if err is not None and not err.startswith(UNPARSEABLE)]
+        stats["tagged_texts"] += len(errors) - len(bad) - len(unparseable)
         stats["failed_texts"] += len(bad)
+        stats["unparseable_texts"] += len(unparseable)
+        stats["unparseable_example"] = stats["unparseable_example"] or (unparseable[0] if unparseable else "")
+        if not stats["tagged_texts"] and not stats["cached_texts"] and stats["unparseable_texts"] >= NEVER_PARSED:
+            raise DivscopeError(f"meso tagging: the first {stats['unparseable_texts']} replies held no JSON tag "
+                                f"list ({stats['unparseable_example']}); {UNPARSEABLE_HINT}")
         for err in bad:
             if len(stats["errors"]) < 5 and err not in stats["errors"]:
                 stats["errors"].append(err)
@@ -349,6 +362,11 @@ def build_meso(texts: Sequence[str], config: dict[str, Any], cache_dir: Path
     t0 = time.perf_counter()
     raw, tag_stats = tag_texts(texts, tagger, cache_dir, chunk_size=chunk)
     timings["tag_s"] = round(time.perf_counter() - t0, 3)
+    # Unparseable replies are never stored as tags (a rerun parses them again from the endpoint cache), so this
+    # run saw all of them; the texts tagged earlier are in the tag cache.
+    answered = tag_stats["cached_texts"] + tag_stats["tagged_texts"] + tag_stats["unparseable_texts"]
+    check_parsed("meso tagging", tag_stats["unparseable_texts"], answered, tag_stats["unparseable_example"],
+                 UNPARSEABLE_HINT)
     failed = tag_stats["failed_texts"]
     if failed:
         rate = failed / max(1, tag_stats["unique_texts"])
@@ -402,7 +420,7 @@ def build_meso(texts: Sequence[str], config: dict[str, Any], cache_dir: Path
         "tagger_identity": tagger.identity(),
         "config": {k: v for k, v in cfg.items() if k != "api_key"},
         "n_texts": n,
-        "tagging": {k: tag_stats[k] for k in ("unique_texts", "failed_texts", "errors")},
+        "tagging": {k: tag_stats[k] for k in ("unique_texts", "failed_texts", "errors", "unparseable_texts")},
         "raw_tags": int(sum(len(ts) for ts in raw)),
         "raw_unique_tags": len({t for ts in raw for t in ts}),
         "normalised_unique_tags": len(doc_freq),

@@ -92,6 +92,10 @@ TAGGER_OPTIONS: dict[str, tuple[str, ...]] = {
                  "max_chars", "max_tags", "cache_path"),
 }
 
+# How the endpoint tagger sends its requests, not what they answer: kept out of the feature cache key and the
+# spec fingerprint (the tag cache's identity never held them).
+REQUEST_OPTIONS = ("max_concurrency", "timeout", "max_retries")
+
 
 def check_tagger_options(kind: str, options: dict[str, Any]) -> None:
     """A one-line error for an option the tagger does not take: a typo must not be ignored, and a key given as a
@@ -125,7 +129,7 @@ def make_tagger(config: dict[str, Any], cache_dir: str | os.PathLike[str] | None
 
 __all__ = [
     "DEFAULT_OFFLINE_METHOD", "INSTAG_PROMPT", "INSTAG_SYSTEM", "LEMMA_FIXES", "OFFLINE_METHODS", "PROMPT_VERSION",
-    "SPACY_MODEL", "EndpointTagger", "OfflineTagger", "Tagger", "dedup_tags", "embed", "instag_messages",
+    "REQUEST_OPTIONS", "SPACY_MODEL", "EndpointTagger", "OfflineTagger", "Tagger", "dedup_tags", "embed", "instag_messages",
     "load_embedder", "load_spacy", "make_tagger", "mmr_select", "noun_chunk_candidates", "parse_instag",
     "soft_match_scores", "spacy_versions", "tag_embedder_identity", "truncate_for_tagging", "verb_object_tags",
 ]

@@ -62,11 +62,15 @@ class Tagger:
 
     def tag_with_status(self, texts: Sequence[str], progress: str | None = None
                         ) -> tuple[list[list[str]], list[str | None]]:
-        """Tags per text and an error per text (None = tagged; a failed text gets [] and is not cacheable)."""
+        """Tags per text and an error per text (None = tagged; a failed text gets [] and is not cacheable; an
+        error starting with ``UNPARSEABLE`` means the tagger answered but nothing in its reply was a tag list)."""
         raise NotImplementedError
 
     def tag(self, texts: Sequence[str]) -> list[list[str]]:
         return self.tag_with_status(texts)[0]
+
+
+UNPARSEABLE = "unparseable reply"
 
 
 def dedup_tags(tags: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from divscope.errors import DivscopeError
-from divscope.features.tagging_common import Tagger, dedup_tags, truncate_for_tagging
+from divscope.features.tagging_common import UNPARSEABLE, Tagger, dedup_tags, truncate_for_tagging
 
 INSTAG_SYSTEM = "You are a helpful assistant."
 # The InsTag tagging prompt (Lu et al. 2023), asking for a JSON list.
@@ -101,9 +101,11 @@ class EndpointTagger(Tagger):
                 errors.append(r.error)
                 continue
             parsed = parse_instag(r.text)
-            if parsed is None:
+            if parsed is None:  # answered, but no JSON: typeless, and not cached as a tagging result
                 self.unparseable += 1
-                parsed = []
+                tags.append([])
+                errors.append(f"{UNPARSEABLE}: {' '.join(r.text.split())[:120]!r}")
+                continue
             tags.append(dedup_tags(parsed)[: self.max_tags])
             errors.append(None)
         return tags, errors

@@ -130,9 +130,11 @@ class IngestResult:
 
 
 def _source_name(inp: Input, i: int) -> str:
+    """A path's name, else the records' ``source_name`` attribute (records read back from a pool keep their
+    original source, e.g. ``divscope respond``), else ``<python:i>``."""
     if isinstance(inp, (str, os.PathLike)):
         return str(inp)
-    return f"<python:{i}>"
+    return str(getattr(inp, "source_name", "") or f"<python:{i}>")
 
 
 def _open_input(inp: Input, name: str, fmt: str | None, notes: StreamNotes) -> tuple[Iterator[RawItem], str | None]:
