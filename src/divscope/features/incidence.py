@@ -95,7 +95,9 @@ class Incidence:
         return directory
 
     @staticmethod
-    def load(directory: str | Path) -> Incidence:
+    def load(directory: str | Path, verify: bool = True) -> Incidence:
+        """The incidence saved in ``directory``; ``verify``: recompute its fingerprint and compare it with the
+        recorded one (ValueError if they differ); without, the recorded fingerprint is taken as it is."""
         directory = Path(directory)
         meta = json.loads((directory / "incidence.json").read_text(encoding="utf-8"))
         with np.load(directory / "matrix.npz", allow_pickle=False) as z:
@@ -105,7 +107,7 @@ class Incidence:
                 indptr = indptr.astype(np.int32)
             m = sp.csr_matrix((np.ones(len(indices), np.bool_), indices, indptr), shape=shape, copy=False)
         inc = Incidence(m, meta["type_names"], meta["level"], meta["side"], meta["config"],
-                        meta["pool_fingerprint"], "")
+                        meta["pool_fingerprint"], "" if verify else meta["fingerprint"])
         if inc.fingerprint != meta["fingerprint"]:
             raise ValueError(f"{directory}: incidence fingerprint mismatch (corrupted cache entry)")
         return inc
