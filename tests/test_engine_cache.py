@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,28 @@ def test_fingerprint_check_is_remembered_until_the_files_change(ws: Path, monkey
              shape=np.asarray(other.matrix.shape, np.int64))
     with pytest.raises(StaleFeaturesError, match="fingerprint mismatch"):
         load_incidence(ws, "response", "micro")
+
+
+def test_trusted_load_reads_the_same_matrix_whatever_the_npz(ws: Path) -> None:
+    """A trusted load reads np.savez's stored members straight from their offsets; a compressed file (or any
+    other layout) goes through np.load: the same matrix either way."""
+    entry = entry_path(ws, "response", "micro")
+    checked = Incidence.load(entry)
+    for save in (np.savez, np.savez_compressed):
+        m = checked.matrix
+        save(entry / "matrix.npz", indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int32),
+             shape=np.asarray(m.shape, np.int64))
+        fast = Incidence.load(entry, verify=False)
+        assert fast.fingerprint == checked.fingerprint == fast.compute_fingerprint()
+        assert (fast.matrix != checked.matrix).nnz == 0 and fast.matrix.indices.dtype == checked.matrix.indices.dtype
+        assert fast.matrix.indptr.tolist() == checked.matrix.indptr.tolist()
+    # the stored layout is read without zipfile's CRC check (verified before): a wrong CRC shows which path ran
+    np.savez(entry / "matrix.npz", indptr=m.indptr.astype(np.int64), indices=m.indices.astype(np.int32),
+             shape=np.asarray(m.shape, np.int64))
+    raw = bytearray((entry / "matrix.npz").read_bytes())
+    at = raw.find(b"PK\x01\x02")  # the first central directory record; its CRC-32 is at offset 16
+    raw[at + 16:at + 20] = bytes(4)
+    (entry / "matrix.npz").write_bytes(bytes(raw))
+    assert (Incidence.load(entry, verify=False).matrix != checked.matrix).nnz == 0
+    with pytest.raises(zipfile.BadZipFile):
+        Incidence.load(entry)
