@@ -7,7 +7,8 @@
    Zipf type frequencies, 128 types per sample as at 117K samples x 30K types x 15M nonzeros; the number of
    types grows as sqrt(n), Heaps' law), N = 8.5% of the pool (10K of 117K as in the paper) at 7 levels. Each
    size runs in a fresh child process (``bench_select.py --child``) that reports construction + pruning + 7
-   levels and its own peak RSS (VmHWM: loading the incidence, then the engine run; ``ru_maxrss`` would
+   levels (wall-clock and CPU time), the same again with the CSC view and hashes given as the feature cache gives
+   them ("cached"), and its own peak RSS (VmHWM: loading the incidence, then the engine run; ``ru_maxrss`` would
    include the generator's peak in the parent, which Linux carries across fork + exec). Printed with the growth ratios of time and of nonzeros between sizes: growth no
    worse than linear in nonzeros means time ratio <= nonzero ratio.
 2. Featurization: micro (tokenize with the target tokenizer) and macro (MiniLM embeddings) of the response side
