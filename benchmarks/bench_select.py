@@ -2,8 +2,23 @@
 
     python benchmarks/bench_select.py            # 117K samples, 30K types, ~15M nonzeros, N = 10K, 7 levels
     python benchmarks/bench_select.py --quick    # 20K samples, 6K types, ~2M nonzeros, N = 2K
+    python benchmarks/bench_select.py --cli-only # only step 0
 
 What it does:
+
+0. End to end through the CLI: a workspace with a pool of as many records (string ids ``rec-0000000``...) and
+   the generated incidence installed as its response-micro features, then ``divscope grid WS --strategies
+   response-micro --sizes N --levels 7 --seeds 0`` run in-process (``divscope.cli.main``) in fresh child
+   processes, with the time of each stage (exclusive of the stages nested in it): opening the pool, loading the
+   incidence, building the CSC view, hashing type names and record ids, the engine's construction, pruning,
+   the 7 levels (the sample kernel, which sorts each picked type's candidates lazily: "sorts" is measured apart,
+   as the first level's time minus the same level's again), writing the subsets and manifests, and the rest.
+   "new" is this checkout; "old" is the code of ``--old-ref`` (default: the commit this branch started from,
+   ``git merge-base HEAD main``), extracted with ``git archive`` into a temporary folder and run the same way
+   in the same session, so both see the same machine load. "new, cold" runs with no engine arrays in the
+   feature cache (they are built and stored), "new, cached" after that; old has nothing to cache. Each variant
+   runs ``--repeats`` times (default 3) and the best is reported; the subsets and manifests of old and new are
+   compared byte for byte.
 
 1. Generates the incidence with numpy: type t (frequency rank r = t + 1) gets f_t = min(n, C / r^a) draws of a
    uniformly random row (Zipf-distributed type frequencies, a = 1 by default); duplicates are dropped, and C is
@@ -31,6 +46,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,7 +121,7 @@ def child(path: str, n_select: int, seed: int) -> None:
     Engine(tiny, seed=0).select(10, 0.5)
     warm = time.perf_counter() - t
     misses = 0
-    for name in ("prune", "sample", "sort_column", "mix64"):
+    for name in ("prune", "sample", "sort_column", "mix64", "transpose"):
         stats = getattr(getattr(kernels, name), "stats", None)
         misses += sum(stats.cache_misses.values()) if stats is not None else 0
     cached = kernels.HAVE_NUMBA and misses == 0
@@ -118,7 +134,7 @@ def child(path: str, n_select: int, seed: int) -> None:
     reset = _reset_peak_rss()
     out: dict = {"warmup_s": warm, "numba_cache_present": cached, "rss_loaded_kib": rss_loaded,
                  "load_peak_kib": load_peak, "rss_after_load_kib": _vm("VmRSS"), "peak_reset": reset}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     eng = Engine(inc, seed=seed)
     out["construct_s"] = time.perf_counter() - t0
     t = time.perf_counter()
@@ -131,11 +147,179 @@ def child(path: str, n_select: int, seed: int) -> None:
         rows.append({"d": d, "k": sel.k, "pool": sel.pool_size, "covered": sel.types_covered,
                      "s": time.perf_counter() - t})
     out["levels"] = rows
-    out["total_s"] = time.perf_counter() - t0
+    out["total_s"], out["total_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
     out["k_min"], out["k_max"] = k_min, k_max
     out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out["engine_peak_kib"] = _vm("VmHWM") if reset else None
+    # What a later CLI call does: the seed-independent arrays (CSC, hashes) come from the feature cache.
+    arrays = eng.arrays()  # (read only by the engine: no copy needed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    again = Engine(inc, seed=seed, arrays=arrays)
+    again.k_range(n_select)
+    sels = [again.select(n_select, d) for d in LEVELS]
+    out["cached_total_s"], out["cached_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    assert sels == [eng.select(n_select, d) for d in LEVELS]
     print(json.dumps(out))
+
+
+CLI_CHILD = r"""
+import importlib, json, sys, time
+ws, out, n_select = sys.argv[1], sys.argv[2], sys.argv[3]
+import scipy.sparse as sp
+cli, featurize, workspace, engine, kernels, seeding, subsets, cached = (importlib.import_module(f"divscope.{m}") for m in (
+    "cli", "features.featurize", "io.workspace", "select.engine", "select.kernels", "select.seeding",
+    "select.subsets", "store.cached"))
+
+engine.Engine(sp.random(50, 8, density=0.3, random_state=0, format="csr").astype(bool)).select(10, 0.5)  # numba
+
+STACK, TIMES, CPU = [], {}, {}
+
+
+def wrap(owner, attr, label):
+    f = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+    if f is None:
+        return
+
+    def timed(*a, **k):
+        STACK.append([0.0, 0.0])
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            return f(*a, **k)
+        finally:
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            inner = STACK.pop()
+            TIMES[label] = TIMES.get(label, 0.0) + dt - inner[0]
+            CPU[label] = CPU.get(label, 0.0) + dc - inner[1]
+            if STACK:
+                STACK[-1][0] += dt
+                STACK[-1][1] += dc
+
+    setattr(owner, attr, timed)
+
+
+for owner, attr, label in [
+        (workspace.Pool, "__init__", "open pool"), (workspace, "fingerprint_rows", "open pool"),
+        (featurize, "load_incidence", "incidence load"), (cached, "cached_arrays", "engine arrays cache"),
+        (kernels, "transpose", "CSC"), (engine.Engine, "_csc", "CSC"),
+        (seeding, "hash_strings", "hashing"), (engine, "hash_strings", "hashing"),
+        (engine.Engine, "__init__", "engine construction"), (kernels, "prune", "pruning"),
+        (kernels, "sample", "levels"), (subsets, "write_subset", "writing")]:
+    wrap(owner, attr, label)
+t, cpu = time.perf_counter(), time.process_time()
+rc = cli.main(["grid", ws, "--strategies", "response-micro", "--sizes", n_select, "--levels", "7", "--seeds", "0",
+               "-o", out])
+total, cpu = time.perf_counter() - t, time.process_time() - cpu
+assert rc == 0, rc
+stages, cpu_stages = dict(TIMES), dict(CPU)
+# sorts: the first level picks every type for the first time; the same level again finds them sorted
+from divscope.select.strategies import Selector
+eng = Selector(ws).engine("response", "micro", 0)
+eng.k_range(int(n_select))
+t, c = time.perf_counter(), time.process_time()
+eng.select(int(n_select), 0.0)
+first, first_cpu = time.perf_counter() - t, time.process_time() - c
+t, c = time.perf_counter(), time.process_time()
+eng.select(int(n_select), 0.0)
+again, again_cpu = time.perf_counter() - t, time.process_time() - c
+print(json.dumps({"total": total, "cpu": cpu, "stages": stages, "cpu_stages": cpu_stages,
+                  "sorts": max(0.0, first - again), "sorts_cpu": max(0.0, first_cpu - again_cpu)}))
+"""
+
+STAGES = ("open pool", "incidence load", "engine arrays cache", "CSC", "hashing", "engine construction", "pruning",
+          "levels", "writing")
+
+
+def make_workspace(path: Path, m: sp.csr_matrix) -> Path:
+    """A workspace whose pool has ``m``'s rows as records (string ids) and ``m`` as its response-micro features."""
+    import divscope
+    from divscope.features.featurize import ENTRY_FILE, LATEST_FILE, features_dir
+    from divscope.features.incidence import Incidence
+    from divscope.store.atomic import write_json
+
+    src = path.with_suffix(".jsonl")
+    with open(src, "w", encoding="utf-8") as fh:
+        for i in range(m.shape[0]):
+            fh.write(json.dumps({"id": f"rec-{i:07d}", "instruction": f"question {i}", "response": f"answer {i}"})
+                     + "\n")
+    divscope.ingest(str(src), path)
+    ws = divscope.Workspace(path)
+    inc = Incidence(m, [f"tok{i}" for i in range(m.shape[1])], "micro", "response", {"synthetic": True},
+                    ws.pool.fingerprint)
+    d = features_dir(ws, "response", "micro")
+    inc.save(d / "bench")
+    write_json(d / "bench" / ENTRY_FILE, {"key": "bench", "level": "micro", "side": "response", "config": {},
+                                          "identity": "", "pool_fingerprint": ws.pool.fingerprint,
+                                          "incidence_fingerprint": inc.fingerprint, "extras": {}})
+    write_json(d / LATEST_FILE, {"key": "bench", "time": 0})
+    return d / "bench"
+
+
+def cli_run(src: str, ws: Path, out: Path, n_select: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": src, "DIVSCOPE_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-c", CLI_CHILD, str(ws), str(out), str(n_select)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def same_outputs(a: Path, b: Path) -> bool:
+    fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return fa == fb and all((a / f).read_bytes() == (b / f).read_bytes() for f in fa)
+
+
+def bench_cli(m: sp.csr_matrix, n_select: int, repeats: int, old_ref: str) -> None:
+    """Step 0 (see the module docstring): the CLI grid, new vs old, stage by stage."""
+    root = Path(__file__).resolve().parents[1]
+    ref = old_ref or subprocess.run(["git", "-C", str(root), "merge-base", "HEAD", "main"], capture_output=True,
+                                    text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        old_src = tmp_path / "old"
+        old_src.mkdir()
+        archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive.stdout, check=True)
+        t = time.perf_counter()
+        entry = make_workspace(tmp_path / "ws", m)
+        print(f"\nCLI grid, end to end: workspace of {m.shape[0]:,} records (string ids) with the incidence as its "
+              f"response-micro features, built in {time.perf_counter() - t:.1f} s; old = {ref[:10]}")
+        new_src = str(root / "src")
+        runs: dict[str, list[dict]] = {"old": [], "new, cold": [], "new, cached": []}
+        outs = {}
+        for i in range(repeats):
+            for name, src in (("old", str(old_src / "src")), ("new, cold", new_src), ("new, cached", new_src)):
+                if name == "new, cold":
+                    shutil.rmtree(entry / "engine", ignore_errors=True)
+                    (entry / "verified.json").unlink(missing_ok=True)
+                out = tmp_path / f"out-{name.replace(', ', '-')}-{i}"
+                runs[name].append(cli_run(src, tmp_path / "ws", out, n_select))
+                outs[name] = out
+        identical = same_outputs(outs["old"], outs["new, cold"]) and same_outputs(outs["old"], outs["new, cached"])
+    for clock, total, stages_key, sorts_key in (("wall-clock", "total", "stages", "sorts"),
+                                                 ("CPU (process time, all threads)", "cpu", "cpu_stages",
+                                                  "sorts_cpu")):
+        best = {name: min(rs, key=lambda r, k=total: r[k]) for name, rs in runs.items()}
+        names = list(best)
+        print(f"\n  divscope grid --strategies response-micro --sizes {n_select} --levels 7 --seeds 0: {clock} "
+              f"seconds, best of {repeats} runs each (each stage exclusive of those nested in it)")
+        print("  | stage | " + " | ".join(names) + " |")
+        print("  |---|" + "---|" * len(names))
+        for stage in STAGES:
+            print(f"  | {stage} | " + " | ".join(f"{best[n][stages_key].get(stage, 0.0):.3f}" for n in names) + " |")
+        print("  | sorts (part of levels) | " + " | ".join(f"{best[n][sorts_key]:.3f}" for n in names) + " |")
+        rest = {n: best[n][total] - sum(best[n][stages_key].values()) for n in names}
+        print("  | other (settings, grid.json, tables) | " + " | ".join(f"{rest[n]:.3f}" for n in names) + " |")
+        sel = {n: best[n][total] - best[n][stages_key].get("writing", 0.0) for n in names}
+        print("  | **selection (all but writing)** | " + " | ".join(f"**{sel[n]:.3f}**" for n in names) + " |")
+        print("  | **whole grid command** | " + " | ".join(f"**{best[n][total]:.3f}**" for n in names) + " |")
+        for n in names[1:]:
+            print(f"  {n} / old ({clock}): selection {sel[n] / sel['old']:.2f}x ({sel['old'] / sel[n]:.1f}x faster), "
+                  f"whole command {best[n][total] / best['old'][total]:.2f}x")
+    print(f"  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  subsets and manifests of old and new byte-identical: {identical}")
+    if not identical:
+        sys.exit("old and new selections differ")
 
 
 def time_reference(m: sp.csr_matrix, n_select: int, seed: int) -> tuple[float, float]:
@@ -160,6 +344,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sub", type=int, nargs=2, default=None, metavar=("M1", "M2"),
                     help="sizes of the two scaled-down pools for the reference (default 2500 5000; quick: 2000 4000)")
+    ap.add_argument("--cli-only", action="store_true", help="only the end-to-end CLI comparison (step 0)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per variant in step 0 (the best is reported)")
+    ap.add_argument("--old-ref", default="", help="git commit of the old code in step 0 [merge-base with main]")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--n-select", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,6 +365,9 @@ def main() -> None:
     print(f"incidence: {n} samples x {n_types} types, {m.nnz:,} nonzeros, {np.count_nonzero(col)} occurring "
           f"types, max column {col.max()}, median column {int(np.median(col))}, "
           f"mean types/sample {m.nnz / n:.1f} (generated in {gen_s:.1f} s)")
+    bench_cli(m, n_select, args.repeats, args.old_ref)
+    if args.cli_only:
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "inc.npz")
@@ -201,6 +391,8 @@ def main() -> None:
         print(f"  {r['d']:8.4f}  {r['k']:6d}  {r['pool']:10d}  {r['covered']:7d}  {r['s']:6.2f} s")
     print(f"  total (construction + pruning + 7 levels; the first level to pick a type also sorts its "
           f"candidates): {res['total_s']:.2f} s")
+    print(f"  the same with the CSC view and hashes given (as the feature cache gives them): "
+          f"{res['cached_total_s']:.2f} s")
     peak = max(res["peak_rss_kib"], res["rss_loaded_kib"])
     print(f"  peak RSS of the engine process: {peak / 2**20:.2f} GiB (loading the incidence "
           f"alone peaked at {res['rss_loaded_kib'] / 2**20:.2f} GiB)")

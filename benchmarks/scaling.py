@@ -7,7 +7,8 @@
    Zipf type frequencies, 128 types per sample as at 117K samples x 30K types x 15M nonzeros; the number of
    types grows as sqrt(n), Heaps' law), N = 8.5% of the pool (10K of 117K as in the paper) at 7 levels. Each
    size runs in a fresh child process (``bench_select.py --child``) that reports construction + pruning + 7
-   levels and its own peak RSS (VmHWM: loading the incidence, then the engine run; ``ru_maxrss`` would
+   levels (wall-clock and CPU time), the same again with the CSC view and hashes given as the feature cache gives
+   them ("cached"), and its own peak RSS (VmHWM: loading the incidence, then the engine run; ``ru_maxrss`` would
    include the generator's peak in the parent, which Linux carries across fork + exec). Printed with the growth ratios of time and of nonzeros between sizes: growth no
    worse than linear in nonzeros means time ratio <= nonzero ratio.
 2. Featurization: micro (tokenize with the target tokenizer) and macro (MiniLM embeddings) of the response side
@@ -58,7 +59,8 @@ def engine_at(n: int, seed: int) -> dict:
     else:
         peak = max(res["peak_rss_kib"], res["rss_loaded_kib"]) / 2**20
     return {"n": n, "types": shape[1], "nnz": nnz, "N": n_select, "generate_s": gen,
-            "engine_s": res["total_s"], "prune_s": res["prune_s"], "peak_gib": peak,
+            "engine_s": res["total_s"], "cached_s": res["cached_total_s"], "engine_cpu_s": res["total_cpu_s"],
+            "cached_cpu_s": res["cached_cpu_s"], "prune_s": res["prune_s"], "peak_gib": peak,
             "engine_own_gib": (res["engine_peak_kib"] - res["rss_after_load_kib"]) / 2**20
             if res.get("engine_peak_kib") else None}
 
@@ -107,13 +109,15 @@ def main() -> None:
         rows.append(r)
         print(f"  {n:>9,} samples done: {r['engine_s']:.2f} s, peak {r['peak_gib']:.2f} GiB", flush=True)
     print("\nselection engine (construction + pruning + 7 levels), paper-shaped synthetic incidence")
-    print("| samples | types | nonzeros | N | engine s | peak RSS GiB | engine's own GiB | time ratio | nonzero ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| samples | types | nonzeros | N | engine s | cached s | engine CPU s | cached CPU s | peak RSS GiB | "
+          "engine's own GiB | time ratio | nonzero ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(rows):
         tr = f"{r['engine_s'] / rows[i - 1]['engine_s']:.2f}x" if i else "-"
         nr = f"{r['nnz'] / rows[i - 1]['nnz']:.2f}x" if i else "-"
         own = f"{r['engine_own_gib']:.2f}" if r["engine_own_gib"] is not None else "-"
-        print(f"| {r['n']:,} | {r['types']:,} | {r['nnz']:,} | {r['N']:,} | {r['engine_s']:.2f} | "
+        print(f"| {r['n']:,} | {r['types']:,} | {r['nnz']:,} | {r['N']:,} | {r['engine_s']:.2f} | {r['cached_s']:.2f} | "
+              f"{r['engine_cpu_s']:.2f} | {r['cached_cpu_s']:.2f} | "
               f"{r['peak_gib']:.2f} | {own} | {tr} | {nr} |")
     if len(rows) >= 2:
         a, b = rows[-2], rows[-1]

@@ -42,3 +42,25 @@ def test_damaged_or_foreign_files_are_not_results(tmp_path: Path) -> None:
 def test_digest_is_canonical_and_sensitive() -> None:
     assert params_digest({"a": 1, "b": (1, 2)}) == params_digest({"b": [1, 2], "a": 1})
     assert params_digest({"a": 1}) != params_digest({"a": 1.5}) != params_digest({"a": "1"})
+
+
+def test_cached_arrays_reused_recomputed_when_damaged_and_replaced_for_other_params(tmp_path: Path) -> None:
+    import numpy as np
+
+    from divscope.store.cached import cached_arrays
+
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"a": np.arange(5) * len(calls), "b": np.ones(2, bool)}
+
+    first = cached_arrays(tmp_path / "c", {"v": 1}, compute)
+    again = cached_arrays(tmp_path / "c", {"v": 1}, compute)
+    assert len(calls) == 1 and again["a"].tolist() == first["a"].tolist() and again["b"].dtype == np.bool_
+    (entry,) = (tmp_path / "c").iterdir()
+    (entry / "a.npy").write_bytes(b"\x93NUMPY cut short")
+    assert cached_arrays(tmp_path / "c", {"v": 1}, compute)["a"].tolist() == [0, 2, 4, 6, 8] and len(calls) == 2
+    cached_arrays(tmp_path / "c", {"v": 2}, compute)
+    assert len(calls) == 3 and [p.name for p in (tmp_path / "c").iterdir()] != [entry.name]
+    assert len(list((tmp_path / "c").iterdir())) == 1  # the other params' arrays replaced

@@ -439,3 +439,61 @@ def test_missing_numba_warns_once_and_gives_the_same_ids():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # with numba installed: no warning at all
         assert got["ids"] == [Engine(m, seed=s).select(10, d).ids.tolist() for s in (0, 1) for d in (0.0, 1.0)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The seed-independent arrays (CSC view, hashes): built by the parallel transpose, restricted to a sub-pool, given
+# back to a new engine; and one engine serving every seed.
+# --------------------------------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(m=incidences(max_samples=40, max_types=12), chunks=st.integers(1, 7))
+def test_transpose_is_scipys_sorted_csc(m, chunks):
+    from divscope.select import kernels
+
+    cindptr, crows = kernels.transpose(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.shape[1], chunks)
+    csc = m.tocsc()
+    csc.sort_indices()
+    assert cindptr.tolist() == csc.indptr.tolist() and crows.tolist() == csc.indices.tolist()
+
+
+@SETTINGS
+@given(m=incidences(), seed=st.integers(0, 2**31), data=st.data())
+def test_given_and_restricted_arrays_select_what_a_fresh_engine_does(m, seed, data):
+    from divscope.select.engine import restrict_arrays
+
+    keys = [f"rec-{i}" for i in range(m.shape[0])]
+    full = Engine(m, seed=seed, sample_keys=keys)
+    rows = np.asarray(sorted(data.draw(st.sets(st.integers(0, m.shape[0] - 1), min_size=1))), np.int64)
+    if data.draw(st.booleans()):
+        rows = rows[::-1].copy()  # a sub-pool in another order: the CSC is left to the engine
+    sub = restrict_arrays(full.arrays(), rows, m.shape[0])
+    assert ("crows" in sub) == (len(rows) < 2 or bool(np.all(np.diff(rows) > 0)))
+    fresh = Engine(m[rows], seed=seed, sample_keys=[keys[i] for i in rows])
+    given_ = Engine(m[rows], seed=seed, sample_keys=[keys[i] for i in rows], arrays=sub)
+    assert all(np.array_equal(given_.arrays()[k], fresh.arrays()[k]) for k in ("cindptr", "crows", "key_hash"))
+    n = data.draw(st.integers(1, len(rows)))
+    for d in (0.0, 0.5, 1.0):
+        assert given_.select(n, d, typeless="include") == fresh.select(n, d, typeless="include")
+
+
+def test_arrays_of_another_incidence_are_refused():
+    same_shape = Engine(sp.csr_matrix(np.ones(HAND.shape, bool))).arrays()  # 24 nonzeros, HAND has 9
+    with pytest.raises(ValueError, match="CSC of another matrix"):
+        Engine(HAND, arrays=same_shape)
+    wider = Engine(sp.random(6, 7, density=0.5, random_state=1, format="csr").astype(bool)).arrays()
+    with pytest.raises(ValueError, match="hashes of another pool"):
+        Engine(HAND, arrays={"type_hash": wider["type_hash"]})
+
+
+def test_one_engine_serves_every_seed():
+    """``for_seed`` views share the prunings and candidate orders and select exactly what fresh engines do."""
+    m = sp.random(60, 12, density=0.25, random_state=3, format="csr").astype(bool)
+    base = Engine(m, seed=0)
+    views = {s: base.for_seed(s) for s in (0, 1, 5)}
+    for s, view in views.items():
+        assert view.seed == s
+        assert [view.select(20, d) for d in LEVELS] == [Engine(m, seed=s).select(20, d) for d in LEVELS]
+    assert len({id(v._prunings) for v in views.values()} | {id(base._prunings)}) == 1
+    assert sorted(seed for seed, _ in base._prunings) == [0, 1, 5]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,8 @@ class Incidence:
             m = sp.csr_matrix((m.data, m.indices.astype(np.int32), m.indptr.astype(np.int32)), shape=m.shape,
                               copy=False)
         m.sum_duplicates()
-        m.eliminate_zeros()
+        if not m.data.all():  # (a pass over the data is cheaper than scipy's over the index arrays)
+            m.eliminate_zeros()
         m.sort_indices()
         object.__setattr__(self, "matrix", m)
         if m.shape[1] != len(self.type_names):
@@ -95,17 +98,55 @@ class Incidence:
         return directory
 
     @staticmethod
-    def load(directory: str | Path) -> Incidence:
+    def load(directory: str | Path, verify: bool = True) -> Incidence:
+        """The incidence saved in ``directory``; ``verify``: recompute its fingerprint and compare it with the
+        recorded one (ValueError if they differ); without, the recorded fingerprint is taken as it is."""
         directory = Path(directory)
         meta = json.loads((directory / "incidence.json").read_text(encoding="utf-8"))
-        with np.load(directory / "matrix.npz", allow_pickle=False) as z:
-            shape = tuple(int(x) for x in z["shape"])
-            indices, indptr = z["indices"], z["indptr"]
-            if max(len(indices), *shape) < 2**31:  # int32 like indices, or scipy widens both to int64
-                indptr = indptr.astype(np.int32)
-            m = sp.csr_matrix((np.ones(len(indices), np.bool_), indices, indptr), shape=shape, copy=False)
+        z = _read_npz(directory / "matrix.npz", checked=verify)
+        shape = tuple(int(x) for x in z["shape"])
+        indices, indptr = z["indices"], z["indptr"]
+        if max(len(indices), *shape) < 2**31:  # int32 like indices, or scipy widens both to int64
+            indptr = indptr.astype(np.int32)
+        m = sp.csr_matrix((np.ones(len(indices), np.bool_), indices, indptr), shape=shape, copy=False)
+        if not verify:  # as saved: the canonical matrix whose fingerprint was checked before
+            m.has_canonical_format = True
         inc = Incidence(m, meta["type_names"], meta["level"], meta["side"], meta["config"],
-                        meta["pool_fingerprint"], "")
+                        meta["pool_fingerprint"], "" if verify else meta["fingerprint"])
         if inc.fingerprint != meta["fingerprint"]:
             raise ValueError(f"{directory}: incidence fingerprint mismatch (corrupted cache entry)")
         return inc
+
+
+def _read_npz(path: Path, checked: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``. ``checked=False``: members stored uncompressed (as ``np.savez`` writes them) are
+    read straight from their offsets, without zipfile's CRC pass (the caller has verified the file before and
+    knows it unchanged); anything else goes through ``np.load``."""
+    if not checked:
+        try:
+            out = {}
+            with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+                for info in zf.infolist():
+                    if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                        raise ValueError(info.filename)
+                    fh.seek(info.header_offset)
+                    header = fh.read(30)
+                    if header[:4] != b"PK\x03\x04":
+                        raise ValueError(info.filename)
+                    name_len, extra_len = struct.unpack("<HH", header[26:30])
+                    fh.seek(info.header_offset + 30 + name_len + extra_len)
+                    version = np.lib.format.read_magic(fh)
+                    shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                             else np.lib.format.read_array_header_2_0)(fh)
+                    if fortran or dtype.hasobject:
+                        raise ValueError(info.filename)
+                    count = int(np.prod(shape))
+                    arr = np.fromfile(fh, dtype=dtype, count=count)
+                    if arr.size != count:
+                        raise ValueError(info.filename)
+                    out[info.filename[:-4]] = arr.reshape(shape)
+            return out
+        except (ValueError, OSError, zipfile.BadZipFile):
+            pass
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}

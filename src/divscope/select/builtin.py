@@ -48,7 +48,7 @@ class DiversityStrategy:
     def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
                **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
         engine = context.engine(self.side, self.level, seed)
-        sel = engine.select(n, d, **{k: options.get(k, v) for k, v in ENGINE_DEFAULTS.items()})
+        sel = engine.select(n, d, seed, **{k: options.get(k, v) for k, v in ENGINE_DEFAULTS.items()})
         inc = context.incidence(self.side, self.level)
         info = {"k": sel.k, "k_min": sel.k_min, "k_max": sel.k_max, "pool_size": sel.pool_size,
                 "types_covered": sel.types_covered, "features_fingerprint": inc.fingerprint,

@@ -17,6 +17,7 @@ Randomness is a pure function of the seed and of type names / sample keys (``div
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Callable
@@ -31,7 +32,8 @@ from divscope.select import kernels
 from divscope.select.arguments import check_d, check_n, check_seed
 from divscope.select.seeding import hash_strings, key_hashes, mix, salts, sample_rank, type_rank
 
-__all__ = ["PRUNINGS", "SPACINGS", "TYPELESS", "Engine", "Selection", "check_option", "coverage_k", "level_to_k"]
+__all__ = ["ENGINE_ARRAYS", "PRUNINGS", "SPACINGS", "TYPELESS", "Engine", "Selection", "check_option", "coverage_k",
+           "level_to_k", "restrict_arrays"]
 
 TYPELESS = ("exclude", "include")
 SPACINGS = ("k", "coverage")
@@ -139,16 +141,48 @@ def _coerce_matrix(incidence: Any) -> tuple[sp.csr_matrix, list[str], str]:
     raise TypeError(f"Engine needs an Incidence (or a sparse/dense sample x type matrix), got {type(incidence)}")
 
 
+# What an engine derives from its incidence and sample keys alone, whatever the seed: the CSC view and the
+# identity hashes. ``Engine.arrays()`` gives them, ``Engine(..., arrays=...)`` takes them back (the Selector
+# keeps them in the feature cache, beside the incidence they were built from).
+ENGINE_ARRAYS = ("cindptr", "crows", "type_hash", "key_hash")
+
+
+def _threads() -> int:
+    try:
+        import numba
+
+        return int(numba.get_num_threads())
+    except ImportError:  # pragma: no cover - plain-Python kernels
+        return 1
+
+
+def restrict_arrays(arrays: dict[str, np.ndarray], rows: np.ndarray, n_pool: int) -> dict[str, np.ndarray]:
+    """The engine arrays of the sub-pool ``rows`` (distinct pool rows) from those of the whole pool. The CSC is
+    filtered in one pass when ``rows`` ascend; otherwise it is left out (the engine builds it)."""
+    rows = np.asarray(rows, np.int64)
+    out = {"type_hash": arrays["type_hash"], "key_hash": np.ascontiguousarray(arrays["key_hash"][rows])}
+    if len(rows) < 2 or bool(np.all(rows[1:] > rows[:-1])):
+        local = np.full(n_pool, -1, np.int64)
+        local[rows] = np.arange(len(rows), dtype=np.int64)
+        out["cindptr"], out["crows"] = kernels.restrict_columns(arrays["cindptr"], arrays["crows"], local)
+    return out
+
+
 class Engine:
     """Reverse greedy pruning + type-aware sampling over one incidence.
 
     The pruning (per seed and mode) and the seeded candidate orders are computed once, lazily, and cached on the
     object; every ``select`` after that is one pass over the nonzeros of pool(k) (coverage spacing: a few).
+    ``for_seed(s)`` is a view with another default seed that shares all of it (one engine serves every seed).
+
+    ``arrays``: the seed-independent arrays (``ENGINE_ARRAYS``, from ``arrays()`` of an engine over the same
+    incidence and sample keys), so that they are not rebuilt; any left out are computed.
     """
 
     def __init__(self, incidence: Any, seed: int = 0, sample_keys: Any = None, *, typeless: str = "exclude",
-                 pruning: str = "types", spacing: str = "k") -> None:
+                 pruning: str = "types", spacing: str = "k", arrays: dict[str, np.ndarray] | None = None) -> None:
         m, names, self.label = _coerce_matrix(incidence)
+        arrays = arrays or {}
         self.seed = check_seed(seed)
         self.typeless = check_option("typeless", typeless, TYPELESS)
         self.pruning = check_option("pruning", pruning, PRUNINGS)
@@ -158,27 +192,38 @@ class Engine:
         self.type_names = names
         self._indptr = np.ascontiguousarray(m.indptr, dtype=np.int64)
         self._indices = np.ascontiguousarray(m.indices, dtype=np.int32)  # type ids (n_types < 2**31)
-        self._counts = np.bincount(self._indices, minlength=self.n_types).astype(np.int64)
-        self._cindptr: np.ndarray | None = None
-        self._crows: np.ndarray | None = None
-        self._type_hash = hash_strings(names)
-        self._key_hash = key_hashes(sample_keys, self.n_samples)
+        if "cindptr" in arrays and "crows" in arrays:
+            self._cindptr = np.ascontiguousarray(arrays["cindptr"], dtype=np.int64)
+            self._crows = np.ascontiguousarray(arrays["crows"], dtype=np.int32)  # row ids (n_samples < 2**31)
+            if len(self._cindptr) != self.n_types + 1 or len(self._crows) != len(self._indices):
+                raise ValueError("engine arrays do not fit the incidence (CSC of another matrix)")
+        else:
+            self._cindptr, self._crows = kernels.transpose(self._indptr, self._indices, self.n_types, _threads())
+        self._counts = np.diff(self._cindptr)
+        self._type_hash = arrays["type_hash"] if "type_hash" in arrays else hash_strings(names)
+        self._key_hash = arrays["key_hash"] if "key_hash" in arrays else key_hashes(sample_keys, self.n_samples)
+        if len(self._type_hash) != self.n_types or len(self._key_hash) != self.n_samples:
+            raise ValueError("engine arrays do not fit the incidence (hashes of another pool)")
         self._typeless = np.flatnonzero(np.diff(self._indptr) == 0).astype(np.int64)
         self._prunings: dict[tuple[int, str], _Pruning] = {}
         self._candidates: dict[int, tuple] = {}
         self._covered: dict[tuple, dict[int, int]] = {}
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The seed-independent arrays (``ENGINE_ARRAYS``): what ``Engine(..., arrays=...)`` takes back."""
+        return {"cindptr": self._cindptr, "crows": self._crows, "type_hash": self._type_hash,
+                "key_hash": self._key_hash}
+
+    def for_seed(self, seed: int) -> Engine:
+        """This engine with another default seed, sharing every cached pruning and candidate order."""
+        view = copy.copy(self)
+        view.seed = check_seed(seed)
+        return view
+
     # -- cached structures ---------------------------------------------------------------------------------
 
     def _csc(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._cindptr is None:
-            csr = sp.csr_matrix((np.ones(len(self._indices), np.bool_), self._indices, self._indptr),
-                                shape=(self.n_samples, self.n_types))
-            csc = csr.tocsc()
-            csc.sort_indices()
-            self._cindptr = np.ascontiguousarray(csc.indptr, dtype=np.int64)
-            self._crows = np.ascontiguousarray(csc.indices, dtype=np.int32)  # row ids (n_samples < 2**31)
-        return self._cindptr, self._crows  # type: ignore[return-value]
+        return self._cindptr, self._crows
 
     def _pruning(self, seed: int | None = None, pruning: str | None = None) -> _Pruning:
         seed = self.seed if seed is None else check_seed(seed)
@@ -206,8 +251,8 @@ class Engine:
 
     def _candidate_order(self, seed: int) -> tuple:
         """Seeded candidate state for ``seed``: (crows_sorted, is_sorted, skey, tkey, typeless_sorted). Columns of
-        ``crows_sorted`` are put in candidate order lazily (first pick of the type) and stay sorted for every
-        later level; the two most recent seeds are kept."""
+        ``crows_sorted`` (allocated empty) are written in candidate order lazily (first pick of the type) and stay
+        sorted for every later level; the two most recent seeds are kept."""
         got = self._candidates.get(seed)
         if got is None:
             _, crows = self._csc()
@@ -216,7 +261,7 @@ class Engine:
             tkey = mix(self._type_hash ^ seed_salts[2])
             tl = self._typeless
             typeless_sorted = tl[np.lexsort((tl, mix(skey[tl] ^ seed_salts[3])))] if len(tl) else tl
-            got = (crows.copy(), np.zeros(self.n_types, np.bool_), skey, tkey, typeless_sorted)
+            got = (np.empty_like(crows), np.zeros(self.n_types, np.bool_), skey, tkey, typeless_sorted)
             if len(self._candidates) >= 2:
                 self._candidates.pop(next(iter(self._candidates)))
             self._candidates[seed] = got
@@ -230,8 +275,8 @@ class Engine:
         crows_sorted, is_sorted, skey, tkey, typeless_sorted = self._candidate_order(seed)
         if typeless == "exclude":
             typeless_sorted = typeless_sorted[:0]
-        cindptr, _ = self._csc()
-        return kernels.sample(self._indptr, self._indices, cindptr, crows_sorted, is_sorted, skey, tkey,
+        cindptr, crows = self._csc()
+        return kernels.sample(self._indptr, self._indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
                               pr.removal_step, pr.leave_step, pr.tie_rank, pr.k_max - k, n, typeless_sorted)
 
     # -- public API ------------------------------------------------------------------------------------------

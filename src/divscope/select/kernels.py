@@ -22,7 +22,7 @@ NUMBA_MISSING = ("numba is not installed: the selection engine runs its kernels 
                  "tens of times slower on large pools); pip install numba (or divscope[features])")
 
 try:  # pragma: no cover - exercised implicitly
-    from numba import njit
+    from numba import njit, prange
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - tests/test_engine.py runs this branch in a subprocess
@@ -47,6 +47,8 @@ except ImportError:  # pragma: no cover - tests/test_engine.py runs this branch 
         if len(args) == 1 and callable(args[0]) and not kwargs:
             return _plain(args[0])
         return _plain
+
+    prange = range
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,14 +268,17 @@ def mix64(z):
 
 
 @njit(cache=True)
-def sort_column(cindptr, crows_sorted, skey, tkey, t):
-    """Order type t's CSC segment of ``crows_sorted`` (in place) by ``mix64(skey[s] ^ tkey[t])``, ascending;
-    stable, so samples with equal keys keep ascending row order."""
+def sort_column(cindptr, crows, crows_sorted, skey, tkey, t):
+    """Write type t's CSC segment of ``crows`` (rows ascending) into the same segment of ``crows_sorted``,
+    ordered by ``mix64(skey[s] ^ tkey[t])``, ascending; stable, so samples with equal keys keep ascending row
+    order. Only the segments of types the sampler picks are ever written (``crows_sorted`` starts empty)."""
     a = cindptr[t]
     b = cindptr[t + 1]
     if b - a < 2:
+        for i in range(a, b):
+            crows_sorted[i] = crows[i]
         return
-    seg = crows_sorted[a:b].copy()
+    seg = crows[a:b]
     prio = mix64(skey[seg] ^ tkey[t])
     o = np.argsort(prio, kind="mergesort")
     for i in range(b - a):
@@ -281,13 +286,13 @@ def sort_column(cindptr, crows_sorted, skey, tkey, t):
 
 
 @njit(cache=True)
-def sample(indptr, indices, cindptr, crows_sorted, is_sorted, skey, tkey, removal_step, leave_step, tie_rank,
-           threshold, n, typeless_sorted):
+def sample(indptr, indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey, removal_step, leave_step,
+           tie_rank, threshold, n, typeless_sorted):
     """Type-aware sampling from pool(k), with ``threshold = k_max - k``.
 
     A sample s is in the pool iff ``leave_step[s] >= threshold``; the pool's types are those with
     ``removal_step >= threshold``. Each type's carriers are walked in its seeded candidate order (the CSC segment
-    of ``crows_sorted``, sorted lazily by ``sort_column`` the first time the type is picked and flagged in
+    of ``crows_sorted``, written from ``crows`` by ``sort_column`` the first time the type is picked and flagged in
     ``is_sorted``; both persist across calls with the same seed). A pointer per type skips samples outside the
     pool or already chosen: a uniform choice among the unchosen candidates, see docs/engine.md. A lazy min-heap
     keyed by ``c[t] * n_types + tie_rank[t]`` holds each live type once: a popped entry whose key is stale (c[t]
@@ -329,7 +334,7 @@ def sample(indptr, indices, cindptr, crows_sorted, is_sorted, skey, tkey, remova
             continue
         # walk t's candidate list to its next unchosen pool sample
         if not is_sorted[t]:
-            sort_column(cindptr, crows_sorted, skey, tkey, t)
+            sort_column(cindptr, crows, crows_sorted, skey, tkey, t)
             is_sorted[t] = True
         j = ptr[t]
         end = cindptr[t + 1]
@@ -361,3 +366,65 @@ def sample(indptr, indices, cindptr, crows_sorted, is_sorted, skey, tkey, remova
         m += 1
         i += 1
     return ids[:m], c
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building the CSC view (type -> samples) of the CSR incidence, and restricting it to a sub-pool.
+# ----------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True)
+def transpose(indptr, indices, n_cols, n_chunks):
+    """CSC of a CSR pattern: ``(cindptr int64[n_cols + 1], crows int32[nnz])``, rows ascending in every column
+    (what ``scipy.sparse.csr_matrix.tocsc`` + ``sort_indices`` give).
+
+    A counting sort in ``n_chunks`` row chunks run in parallel: each chunk counts its column entries, a prefix
+    sum over (column, chunk) gives every chunk its slot in every column, and each chunk fills its slots in row
+    order; chunks are in row order, so every column comes out ascending."""
+    n_rows = indptr.shape[0] - 1
+    n_chunks = max(1, min(n_chunks, n_rows))
+    bounds = np.empty(n_chunks + 1, np.int64)
+    for c in range(n_chunks + 1):
+        bounds[c] = n_rows * c // n_chunks
+    counts = np.zeros((n_chunks, n_cols), np.int64)
+    for c in prange(n_chunks):
+        for r in range(bounds[c], bounds[c + 1]):
+            for q in range(indptr[r], indptr[r + 1]):
+                counts[c, indices[q]] += 1
+    cindptr = np.empty(n_cols + 1, np.int64)
+    total = 0
+    for t in range(n_cols):
+        cindptr[t] = total
+        for c in range(n_chunks):
+            k = counts[c, t]
+            counts[c, t] = total
+            total += k
+    cindptr[n_cols] = total
+    crows = np.empty(total, np.int32)
+    for c in prange(n_chunks):
+        slot = counts[c]
+        for r in range(bounds[c], bounds[c + 1]):
+            for q in range(indptr[r], indptr[r + 1]):
+                t = indices[q]
+                crows[slot[t]] = r
+                slot[t] += 1
+    return cindptr, crows
+
+
+@njit(cache=True)
+def restrict_columns(cindptr, crows, local):
+    """The CSC of a row subset: ``local[s]`` = the new row id of pool row s, -1 where s is left out. The
+    subset's row ids must increase with the pool's (a sorted subset), so columns stay ascending."""
+    n_cols = cindptr.shape[0] - 1
+    out_ptr = np.empty(n_cols + 1, np.int64)
+    out = np.empty(crows.shape[0], np.int32)
+    m = 0
+    for t in range(n_cols):
+        out_ptr[t] = m
+        for j in range(cindptr[t], cindptr[t + 1]):
+            r = local[crows[j]]
+            if r >= 0:
+                out[m] = r
+                m += 1
+    out_ptr[n_cols] = m
+    return out_ptr, out[:m].copy()

@@ -10,6 +10,7 @@ their local rows back to pool rows. ``eligible`` restricts the pool first (lengt
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,8 @@ class Selector:
         self.ids = self.pool.ids
         self.rows = _eligible_rows(eligible, len(self.ids))
         self.sample_ids = [self.ids[i] for i in self.rows]
-        self._engines: dict[tuple[str, str, int], Engine] = {}
+        self._engines: dict[tuple[str, str], Engine] = {}
+        self._arrays: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._incidences: dict[tuple[str, str], Incidence] = {}
         self._embeddings: dict[str, np.ndarray] = {}
 
@@ -96,17 +98,44 @@ class Selector:
         return key
 
     def engine(self, side: str, level: str, seed: int) -> Engine:
-        """The engine over the eligible rows of the (side, level) incidence, keyed to record ids."""
-        key = (side, level, seed)
+        """The engine over the eligible rows of the (side, level) incidence, keyed to record ids: one per (side,
+        level), shared by every seed (``Engine.for_seed``)."""
+        key = (side, level)
         if key not in self._engines:
-            from divscope.select.engine import Engine
+            self._engines[key] = self._new_engine(side, level)
+        return self._engines[key].for_seed(seed)
 
-            inc = self.incidence(side, level)
-            if len(self.rows) != inc.n_samples or np.any(self.rows != np.arange(inc.n_samples)):
-                inc = Incidence(inc.matrix[self.rows], inc.type_names, inc.level, inc.side, inc.config,
-                                inc.pool_fingerprint)
-            self._engines[key] = Engine(inc, seed=seed, sample_keys=self.sample_ids)
-        return self._engines[key]
+    def _new_engine(self, side: str, level: str) -> Engine:
+        from divscope.select.engine import Engine, restrict_arrays
+
+        inc = self.incidence(side, level)
+        arrays = self.engine_arrays(side, level)
+        if len(self.rows) != inc.n_samples or np.any(self.rows != np.arange(inc.n_samples)):
+            arrays = restrict_arrays(arrays, self.rows, inc.n_samples)
+            sub = hashlib.sha256(inc.fingerprint.encode() + self.rows.tobytes()).hexdigest()[:16]
+            inc = Incidence(inc.matrix[self.rows], inc.type_names, inc.level, inc.side, inc.config,
+                            inc.pool_fingerprint, sub)
+        try:
+            return Engine(inc, sample_keys=self.sample_ids, arrays=arrays)
+        except ValueError:  # pragma: no cover - arrays of another incidence in the cache: rebuild them
+            return Engine(inc, sample_keys=self.sample_ids)
+
+    def engine_arrays(self, side: str, level: str) -> dict[str, np.ndarray]:
+        """The engine's seed-independent arrays (CSC view, type and record-id hashes) over the whole pool, kept
+        in the features' cache entry under ``engine/`` and keyed to the incidence and pool fingerprints."""
+        from divscope.features.featurize import entry_path
+        from divscope.select.engine import Engine
+        from divscope.store.cached import cached_arrays
+
+        if (side, level) in self._arrays:
+            return self._arrays[(side, level)]
+        inc = self.incidence(side, level)
+        params = {"what": "engine arrays", "version": 1, "incidence_fingerprint": inc.fingerprint,
+                  "pool_fingerprint": self.pool.fingerprint, "sample_keys": "record ids"}
+        arrays = cached_arrays(entry_path(self.ws, side, level, self.feature_key(side, level)) / "engine", params,
+                               lambda: Engine(inc, sample_keys=self.ids).arrays())
+        self._arrays[(side, level)] = arrays
+        return arrays
 
     def embeddings(self, side: str) -> np.ndarray:
         if side not in self._embeddings:

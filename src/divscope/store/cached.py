@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from divscope.store.atomic import write_json
+import numpy as np
+
+from divscope.store.atomic import atomic_path, write_json
 
 
 def params_digest(params: dict[str, Any]) -> str:
@@ -50,3 +53,34 @@ def cached_result(path: str | Path, params: dict[str, Any], compute: Callable[[]
     result = {**compute(), **params}
     write_json(path, result)
     return result
+
+
+def cached_arrays(directory: str | Path, params: dict[str, Any],
+                  compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Named arrays kept in ``directory/<digest of params>/`` (one ``.npy`` per array), else ``compute()``d and
+    stored there, replacing what ``directory`` held for other params.
+
+    For derived data that is only ever a speed-up (its params digest names everything it depends on): an
+    unreadable entry is computed again, and a store that cannot be written (a read-only workspace) is skipped.
+    """
+    directory = Path(directory)
+    entry = directory / params_digest(params)[:20]
+    try:
+        names = json.loads((entry / "arrays.json").read_text(encoding="utf-8"))["names"]
+        return {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in names}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    arrays = compute()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.iterdir():
+            if old.is_dir() and old.name != entry.name and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+        with atomic_path(entry) as tmp:
+            tmp.mkdir()
+            for name, arr in arrays.items():
+                np.save(tmp / f"{name}.npy", np.asarray(arr), allow_pickle=False)
+            write_json(tmp / "arrays.json", {"names": sorted(arrays), **params})
+    except OSError:
+        pass
+    return arrays
