@@ -198,6 +198,8 @@ def engine_options(cell_cpus: bool = False) -> Callable[[Any], Any]:
     """``--engine``, ``--ray-address``, ``--ray-cpus`` (and ``--cell-cpus`` for run) as one click decorator."""
     import click
 
+    from divscope.settings import choice
+
     def deco(f: Any) -> Any:
         if cell_cpus:
             f = click.option("--cell-gpus", type=int, default=None,
@@ -211,7 +213,7 @@ def engine_options(cell_cpus: bool = False) -> Callable[[Any], Any]:
                               "(default: all).")(f)
         f = click.option("--ray-address", default=None,
                          help="ray: an existing cluster (auto, or ray://HEAD:10001); default: start a local one.")(f)
-        return click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+        return click.option("--engine", type=choice(ENGINES), default="local", show_default=True,
                             help="Where the per-sample work runs: this process, or a Ray cluster (same results; "
                                  "see README, 'Running on a cluster').")(f)
 

@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,7 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
         except Exception:
             pass
     if not compute:
-        raise MissingFeaturesError(f"no {side} embeddings in {ws.path}: run `divscope featurize {ws.path} "
+        raise MissingFeaturesError(f"no {side} embeddings in {ws.path}: run `divscope featurize {shlex.quote(str(ws.path))} "
                             f"--level macro --side {side}` first")
     if texts is None:
         texts = ws.pool.texts(side)
