@@ -31,7 +31,9 @@ ENGINES = ("local", "ray")
 
 
 class ChunkTask(Protocol):
-    """A picklable unit of per-chunk work; ``setup`` loads models once per worker."""
+    """A picklable unit of per-chunk work; ``setup`` loads models once per worker. A task with a ``progress``
+    attribute reports its work within a chunk (e.g. per model batch): run locally, it is set to a callable
+    taking a count of texts done, and the bar moves as they are done rather than once per chunk."""
 
     uses_gpu: bool
 
@@ -104,9 +106,25 @@ def _local_map(task: ChunkTask, chunks: Sequence[list[str]], description: str, s
     if chunks:
         task.setup()
     with progress_bar(description, sum(sizes)) as advance:
-        for chunk, n in zip(chunks, sizes, strict=True):
-            yield task(chunk)
-            advance(n)
+        reported = 0
+
+        def report(k: int) -> None:
+            nonlocal reported
+            reported += k
+            advance(k)
+
+        if hasattr(task, "progress"):
+            task.progress = report
+        try:
+            for chunk, n in zip(chunks, sizes, strict=True):
+                reported = 0
+                result = task(chunk)
+                if n > reported:  # the rest of the chunk (all of it for a task that does not report)
+                    advance(n - reported)
+                yield result
+        finally:
+            if hasattr(task, "progress"):
+                task.progress = None
 
 
 # --------------------------------------------------------------------------------------------------- ray

@@ -32,6 +32,7 @@ import json
 import math
 import shlex
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,7 @@ class _Embed:
         self.batch_size = batch_size
         self.uses_gpu = isinstance(embedder, str)
         self._model: Any = None
+        self.progress: Callable[[int], None] | None = None  # texts done, per model batch (set by the backend)
 
     def setup(self) -> None:
         self._model = models.load_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
@@ -160,9 +162,18 @@ class _Embed:
     def __call__(self, chunk: list[str]) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            return np.asarray(self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
-                                                 convert_to_numpy=True, show_progress_bar=False), np.float32)
+        hook = None
+        if self.progress is not None and hasattr(self._model, "register_forward_hook"):
+            # one call per batch that encode forms itself: the batches, and so the bytes, are encode's own
+            report = self.progress
+            hook = self._model.register_forward_hook(lambda _m, _a, out: report(len(out["sentence_embedding"])))
+        try:
+            with torch.inference_mode():
+                return np.asarray(self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
+                                                     convert_to_numpy=True, show_progress_bar=False), np.float32)
+        finally:
+            if hook is not None:
+                hook.remove()
 
 
 def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = BATCH_SIZE,

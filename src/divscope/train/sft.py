@@ -158,6 +158,9 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
+    from divscope.train.progress import step_progress
+
+    trainer.add_callback(step_progress(f"train {run.name}: steps"))
     resume = _last_checkpoint(ckpt_dir)
     t0 = time.perf_counter()
     if _finished_checkpoint(resume, cfg.max_steps):
