@@ -138,3 +138,16 @@ def test_suggested_commands_quote_paths_with_spaces(ws, tmp_path, capfd) -> None
     empty = tmp_path / "no pool here"
     msg = one_error(capfd, "select", empty, "-s", "random", "-n", 5, "-o", tmp_path / "a.jsonl")
     assert shlex.split(msg.split("`")[1])[-1] == str(empty), msg
+
+
+def test_too_few_after_the_evaluation_overlap_names_it(ws) -> None:
+    """A study's evaluation-overlap exclusion (given rows) is named like the other filters (a study is too slow to
+    run here; ``run_grid_settings`` passes the same ``eligible_label``)."""
+    from divscope.errors import DivscopeError
+    from divscope.select.eligibility import eligibility, select_eligible
+
+    elig = eligibility(ws, list(range(200)), base_label="no evaluation overlap")
+    with pytest.raises(DivscopeError) as e:
+        select_eligible(Selector(Workspace(ws), elig.mask), elig, "random", 220, None, 0)
+    assert str(e.value) == ("cannot select 220 samples: the eligibility filters leave 200 (pool 240 -> no evaluation "
+                            "overlap: 200); choose a smaller --size or a larger pool")
