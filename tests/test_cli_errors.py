@@ -151,3 +151,9 @@ def test_too_few_after_the_evaluation_overlap_names_it(ws) -> None:
         select_eligible(Selector(Workspace(ws), elig.mask), elig, "random", 220, None, 0)
     assert str(e.value) == ("cannot select 220 samples: the eligibility filters leave 200 (pool 240 -> no evaluation "
                             "overlap: 200); choose a smaller --size or a larger pool")
+
+
+def test_a_spec_takes_fractions_as_levels() -> None:
+    from divscope.experiment.spec import parse_spec
+
+    assert parse_spec({"selection": {"levels": [0, "1/6", 0.5]}}).selection.levels == [0.0, 1 / 6, 0.5]
