@@ -88,7 +88,10 @@ def test_training_reports_its_steps(plain, tmp_path: Path, capfd) -> None:
     divscope.ingest("builtin:demo", ws)
     records = divscope.Workspace(ws).pool.records()[:4]
     capfd.readouterr()
-    train(records, tmp_path / "run", TrainSettings(max_steps=3, batch_size=2, max_len=48, save_steps=100, seed=0))
+    steps: list[tuple[int, int]] = []  # what a study's cell status follows
+    train(records, tmp_path / "run", TrainSettings(max_steps=3, batch_size=2, max_len=48, save_steps=100, seed=0),
+          on_step=lambda step, total: steps.append((step, total)))
     err = capfd.readouterr().err
     assert "train run: steps: started, 3 to do" in err.splitlines(), err
     assert counts(err, "train run: steps") == [1, 2, 3, 3], err
+    assert steps == [(1, 3), (2, 3), (3, 3)]

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 
-def step_progress(description: str) -> Any:
-    """A ``TrainerCallback`` showing ``description: step/max_steps`` (a resumed run starts at its step)."""
+def step_progress(description: str, on_step: Callable[[int, int], None] | None = None) -> Any:
+    """A ``TrainerCallback`` showing ``description: step/max_steps`` (a resumed run starts at its step), and
+    calling ``on_step(step, max_steps)`` as the steps advance."""
     from transformers import TrainerCallback
 
     from divscope.ui import progress_bar
@@ -40,5 +42,7 @@ def step_progress(description: str) -> Any:
             if self._advance is not None and state.global_step > self._step:
                 self._advance(state.global_step - self._step)
                 self._step = state.global_step
+                if on_step is not None:
+                    on_step(int(state.global_step), int(state.max_steps))
 
     return StepProgress()
