@@ -9,6 +9,9 @@
 
 Hypothesis draws the same examples on every run (profile ``deterministic``), so a red CI is reproducible and
 never a new random draw; ``HYPOTHESIS_PROFILE=explore pytest`` draws fresh examples to hunt for new bugs.
+
+Progress is off in tests (``DIVSCOPE_PROGRESS=0``, subprocesses inherit it), so stderr holds only what a test
+checks; tests/test_progress.py turns the plain lines and the bar on where it tests them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from hypothesis import settings
 import divscope
 from divscope.io.workspace import Workspace
 from helpers import POOL_N, real_pairs
+
+os.environ.setdefault("DIVSCOPE_PROGRESS", "0")
 
 settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)

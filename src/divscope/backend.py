@@ -31,7 +31,9 @@ ENGINES = ("local", "ray")
 
 
 class ChunkTask(Protocol):
-    """A picklable unit of per-chunk work; ``setup`` loads models once per worker."""
+    """A picklable unit of per-chunk work; ``setup`` loads models once per worker. A task with a ``progress``
+    attribute reports its work within a chunk (e.g. per model batch): run locally, it is set to a callable
+    taking a count of texts done, and the bar moves as they are done rather than once per chunk."""
 
     uses_gpu: bool
 
@@ -104,9 +106,25 @@ def _local_map(task: ChunkTask, chunks: Sequence[list[str]], description: str, s
     if chunks:
         task.setup()
     with progress_bar(description, sum(sizes)) as advance:
-        for chunk, n in zip(chunks, sizes, strict=True):
-            yield task(chunk)
-            advance(n)
+        reported = 0
+
+        def report(k: int) -> None:
+            nonlocal reported
+            reported += k
+            advance(k)
+
+        if hasattr(task, "progress"):
+            task.progress = report
+        try:
+            for chunk, n in zip(chunks, sizes, strict=True):
+                reported = 0
+                result = task(chunk)
+                if n > reported:  # the rest of the chunk (all of it for a task that does not report)
+                    advance(n - reported)
+                yield result
+        finally:
+            if hasattr(task, "progress"):
+                task.progress = None
 
 
 # --------------------------------------------------------------------------------------------------- ray
@@ -198,6 +216,8 @@ def engine_options(cell_cpus: bool = False) -> Callable[[Any], Any]:
     """``--engine``, ``--ray-address``, ``--ray-cpus`` (and ``--cell-cpus`` for run) as one click decorator."""
     import click
 
+    from divscope.settings import choice
+
     def deco(f: Any) -> Any:
         if cell_cpus:
             f = click.option("--cell-gpus", type=int, default=None,
@@ -211,7 +231,7 @@ def engine_options(cell_cpus: bool = False) -> Callable[[Any], Any]:
                               "(default: all).")(f)
         f = click.option("--ray-address", default=None,
                          help="ray: an existing cluster (auto, or ray://HEAD:10001); default: start a local one.")(f)
-        return click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+        return click.option("--engine", type=choice(ENGINES), default="local", show_default=True,
                             help="Where the per-sample work runs: this process, or a Ray cluster (same results; "
                                  "see README, 'Running on a cluster').")(f)
 

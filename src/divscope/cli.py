@@ -154,20 +154,38 @@ def _register() -> None:
 _register()
 
 
+def usage_error_line(e: click.ClickException) -> str:
+    """A click usage error (unknown option, bad value, missing argument) as the message of one ``error:`` line,
+    naming the command and where its help is: ``divscope select: No such option: --levle (did you mean
+    --level?); see divscope select --help``."""
+    msg = " ".join(e.format_message().split()).rstrip(".")
+    ctx = getattr(e, "ctx", None)
+    if ctx is None:
+        return msg
+    return f"{ctx.command_path}: {msg}; see {ctx.command_path} --help"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``divscope`` group. Every user mistake, click's own usage errors included, is one line
+    ``error: ...`` on stderr and exit code 2; ``--help`` and a bare ``divscope`` print help as click does."""
+    from rich.text import Text
+
+    def error(message: str) -> int:
+        err_console.print(Text.assemble(("error: ", "bold red"), " ".join(message.split())))
+        return 2
+
     try:
         cli.main(args=argv, prog_name="divscope", standalone_mode=False)
     except DivscopeError as e:
-        from rich.text import Text
-
-        err_console.print(Text.assemble(("error: ", "bold red"), str(e)))
-        return 2
+        return error(str(e))
     except click.exceptions.Abort:
         err_console.print("aborted")
         return 130
-    except click.ClickException as e:
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `divscope`: the help, as before
         e.show()
         return e.exit_code
+    except click.ClickException as e:
+        return error(usage_error_line(e))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

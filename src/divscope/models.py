@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from divscope.errors import DivscopeError
+from divscope.ui import stage
 
 DEFAULT_TOKENIZER = "smollm2"
 DEFAULT_EMBEDDER = "minilm"
@@ -347,7 +348,8 @@ def load_embedder(spec: str = DEFAULT_EMBEDDER, device: str | None = None) -> An
         hf_logging.disable_progress_bar()  # the "Loading weights" bar; divscope shows its own progress
         _, loc = _resolve_embedder(spec)
         try:
-            model = SentenceTransformer(str(loc), device=device)
+            with stage(f"load embedder {spec} ({device})"):
+                model = SentenceTransformer(str(loc), device=device)
         except OSError as e:
             raise DivscopeError(f"cannot load embedder {spec!r} offline ({e.__class__.__name__}: "
                                 f"{str(e).splitlines()[0][:200]}); give a local sentence-transformers folder") from e

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, did_you_mean
 
 T = TypeVar("T")
 
@@ -52,7 +52,8 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except (KeyError, TypeError):
-            raise DivscopeError(f"unknown {self.kind} {name!r}: choose from {', '.join(self.names())}") from None
+            raise DivscopeError(f"unknown {self.kind} {name!r}: choose from {', '.join(self.names())}"
+                                + did_you_mean(name, self.names())) from None
 
     def names(self) -> tuple[str, ...]:
         """Registered names: the built-in ones first, then in registration order."""

@@ -14,14 +14,16 @@ Field conventions (``setting(default, help, ...)``):
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, get_args, get_origin
+from fractions import Fraction
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, did_you_mean
 
 _CLI = "cli"
 
@@ -33,6 +35,20 @@ def setting(default: Any = ..., help: str = "", *, short: str | None = None, cli
     if "default_factory" in field_kwargs:
         return Field(description=help, json_schema_extra=extra, **field_kwargs)
     return Field(default, description=help, json_schema_extra=extra, **field_kwargs)
+
+
+def level_value(v: Any) -> Any:
+    """A diversity level as a float: a number, or text that is a decimal or an exact fraction (``1/6``, parsed by
+    ``fractions.Fraction``, never evaluated); other values are left to the field's own validation."""
+    if not isinstance(v, str):
+        return v
+    try:
+        return float(Fraction(v.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"level {v!r} is not a number: give a decimal or a fraction in [0, 1] (0.5, 1/6)") from None
+
+
+Level = Annotated[float, BeforeValidator(level_value)]  # a diversity level; the CLI takes "1/6" as well as 0.5
 
 
 class Settings(BaseModel):
@@ -103,7 +119,6 @@ def _list_item(annotation: Any) -> Any:
 
 def cli_spec(model: type[BaseModel], name: str) -> dict[str, Any]:
     """How field ``name`` shows on the CLI: ``param_decls``, ``type``, ``default``, ``is_flag``, ``help``..."""
-    import click
 
     field = model.model_fields[name]
     extra = ((field.json_schema_extra or {}) if isinstance(field.json_schema_extra, dict) else {}).get(_CLI, {})
@@ -118,7 +133,7 @@ def cli_spec(model: type[BaseModel], name: str) -> dict[str, Any]:
     if ann is bool:
         spec.update(param_decls=[f"{long}/--no-{long[2:]}"], is_flag=True)
     elif get_origin(ann) is Literal:
-        spec["type"] = click.Choice([str(a) for a in get_args(ann)])
+        spec["type"] = choice(get_args(ann))
     elif _list_item(field.annotation) is not None:
         spec.update(type=str, default=None if default is None else ",".join(str(x) for x in default))
         spec["metavar"] = spec["metavar"] or "A,B,..."
@@ -127,6 +142,24 @@ def cli_spec(model: type[BaseModel], name: str) -> dict[str, Any]:
     else:
         spec["type"] = str  # unions such as ``int | list[float]``: the model's validator parses the text
     return spec
+
+
+@functools.cache
+def _choice_type() -> Any:
+    import click
+
+    class Choice(click.Choice):
+        """click's choice whose invalid-value message names the closest choice (``did you mean 'micro'?``)."""
+
+        def get_invalid_choice_message(self, value: Any, ctx: Any) -> str:
+            return super().get_invalid_choice_message(value, ctx) + did_you_mean(value, self.choices)
+
+    return Choice
+
+
+def choice(values: Iterable[Any]) -> Any:
+    """A ``click.Choice`` of ``values`` whose error suggests the closest value; every choice option uses it."""
+    return _choice_type()([str(v) for v in values])
 
 
 def cli_fields(model: type[BaseModel], exclude: Iterable[str] = ()) -> list[str]:

@@ -59,7 +59,8 @@ def run_cell(cell: Cell, spec: ExperimentSpec) -> None:
             raise DivscopeError(f"{cell.subset}: {len(rejects)} invalid records")
         cell.status = "training"
         cfg = spec.train if cell.train_seed is None else spec.train.model_copy(update={"seed": cell.train_seed})
-        res = train(records, cell.run_dir, cfg, source=str(cell.subset))
+        res = train(records, cell.run_dir, cfg, source=str(cell.subset),
+                    on_step=lambda step, total: setattr(cell, "status", f"training {step}/{total}"))
         cell.results["train_seconds_per_step"] = res.summary.get("seconds_per_step")
     for e in spec.evaluate:  # items are drawn with the evaluation's own seed (recorded in the result's params)
         cell.status = f"evaluating {e.name}"

@@ -56,4 +56,4 @@ def demo_cmd(out: Path) -> None:
     from divscope.experiment.runner import run_study
     from divscope.experiment.spec import load_spec
 
-    _finish(run_study(load_spec(demo_spec_path()), out, command=f"divscope demo --out {out}"))
+    _finish(run_study(load_spec(demo_spec_path()), out, command=shlex.join(["divscope", "demo", "--out", str(out)])))

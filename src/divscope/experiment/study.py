@@ -189,7 +189,8 @@ class Board:
         from divscope.ui import show_progress
 
         if show_progress():
-            self.live = Live(self.render(), console=console, refresh_per_second=2, transient=False)
+            # re-rendered at each refresh: a training cell's status moves with its steps ("training 40/100")
+            self.live = Live(get_renderable=self.render, console=console, refresh_per_second=2, transient=False)
             self.live.__enter__()
         return self
 

@@ -14,7 +14,7 @@ import click
 
 from divscope.backend import engine_options
 from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
-from divscope.settings import cli_options
+from divscope.settings import choice, cli_options
 
 
 def _parse_kv(items: tuple[str, ...]) -> dict[str, Any]:
@@ -34,9 +34,9 @@ def _parse_kv(items: tuple[str, ...]) -> dict[str, Any]:
 
 @click.command("featurize")
 @click.argument("ws", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--level", "-l", type=click.Choice(["macro", "meso", "micro", "all"]), default="all",
+@click.option("--level", "-l", type=choice(["macro", "meso", "micro", "all"]), default="all",
               show_default=True, help="Which featurizer(s) to run.")
-@click.option("--side", "-s", type=click.Choice(["instruction", "response", "both"]), default="both",
+@click.option("--side", "-s", type=choice(["instruction", "response", "both"]), default="both",
               show_default=True, help="Which side of each sample to featurize.")
 @cli_options(MicroSettings)
 @cli_options(MacroSettings)

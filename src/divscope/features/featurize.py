@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -231,7 +232,7 @@ def latest_entry(ws: Workspace | str | Path, side: str, level: str) -> Path:
     entries = list_entries(ws, side, level)
     if not entries:
         raise MissingFeaturesError(f"no {side}-{level} features in {ws.path}: run "
-                            f"`divscope featurize {ws.path} --level {level} --side {side}` first")
+                            f"`divscope featurize {shlex.quote(str(ws.path))} --level {level} --side {side}` first")
     return entries[-1]
 
 
@@ -248,7 +249,7 @@ def load_incidence(ws: Workspace | str | Path, side: str, level: str, key: str |
         return _load_entry(path, pool.fingerprint, len(pool))
     except ValueError as e:
         raise StaleFeaturesError(f"{side}-{level} features in {path} are stale or damaged ({e}); run "
-                            f"`divscope featurize {ws.path} --level {level} --side {side}` again") from e
+                            f"`divscope featurize {shlex.quote(str(ws.path))} --level {level} --side {side}` again") from e
 
 
 def entry_path(ws: Workspace | str | Path, side: str, level: str, key: str | None = None) -> Path:
@@ -262,7 +263,7 @@ def load_extra(ws: Workspace | str | Path, side: str, level: str, name: str, key
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     path = features_dir(ws, side, level) / key if key else latest_entry(ws, side, level)
     if not (path / name).is_file():
-        raise MissingFeaturesError(f"{path} has no {name}: run `divscope featurize {ws.path} --level {level} "
+        raise MissingFeaturesError(f"{path} has no {name}: run `divscope featurize {shlex.quote(str(ws.path))} --level {level} "
                                    f"--side {side} --rebuild`")
     return np.load(path / name, allow_pickle=False)
 

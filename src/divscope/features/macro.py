@@ -32,7 +32,9 @@ import hashlib
 import importlib.util
 import json
 import math
+import shlex
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,7 @@ class _Embed:
         self.runtime = runtime
         self.uses_gpu = isinstance(embedder, str) and runtime == "torch"  # ONNX Runtime runs on the CPU
         self._model: Any = None
+        self.progress: Callable[[int], None] | None = None  # texts done, per model batch (set by the backend)
 
     def setup(self) -> None:
         self._model = embed_runtime.load_embedder(self.embedder, self.runtime) if isinstance(self.embedder, str) \
@@ -170,9 +173,18 @@ class _Embed:
     def __call__(self, chunk: list[str]) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            return np.asarray(self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
-                                                 convert_to_numpy=True, show_progress_bar=False), np.float32)
+        hook = None
+        if self.progress is not None and hasattr(self._model, "register_forward_hook"):
+            # one call per batch that encode forms itself: the batches, and so the bytes, are encode's own
+            report = self.progress
+            hook = self._model.register_forward_hook(lambda _m, _a, out: report(len(out["sentence_embedding"])))
+        try:
+            with torch.inference_mode():
+                return np.asarray(self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
+                                                     convert_to_numpy=True, show_progress_bar=False), np.float32)
+        finally:
+            if hook is not None:
+                hook.remove()
 
 
 def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = BATCH_SIZE,
@@ -223,8 +235,8 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
             pass
     if not compute:
         how = "" if runtime == embed_runtime.DEFAULT_RUNTIME else f" --runtime {runtime}"
-        raise MissingFeaturesError(f"no {side} embeddings in {ws.path}: run `divscope featurize {ws.path} "
-                            f"--level macro --side {side}{how}` first")
+        raise MissingFeaturesError(f"no {side} embeddings in {ws.path}: run `divscope featurize "
+                                   f"{shlex.quote(str(ws.path))} --level macro --side {side}{how}` first")
     if texts is None:
         texts = ws.pool.texts(side)
     with stages("embed"):  # the model loads where the chunks are embedded (here, or in Ray actors)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, did_you_mean
 from divscope.io.jsonstream import RawItem, StreamNotes, iter_json_values
 from divscope.io.shapes import SHAPES
 
@@ -44,7 +44,8 @@ def split_format(fmt: str | None) -> tuple[str | None, str | None]:
         return None, "json"
     if fmt in CONTAINERS:
         return None, fmt
-    raise DivscopeError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
+    raise DivscopeError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}"
+                        + did_you_mean(fmt, ("auto", *FORMATS)))
 
 
 def iter_raw(path: Path, container: str | None = None, notes: StreamNotes | None = None) -> Iterator[RawItem]:

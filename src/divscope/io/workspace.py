@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -120,7 +121,7 @@ class Workspace:
 
     def require_pool(self) -> None:
         if not self.pool_path.exists():
-            raise DivscopeError(f"{self.path}: no pool here; run `divscope ingest INPUT --out {self.path}` first")
+            raise DivscopeError(f"{self.path}: no pool here; run `divscope ingest INPUT --out {shlex.quote(str(self.path))}` first")
 
     @cached_property
     def pool(self) -> Pool:

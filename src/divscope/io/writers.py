@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, did_you_mean
 from divscope.io.record import Record
 from divscope.io.shapes import RESERVED_KEYS, SHAPES, to_dict
 from divscope.store.atomic import atomic_open, atomic_path, write_json
@@ -53,9 +53,10 @@ def write_records(
     path = Path(path)
     fmt = fmt or infer_format(path)
     if fmt not in WRITE_FORMATS:
-        raise DivscopeError(f"unknown output format {fmt!r}: choose from {', '.join(WRITE_FORMATS)}")
+        raise DivscopeError(f"unknown output format {fmt!r}: choose from {', '.join(WRITE_FORMATS)}"
+                            + did_you_mean(fmt, WRITE_FORMATS))
     if shape not in SHAPES:
-        raise DivscopeError(f"unknown shape {shape!r}: choose from {', '.join(SHAPES)}")
+        raise DivscopeError(f"unknown shape {shape!r}: choose from {', '.join(SHAPES)}" + did_you_mean(shape, SHAPES))
     if fmt in SHAPES:
         shape = fmt
     entry = _entry_target(path, fmt) if llamafactory else None

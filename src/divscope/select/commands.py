@@ -26,6 +26,7 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
     from divscope.select.subsets import manifest_path, request_of, write_subset
 
     s = SelectSettings.from_cli(values)
+    _refuse_ignored(s.strategy, list(values))
     options = s.strategy_options()
     workspace = Workspace(ws)
     workspace.require_pool()  # a missing pool is named before any filter reads it
@@ -40,6 +41,21 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
             if k in m and m[k] is not None]
     console.print(table("select", ["", "value"], rows))
     console.print(f"subset: {out}\nmanifest: {manifest_path(out)}")
+
+
+def _refuse_ignored(strategy: str, names: list[str]) -> None:
+    """An option given on the command line that the strategy ignores is an error, not a silent no-op: the user
+    asked for something (a level, a threshold) that the subset would not have, while its manifest records it."""
+    from divscope.errors import DivscopeError
+    from divscope.select.settings import ignored_options
+
+    ctx = click.get_current_context()
+    given = [n for n in names if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
+    ignored = ignored_options(strategy, given)
+    if ignored:
+        opts = " ".join("--" + n.replace("_", "-") for n in ignored)
+        raise DivscopeError(f"strategy {strategy} ignores {opts}: drop {'it' if len(ignored) == 1 else 'them'} "
+                            "(docs/strategies.md lists the options each strategy uses)")
 
 
 @click.command("grid")

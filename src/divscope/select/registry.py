@@ -8,7 +8,7 @@ then accept its name.
 
 from __future__ import annotations
 
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, did_you_mean
 from divscope.registry import Registry
 from divscope.select.builtin import BUILTIN
 from divscope.select.protocol import ROW_ORDERS, Needs, SelectionContext, Strategy
@@ -59,5 +59,6 @@ def parse_strategies(spec: str) -> list[str]:
             out.append(part)
         else:
             raise DivscopeError(f"unknown strategy {part!r}: choose from all, baselines, "
-                                f"{', '.join(strategy_names())}")
+                                f"{', '.join(strategy_names())}"
+                                + did_you_mean(part, ("all", "baselines", *strategy_names())))
     return list(dict.fromkeys(out))

@@ -70,6 +70,8 @@ def key_hashes(sample_keys: Any, n_samples: int) -> np.ndarray:
     if keys.ndim != 1 or len(keys) != n_samples:
         raise DivscopeError(f"sample_keys must hold one key per pool row ({n_samples}), got shape {keys.shape}; "
                             "pass the pool's record ids or content hashes")
+    if keys.size == 0:  # no eligible row (a filter left none): np.asarray([]) is float64, and there is nothing to key
+        return np.zeros(0, dtype=np.uint64)
     if keys.dtype.kind == "u":
         return keys.astype(np.uint64)
     if keys.dtype.kind == "i":

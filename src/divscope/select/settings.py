@@ -23,8 +23,8 @@ from divscope.select.builtin import (
     DEFAULT_THRESHOLD,
     DEFAULT_TYPELESS,
 )
-from divscope.select.registry import parse_strategies
-from divscope.settings import Settings, setting
+from divscope.select.registry import BASELINES, STRATEGIES, parse_strategies
+from divscope.settings import Level, Settings, level_value, setting
 
 REPLICATE_STRIDE = 1000  # replicate r's seeds are the base seeds + REPLICATE_STRIDE * r
 
@@ -100,9 +100,26 @@ class SelectOptions(Settings):
                 "typeless": self.typeless, "spacing": self.spacing, "pruning": self.pruning}
 
 
+# The per-strategy options each built-in strategy uses (the filters -- length band, where -- apply to all).
+USES: dict[str, tuple[str, ...]] = {
+    **{name: ("diversity", "typeless", "spacing", "pruning") for name in STRATEGIES},
+    "random": (), "k-center": ("side",), "distance": ("side", "score_column", "threshold"),
+}
+PER_STRATEGY = ("diversity", "side", "score_column", "threshold", "typeless", "spacing", "pruning")
+assert set(USES) == set(STRATEGIES) | set(BASELINES)
+
+
+def ignored_options(strategy: str, given: list[str]) -> list[str]:
+    """The options among ``given`` (field names) that built-in ``strategy`` ignores; [] for a third-party
+    strategy, whose use of the options is its own."""
+    uses = USES.get(strategy)
+    return [] if uses is None else [g for g in given if g in PER_STRATEGY and g not in uses]
+
+
 class SelectSettings(SelectOptions):
     strategy: str = setting(help=STRATEGY_HELP, short="-s")
-    diversity: float | None = setting(None, "Level in [0, 1] (the six diversity strategies).", short="-d")
+    diversity: Level | None = setting(None, "Level in [0, 1] (the six diversity strategies): a decimal or a fraction "
+                                      "(1/6).", short="-d", metavar="D")
     size: int = setting(help="Exact number of samples N.", short="-n")
     seed: int = setting(0, "Selection seed (the same seed gives the same subset).")
 
@@ -110,8 +127,8 @@ class SelectSettings(SelectOptions):
 class GridSettings(SelectOptions):
     strategies: list[str] = setting(help="all (the six), baselines, or names: " + STRATEGY_HELP,
                                     default_factory=lambda: ["all", "random"])
-    levels: int | list[float] = setting(7, "Number of levels d = 0 .. 1 evenly spaced, or the levels themselves "
-                                        "(0,0.5,1).", metavar="COUNT|D,D,...")
+    levels: int | list[Level] = setting(7, "Number of levels d = 0 .. 1 evenly spaced, or the levels themselves "
+                                        "(0,0.5,1 or fractions: 0,1/6,1/3).", metavar="COUNT|D,D,...")
     sizes: list[int] = setting(help="Subset sizes N.", default_factory=lambda: [1000], min_length=1)
     seeds: list[int] = setting(help="Selection seeds (each gives a full grid).", default_factory=lambda: [0],
                                min_length=1)
@@ -135,9 +152,11 @@ class GridSettings(SelectOptions):
     def _levels(cls, v: Any) -> Any:
         if isinstance(v, str):  # the CLI form: a count, or comma-separated levels
             try:
-                v = int(v) if "," not in v and "." not in v else [float(x) for x in v.split(",") if x.strip()]
+                v = int(v) if v.strip().isdigit() else [level_value(x) for x in v.split(",") if x.strip()]
             except ValueError:
-                raise ValueError(f"levels {v!r}: give a count (7) or levels (0,0.5,1)") from None
+                raise ValueError(f"levels {v!r}: give a count (7) or levels (0,0.5,1 or 0,1/6,1/3)") from None
+        if isinstance(v, list):  # the spec's list may hold fractions as text
+            v = [level_value(x) for x in v]
         if isinstance(v, int) and not isinstance(v, bool) and v < 1:
             raise ValueError("levels must be >= 1 (7 in the paper)")
         if isinstance(v, list) and (not v or any(not 0 <= float(x) <= 1 for x in v)):

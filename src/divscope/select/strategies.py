@@ -11,6 +11,7 @@ their local rows back to pool rows. ``eligible`` restricts the pool first (lengt
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,7 @@ class Selector:
         key = resolve_config(self.ws, level, side, **self.features[level])[2]
         if not (features_dir(self.ws, side, level) / key).is_dir():
             raise MissingFeaturesError(f"no {side}-{level} features for these options in {self.ws.path}: run "
-                                       f"`divscope featurize {self.ws.path} --level {level} --side {side}` with "
+                                       f"`divscope featurize {shlex.quote(str(self.ws.path))} --level {level} --side {side}` with "
                                        "them first")
         return key
 

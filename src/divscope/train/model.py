@@ -14,6 +14,7 @@ from typing import Any
 from divscope import models as _models
 from divscope.errors import DivscopeError
 from divscope.train.formats import ChatFormat, apply_format, resolve_format
+from divscope.ui import stage
 
 DEFAULT_MODEL = "smollm2"
 
@@ -118,7 +119,8 @@ def load_with_format(spec: str, device: str | None, dtype: Any, chat: str | Chat
     tok = _tokenizer(spec)
     fmt = chat if isinstance(chat, ChatFormat) else resolve_format(tok, chat)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), dtype=dtype)
+        with stage(f"load model {spec}"):
+            model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), dtype=dtype)
     except OSError as e:
         raise DivscopeError(f"cannot load model {spec!r} offline: {str(e).splitlines()[0][:200]}") from None
     new_ids = apply_format(tok, fmt, model)

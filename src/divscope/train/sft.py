@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,9 @@ def build_dataset(records: list[Record], tokenizer: Any, max_len: int) -> tuple[
 
 
 def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainSettings | None = None,
-          source: str = "") -> Run:
-    """Fine-tune on ``records`` into ``run_dir``; returns at once if the run is already complete."""
+          source: str = "", on_step: Callable[[int, int], None] | None = None) -> Run:
+    """Fine-tune on ``records`` into ``run_dir``; returns at once if the run is already complete. ``on_step(step,
+    max_steps)`` follows the optimizer steps (a study's cell status), besides the progress bar."""
     cfg = config or TrainSettings()
     run = Path(run_dir)
     params = {"config": cfg.identity(), "data_fingerprint": data_fingerprint(records)}
@@ -109,14 +111,15 @@ def train(records: list[Record], run_dir: str | os.PathLike[str], config: TrainS
     if not records:
         raise DivscopeError("the training subset is empty")
     if launch.in_worker():  # one of the processes of a launch: train here; rank 0's summary goes back to it
-        return Run(run, _fit(records, run, cfg, source))
+        return Run(run, _fit(records, run, cfg, source, on_step))
     if cfg.launcher != "none":  # the processes run this same function (divscope.train.worker)
         return Run(run, cached_result(run / TRAIN_FILE, params, lambda: launch.launch(
             records, run, cfg, source, threads=train_threads())))
-    return Run(run, cached_result(run / TRAIN_FILE, params, lambda: _fit(records, run, cfg, source)))
+    return Run(run, cached_result(run / TRAIN_FILE, params, lambda: _fit(records, run, cfg, source, on_step)))
 
 
-def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> dict[str, Any]:
+def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str,
+         on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train (resuming from the last checkpoint), save the model; the summary that becomes ``train.json``."""
     import torch
     from transformers import set_seed
@@ -158,6 +161,9 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str) -> d
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
+    from divscope.train.progress import step_progress
+
+    trainer.add_callback(step_progress(f"train {run.name}: steps", on_step))
     resume = _last_checkpoint(ckpt_dir)
     t0 = time.perf_counter()
     if _finished_checkpoint(resume, cfg.max_steps):
