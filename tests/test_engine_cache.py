@@ -2,7 +2,7 @@
 
 A Selector keeps the CSC view and the type / record-id hashes of an incidence in its cache entry (``engine/``),
 keyed to the incidence and pool fingerprints: a later Selector takes them from there, and arrays left over from
-another incidence are never used. Loading an entry remembers a passed fingerprint check (``verified.json``) until
+another incidence are never used. Loading an entry remembers a passed fingerprint check (``.verified.json``) until
 its files change.
 """
 

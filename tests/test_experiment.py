@@ -141,7 +141,9 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
         "train.chat_template", "train.precision", "train.optimizer",  # issue 17: chat formats, precision
         # issue 17: how a run executes (never in the fingerprint)
         *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints")),
-        "pool.strict", "pool.repair"}  # issue 18: the ingest settings in the pool section
+        "pool.strict", "pool.repair",  # issue 18: the ingest settings in the pool section
+        "features.macro.runtime", "metrics.runtime",  # issue 18: the embedding runtime
+        "pool.dedup", "pool.near_threshold"}  # issue 19: near-duplicate removal at ingest
     assert old["spec_fingerprint"] != spec.fingerprint()
     study = tmp_path / "study.json"
     study.write_bytes(OLD_STUDY.read_bytes())

@@ -84,7 +84,7 @@ def _forward_module(auto_model: Any, names: list[str]) -> Any:
         def forward(self, *inputs: Any) -> Any:
             return self.model(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
-    return Forward().eval()
+    return Forward().train(False)  # inference mode (what nn.Module.eval() does)
 
 
 def _input_names(st_model: Any) -> list[str]:

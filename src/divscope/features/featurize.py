@@ -45,7 +45,8 @@ from divscope.store.atomic import atomic_path, write_json
 CACHE_VERSION = 1
 ENTRY_FILE = "entry.json"
 LATEST_FILE = "latest.json"
-VERIFIED_FILE = "verified.json"  # a fingerprint check of the entry remembered (see _load_entry)
+VERIFIED_FILE = ".verified.json"  # a fingerprint check remembered (see _load_entry): a local memo of this
+# machine (file signatures with inode and mtime), hidden, so it is never part of the outputs compared or shipped
 
 for _f in (MacroFeaturizer(), MesoFeaturizer(), MicroFeaturizer()):
     register_featurizer(_f)
@@ -103,7 +104,7 @@ def _load_entry(path: Path, pool_fingerprint: str, n_samples: int) -> Incidence:
     """Load and verify one cache entry; any inconsistency raises ValueError (caller rebuilds).
 
     Recomputing the incidence's fingerprint reads every nonzero (a third of a second at 15M), so a successful
-    check is remembered in ``verified.json`` with the files' signature (``_signature``); while the signature
+    check is remembered in ``.verified.json`` with the files' signature (``_signature``); while the signature
     and the recorded fingerprint are unchanged, later loads take the recorded fingerprint as it is."""
     try:
         entry = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
