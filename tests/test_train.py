@@ -161,7 +161,7 @@ def test_no_optimizer_step_runs_at_lr_zero(tokenizer, tmp_path: Path) -> None:
 
 
 # Per-step losses, one forward pass of 8 samples vs 8 passes of 1 accumulated (the default on the CPU), LoRA
-# dropout 0: the relative difference allowed. Measured here: MEASURED_TINY. Splitting a batch changes only the
+# dropout 0: the relative difference allowed. Measured here (16 samples, 2 steps, max_len 64): 7.0e-7. Splitting a batch changes only the
 # float summation order (gradients summed over 8 passes, no padding in a pass of one sample); 1e-5 leaves room and
 # is still far below what any change of what is trained gives (another seed or learning rate moves the losses by
 # 1e-2 and more). With the default dropout (0.05) the masks are drawn per pass, so the curves differ as two
