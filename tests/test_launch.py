@@ -36,10 +36,31 @@ LOSS_RTOL = 1e-5
     (3, 4, 2, (3, 2)), (4, 32, 16, (4, 2)), (4, 3, 2, (3, 2))])  # last: 6 per process, micro-batch 4 -> 3
 def test_global_batch_is_kept_whatever_the_processes(batch, accum, procs, want) -> None:
     cfg = TrainSettings(batch_size=batch, grad_accum=accum, launcher="accelerate", num_processes=procs)
-    lay = cfg.layout()
+    lay = cfg.layout("cuda")
     assert (lay["per_device_batch"], lay["grad_accum"]) == want
     assert lay["per_device_batch"] * lay["processes"] * lay["grad_accum"] == lay["global_batch"] == batch * accum
     assert lay["per_device_batch"] <= batch  # the micro-batch (memory) never grows
+
+
+@pytest.mark.parametrize(("settings", "device", "want"), [
+    ({}, "cpu", (1, 8)), ({}, "cuda", (8, 1)), ({}, "cuda:1", (8, 1)),  # the defaults: 1 per pass on the CPU
+    ({"micro_batch": 4}, "cpu", (4, 2)), ({"micro_batch": 4}, "cuda", (4, 2)),
+    ({"micro_batch": 3}, "cpu", (2, 4)),  # the largest divisor of the batch within the micro-batch
+    ({"micro_batch": 16, "batch_size": 4, "grad_accum": 8}, "cuda", (16, 2)),  # given, it may exceed batch_size
+    ({"batch_size": 2, "grad_accum": 4, "launcher": "accelerate", "num_processes": 2}, "cpu", (1, 4)),
+    ({"batch_size": 2, "grad_accum": 4, "launcher": "accelerate", "num_processes": 2, "micro_batch": 8}, "cpu",
+     (4, 1))])
+def test_the_micro_batch_is_memory_not_the_global_batch(settings, device, want) -> None:
+    """On the CPU training runs one sample per forward pass unless told otherwise (peak memory, docs/training.md);
+    the global batch, the optimizer steps and the run's identity stay what the settings say."""
+    cfg = TrainSettings(**settings)
+    lay = cfg.layout(device)
+    assert (lay["per_device_batch"], lay["grad_accum"]) == want
+    assert lay["per_device_batch"] * lay["processes"] * lay["grad_accum"] == lay["global_batch"] == \
+        cfg.batch_size * cfg.grad_accum
+    assert cfg.identity() == TrainSettings(**{**settings, "micro_batch": 5}).identity()  # how to run, not what
+    with pytest.raises(DivscopeError, match=r"^--micro-batch: Input should be greater than or equal to 1$"):
+        TrainSettings.from_cli({"micro_batch": 0})
 
 
 def test_a_global_batch_the_processes_cannot_split_is_refused(tmp_path: Path) -> None:
@@ -105,13 +126,14 @@ def test_the_trainer_batch_is_checked() -> None:
 
     cfg = TrainSettings(batch_size=4, grad_accum=2, launcher="accelerate", num_processes=2)
     ok = SimpleNamespace(train_batch_size=4, gradient_accumulation_steps=1, world_size=2, n_gpu=1)
-    assert check_batch(ok, cfg) == {"global_batch": 8, "processes": 2, "per_device_batch": 4, "grad_accum": 1,
+    assert check_batch(ok, cfg, "cuda") == {"global_batch": 8, "processes": 2, "per_device_batch": 4, "grad_accum": 1,
                                     "launcher": "accelerate", "sharding": "none"}
     with pytest.raises(DivscopeError, match="8 GPUs are visible to one training process"):
         check_batch(SimpleNamespace(train_batch_size=32, gradient_accumulation_steps=2, world_size=1, n_gpu=8),
-                    TrainSettings(batch_size=4, grad_accum=2))
+                    TrainSettings(batch_size=4, grad_accum=2), "cuda")
     with pytest.raises(DivscopeError, match="runs in 1 process"):
-        check_batch(SimpleNamespace(train_batch_size=4, gradient_accumulation_steps=1, world_size=1, n_gpu=0), cfg)
+        check_batch(SimpleNamespace(train_batch_size=4, gradient_accumulation_steps=1, world_size=1, n_gpu=0), cfg,
+                    "cpu")
 
 
 def test_the_job_carries_the_same_records(tmp_path: Path) -> None:
@@ -250,8 +272,8 @@ def read_train(path: Path) -> TrainSettings:
 
 # ------------------------------------------------------------------------------------------- 2 processes, gloo
 
-CFG = {"max_steps": 4, "batch_size": 2, "grad_accum": 4, "max_len": 64, "lr": 1e-3, "save_steps": 2, "seed": 3,
-       "lora_dropout": 0.0}
+CFG = {"max_steps": 4, "batch_size": 2, "grad_accum": 4, "micro_batch": 2, "max_len": 64, "lr": 1e-3, "save_steps": 2,
+       "seed": 3, "lora_dropout": 0.0}
 
 
 def _launch_subprocess(subset: Path, run: Path, cfg: dict) -> subprocess.Popen:

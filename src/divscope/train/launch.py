@@ -60,10 +60,10 @@ def main_process_path(final: Path, is_main: bool) -> Iterator[Path]:
         yield Path(tmp) / final.name
 
 
-def check_batch(args: Any, cfg: TrainSettings) -> dict[str, Any]:
-    """The batch layout the Trainer will use (``TrainingArguments``), refused unless it gives the stated global
-    batch in the stated processes; returned as recorded in ``train.json``."""
-    want = cfg.layout()
+def check_batch(args: Any, cfg: TrainSettings, device: str) -> dict[str, Any]:
+    """The batch layout the Trainer will use (``TrainingArguments``) on ``device``, refused unless it gives the
+    stated global batch in the stated processes; returned as recorded in ``train.json``."""
+    want = cfg.layout(device)
     got = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
     if args.n_gpu > 1:
         raise DivscopeError(f"{args.n_gpu} GPUs are visible to one training process (the Trainer would split its "
@@ -108,9 +108,9 @@ def accelerate_command(cfg: TrainSettings, job_dir: Path) -> list[str]:
         cmd += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
                 "--fsdp_reshard_after_forward", "true", "--fsdp_state_dict_type", "FULL_STATE_DICT",
                 "--fsdp_cpu_ram_efficient_loading", "false"]
-    elif cfg.sharding in ("zero2", "zero3"):
+    elif cfg.sharding in ("zero2", "zero3"):  # on GPUs (check_launch)
         cmd += ["--use_deepspeed", "--zero_stage", cfg.sharding[-1], "--gradient_accumulation_steps",
-                str(cfg.layout()["grad_accum"]), "--offload_optimizer_device", "none", "--offload_param_device",
+                str(cfg.layout("cuda")["grad_accum"]), "--offload_optimizer_device", "none", "--offload_param_device",
                 "none"]
         if cfg.sharding == "zero3":
             cmd += ["--zero3_init_flag", "false", "--zero3_save_16bit_model", "true"]

@@ -157,7 +157,7 @@ def _fit(records: list[Record], run: Path, cfg: TrainSettings, source: str,
                                  ensure_weight_tying=bool(new_ids) and tied_embeddings(model))
     ckpt_dir = run / CHECKPOINTS
     trainer = build_trainer(model, tokenizer, dataset, cfg, ckpt_dir, peft_config, precision=precision)
-    batch = launch.check_batch(trainer.args, cfg)  # the global batch as stated, whatever the processes
+    batch = launch.check_batch(trainer.args, cfg, str(model.device))  # the global batch as stated, whatever the processes
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # losses go to train.json, not to stdout line by line
@@ -258,10 +258,10 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, cfg: TrainSettings, 
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
+    layout = cfg.layout(str(model.device))
     args = SFTConfig(
         output_dir=str(ckpt_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.layout()["per_device_batch"],
-        gradient_accumulation_steps=cfg.layout()["grad_accum"],
+        per_device_train_batch_size=layout["per_device_batch"], gradient_accumulation_steps=layout["grad_accum"],
         learning_rate=cfg.learning_rate(), warmup_steps=0, weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine", logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints, seed=cfg.seed, data_seed=cfg.seed,
