@@ -12,7 +12,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +62,20 @@ def interrupt_when(proc: subprocess.Popen, ready, limit: float = 600) -> tuple[f
         raise
     return time.monotonic() - t0, err
 
+def interrupt_cli(argv: list[str], release: Any, ready: Callable[[], bool]) -> str:
+    """Run the CLI, send SIGINT once ``ready()``, then release the held requests: it must exit 130 within
+    ``BOUND_S`` of the signal with one line on stderr. Returns stderr."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        elapsed, err = interrupt_when(proc, ready)
+    finally:
+        release.set()
+    assert proc.returncode == 130, err
+    assert elapsed < BOUND_S, f"took {elapsed:.1f}s after SIGINT (a held request takes {HOLD_S:.0f}s)"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err  # "aborted": one line
+    return err
+
+
 
 def cache_lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
@@ -71,14 +87,7 @@ def test_ctrl_c_stops_respond_at_once_and_keeps_answers(tmp_path):
     with srv:
         argv = cli_argv("respond", str(ws), "--endpoint", srv.base_url, "--model", "m", "--out",
                         str(tmp_path / "ws2"), "--concurrency", "2", "--timeout", "120", "--api-key-env", "")
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
-        try:
-            elapsed, err = interrupt_when(proc, lambda: srv.answered >= 3 and srv.in_flight >= 2)
-        finally:
-            release.set()
-        assert proc.returncode == 130, err
-        assert elapsed < BOUND_S, f"took {elapsed:.1f}s after SIGINT (a held request takes {HOLD_S:.0f}s)"
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err  # "aborted": one line
+        interrupt_cli(argv, release, lambda: srv.answered >= 3 and srv.in_flight >= 2)
         assert srv.requests == 5  # 3 answered + 2 in flight: nothing queued was sent after the signal
         assert len(cache_lines(tmp_path / "ws2" / "cache" / "respond.jsonl")) == 3  # answered before: cached
         # The rerun asks only what was not answered.
@@ -125,14 +134,7 @@ def test_ctrl_c_stops_evaluate_judge_at_once_and_keeps_verdicts(tiny_run):
         argv = cli_argv("evaluate", str(tiny_run), "--eval-set", "vicuna", "--method", "judge", "--limit", "3",
                         "--max-new-tokens", "4", "--endpoint", srv.base_url, "--judge-model", "judge",
                         "--api-key-env", "", "--concurrency", "1", "--timeout", "120", "--judge-max-tokens", "64")
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
-        try:
-            elapsed, err = interrupt_when(proc, lambda: srv.answered >= 2 and srv.in_flight >= 1)
-        finally:
-            release.set()
-        assert proc.returncode == 130, err
-        assert elapsed < BOUND_S, f"took {elapsed:.1f}s after SIGINT (a held request takes {HOLD_S:.0f}s)"
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err  # "aborted": one line
+        interrupt_cli(argv, release, lambda: srv.answered >= 2 and srv.in_flight >= 1)
         assert srv.requests == 3 and srv.bodies[0]["max_tokens"] == 64  # --judge-max-tokens reaches the judge
         assert len(cache_lines(tiny_run / "eval" / "cache" / "judge.jsonl")) == 2
         assert not (tiny_run / "eval" / "vicuna.judge.json").exists()  # no result from a cut-short run
