@@ -204,7 +204,7 @@ def test_a_cell_keeps_its_model_and_drops_its_checkpoints_once_evaluated(tmp_pat
                                                           divscope.Turn("assistant", "a")])], tmp_path / "s.jsonl")
     seen = []
 
-    def fake_train(records, run_dir, cfg, source=""):
+    def fake_train(records, run_dir, cfg, source="", on_step=None):  # the signature of train()
         _finished_run(Path(run_dir))
         return Run.open(run_dir)
 
