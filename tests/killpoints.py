@@ -50,11 +50,14 @@ def run_to_end(argv: list[str], timeout: float = 900, log: list[str] | None = No
 
 @dataclass(frozen=True)
 class KillPoint:
-    """When to kill: ``delay`` seconds after start, or as soon as ``when()`` is true (a file appeared)."""
+    """When to kill: ``delay`` seconds after start, as soon as ``when()`` is true (a file appeared), or, with
+    ``failpoint``, where the process reaches ``divscope.store.failpoint.failpoint(failpoint)`` and kills itself
+    (for points an outside watcher cannot hit: the next write follows within microseconds)."""
 
     name: str
     delay: float | None = None
     when: Callable[[], bool] | None = None
+    failpoint: str | None = None
 
 
 def delays(stage: str, count: int, duration: float) -> list[KillPoint]:
@@ -86,10 +89,16 @@ def lines_in(path: Path, at_least: int) -> Callable[[], bool]:
 
 def kill_at(argv: list[str], point: KillPoint, timeout: float = 900) -> bool:
     """Start ``argv``; SIGKILL its process group at ``point``. True if it was still running when killed."""
+    extra = {"DIVSCOPE_FAILPOINT": point.failpoint} if point.failpoint else {}
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                            env=env())
+                            env={**env(), **extra})
     t0 = time.monotonic()
     try:
+        if point.failpoint:  # it kills itself there (SIGKILL), or finishes without passing the point
+            proc.wait(timeout=timeout)
+            if proc.returncode not in (0, -signal.SIGKILL):
+                raise AssertionError(f"{argv} failed before its kill point:\n{proc.stderr.read().decode()[-3000:]}")
+            return proc.returncode == -signal.SIGKILL
         while proc.poll() is None and time.monotonic() - t0 < timeout:
             if point.delay is not None and time.monotonic() - t0 >= point.delay:
                 break

@@ -140,7 +140,7 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                                  "weight_decay")),
         "train.chat_template", "train.precision", "train.optimizer",  # issue 17: chat formats, precision
         # issue 17: how a run executes (never in the fingerprint)
-        *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints")),
+        *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints", "micro_batch")),
         "pool.strict", "pool.repair",  # issue 18: the ingest settings in the pool section
         "features.macro.runtime", "metrics.runtime",  # issue 18: the embedding runtime
         "pool.dedup", "pool.near_threshold"}  # issue 19: near-duplicate removal at ingest

@@ -115,7 +115,10 @@ def metric_settings(paths: Sequence[Path], given: dict[str, Any], study: Path | 
             params = json.loads(mp.read_text(encoding="utf-8")).get("params") or {}
         except ValueError:
             return MetricSettings()
-        seen.add(tuple(sorted((k, params.get(k)) for k in MetricSettings.model_fields)))
+        shared = {k: params[k] for k in MetricSettings.model_fields if k in params}
+        if "embed_runtime" in params:  # a card records the runtime only when it is not the default
+            shared["runtime"] = params["embed_runtime"]
+        seen.add(tuple(sorted(shared.items())))
     if len(seen) == 1:
         try:
             return MetricSettings(**dict(next(iter(seen))))

@@ -41,6 +41,7 @@ from divscope.features.micro import MicroFeaturizer
 from divscope.features.tagging import REQUEST_OPTIONS
 from divscope.io.workspace import Workspace
 from divscope.store.atomic import atomic_path, write_json
+from divscope.store.failpoint import failpoint
 
 CACHE_VERSION = 1
 ENTRY_FILE = "entry.json"
@@ -184,6 +185,7 @@ def featurize_result(ws: Workspace | str | Path, level: str, side: str, *, rebui
                         pool.fingerprint)
         with atomic_path(path) as tmp:
             inc.save(tmp)
+            failpoint("featurize:entry-tmp")  # the matrix written, the entry not (kill tests)
             digests = {}
             for name, arr in built.extras.items():
                 np.save(tmp / name, np.asarray(arr), allow_pickle=False)
@@ -193,6 +195,7 @@ def featurize_result(ws: Workspace | str | Path, level: str, side: str, *, rebui
                 "pool_fingerprint": pool.fingerprint, "incidence_fingerprint": inc.fingerprint,
                 "extras": digests, "times": stages.times, "built_at": time.time(), "cache_version": CACHE_VERSION,
             })
+        failpoint("featurize:entry-final")  # the entry is in place, latest.json not yet (kill tests)
         _record_latest(ws, side, level, key)
     return FeaturizeResult(inc, path, key, status, stages.times, note)
 

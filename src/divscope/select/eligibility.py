@@ -35,16 +35,19 @@ class Eligibility:
 
     @property
     def filtered(self) -> bool:
-        """Whether a length band or a where expression restricts the pool (given rows alone do not count)."""
-        return "length" in self.request or self.where is not None
+        """Whether any filter applies: given rows (a study's evaluation-overlap exclusion), a length band or a
+        where expression."""
+        return len(self.steps) > 1
 
     def too_few(self, n: int, typed: tuple[str, int] | None = None) -> str:
         """The one-line message for N above what the filters leave."""
         steps = [*self.steps, *([typed] if typed else [])]
         chain = f"pool {steps[0][1]:,}" + "".join(f" -> {name}: {count:,}" for name, count in steps[1:])
         fixes = "a smaller --size, --typeless include" if typed else "a smaller --size"
+        loosen = ("loosen --length-range / --where" if "length" in self.request or self.where is not None
+                  else "a larger pool")  # only given rows: nothing of the request to loosen
         return (f"cannot select {n:,} samples: the eligibility filters leave {steps[-1][1]:,} ({chain}); choose "
-                f"{fixes} or loosen --length-range / --where")
+                f"{fixes} or {loosen}")
 
 
 def eligibility(ws: Workspace | str | Path, base: np.ndarray | None = None, *, base_label: str = "given rows",
