@@ -70,6 +70,7 @@ def interrupt_cli(argv: list[str], release: Any, ready: Callable[[], bool]) -> s
         elapsed, err = interrupt_when(proc, ready)
     finally:
         release.set()
+    print(f"exited {elapsed:.2f}s after SIGINT")
     assert proc.returncode == 130, err
     assert elapsed < BOUND_S, f"took {elapsed:.1f}s after SIGINT (a held request takes {HOLD_S:.0f}s)"
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err  # "aborted": one line

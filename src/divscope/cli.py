@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return error(str(e))
     except click.exceptions.Abort:
         err_console.print("aborted")
-        return 130
+        return INTERRUPTED
     except click.exceptions.NoArgsIsHelpError as e:  # bare `divscope`: the help, as before
         e.show()
         return e.exit_code
@@ -188,9 +188,26 @@ def main(argv: list[str] | None = None) -> int:
         return error(usage_error_line(e))
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        return 130
+        return INTERRUPTED
     return 0
 
 
+INTERRUPTED = 130
+
+
+def run() -> None:
+    """The ``divscope`` console script: :func:`main`, then exit. After Ctrl-C it exits at once (``os._exit``):
+    interpreter shutdown with torch loaded takes seconds, and nothing is left to do, since every store is kill-safe
+    (an interrupted run must survive SIGKILL anyway). ``main`` itself returns, so Python callers keep control."""
+    code = main()
+    if code == INTERRUPTED:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
