@@ -32,9 +32,9 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
     workspace.require_pool()  # a missing pool is named before any filter reads it
     elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
                        length_tokenizer=s.length_tokenizer, where=s.where)
-    selector = Selector(workspace, elig.mask)
+    selector = Selector(workspace, elig.mask, pins=s.features)
     sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
-    req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request
+    req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request | selector.pins.request()
     m = write_subset(selector, sub, out, fmt, req)
     rows = [(k, m[k]) for k in ("strategy", "diversity", "size", "seed", "k", "k_min", "k_max", "pool_size",
                                 "types_covered", "coverage_target", "eligible", "typed_samples", "typeless_samples")

@@ -100,7 +100,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
              seeds: list[int], fmt: str | None = None, ext: str = ".jsonl", eligible: np.ndarray | None = None,
              length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
              where: str | None = None, eligible_label: str = "given rows", features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
-             replicates: int = 1, hold_selection: bool = False, **options: Any) -> tuple[list[dict[str, Any]], int]:
+             replicates: int = 1, hold_selection: bool = False, feature_pins: list[str] | None = None,
+             **options: Any) -> tuple[list[dict[str, Any]], int]:
     """Write every subset of the grid (skipping finished ones) and ``OUT/grid.json``; returns the manifests and how
     many were new.
 
@@ -108,7 +109,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     (inclusive) are selectable (length control); ``where``: only rows satisfying the expression (see
     ``select.where``); both narrow ``eligible`` (``select.eligibility``, ``eligible_label`` names it in the error
     for too few rows). ``features``: options per level; selection then uses exactly
-    those cached features instead of the most recently featurized ones (see ``Selector``). ``replicates``: each
+    those cached features. ``feature_pins``: builds by key or ``OPTION=VALUE`` (``--features``; a level and side
+    with several builds needs one; see ``Selector``), recorded in every request when given. ``replicates``: each
     cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``).
     """
     from divscope.select.eligibility import eligibility, select_eligible
@@ -118,12 +120,13 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     ws.require_pool()
     elig = eligibility(ws, eligible, base_label=eligible_label, length_range=length_range, length_side=length_side,
                        length_tokenizer=length_tokenizer, where=where)
-    selector = Selector(ws, elig.mask, features=features)
+    selector = Selector(ws, elig.mask, features=features, pins=feature_pins)
+    selector.check_features(strategies, **options)
     cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds, replicates, hold_selection)
     manifests, built = [], 0
     with progress_bar("grid", total=len(cells)) as advance:
         for c in cells:
-            req = request_of(c.strategy, c.size, c.diversity, c.seed, options) | elig.request
+            req = request_of(c.strategy, c.size, c.diversity, c.seed, options) | elig.request | selector.pins.request()
             done = {"request": req, "pool_fingerprint": selector.pool.fingerprint}
             manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
             if manifest is None:
@@ -152,5 +155,6 @@ def run_grid_settings(ws: Workspace | str | Path, out: Path, grid: GridSettings,
     return run_grid(ws, out, grid.strategies, grid.sizes, grid.level_values(), grid.seeds, fmt=fmt, ext=ext,
                     eligible=eligible, eligible_label=eligible_label, features=features,
                     baseline_seeds=grid.baseline_seeds,
-                    replicates=grid.replicates, hold_selection=grid.hold == "selection", **length,
+                    replicates=grid.replicates, hold_selection=grid.hold == "selection", feature_pins=grid.features,
+                    **length,
                     **grid.strategy_options())
