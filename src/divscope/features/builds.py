@@ -15,6 +15,7 @@ Builds of another pool (a re-ingested workspace) are listed as stale and never c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -74,6 +75,10 @@ def _text(v: Any) -> str:
     return json.dumps(v, sort_keys=True)
 
 
+def _mapping(v: Any) -> dict[str, Any]:
+    return dict(v) if isinstance(v, dict) else {}
+
+
 def _settings_fields(level: str) -> list[str]:
     from divscope.features.settings import LEVEL_SETTINGS
 
@@ -81,7 +86,11 @@ def _settings_fields(level: str) -> list[str]:
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total = 0
+    for p in path.rglob("*"):
+        with contextlib.suppress(OSError):  # a file removed while we look
+            total += p.stat().st_size if p.is_file() else 0
+    return total
 
 
 def feature_builds(ws: Workspace | str | Path, level: str | None = None, side: str | None = None) -> list[FeatureBuild]:
@@ -107,7 +116,9 @@ def feature_builds(ws: Workspace | str | Path, level: str | None = None, side: s
                     entry = json.loads((p / ENTRY_FILE).read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     continue  # unreadable: not a usable entry (featurize rebuilds it)
-                builds.append(FeatureBuild(lv, sd, p.name, dict(entry.get("config") or {}),
+                if not isinstance(entry, dict):
+                    continue
+                builds.append(FeatureBuild(lv, sd, p.name, _mapping(entry.get("config")),
                                            str(entry.get("identity", "")), _size(p), entry.get("built_at"),
                                            p.name == latest, entry.get("pool_fingerprint") == fingerprint, p))
             out += sorted(builds, key=lambda b: (b.built_at or 0.0, b.key))

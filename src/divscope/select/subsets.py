@@ -8,6 +8,7 @@ Manifests hold no timestamps: the same request gives byte-identical files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.registry import get_strategy
-from divscope.select.settings import GridSettings, replicate_seed
+from divscope.select.settings import GridSettings, SelectSettings, replicate_seed
 from divscope.select.strategies import Selector, Subset
 from divscope.store.atomic import write_json
 from divscope.store.cached import stored_result
@@ -40,12 +41,11 @@ def request_of(strategy: str, n: int, d: float | None, seed: int, options: dict[
     return {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "options": dict(sorted(kept.items()))}
 
 
-def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
-                 replicate: int | None = None) -> dict[str, Any]:
-    """The data file, then its manifest; ``replicate`` is recorded when the grid has replicates (R > 1)."""
-    records = selector.pool.records(subset.rows.tolist())
-    write_records(records, path, fmt=fmt)
-    manifest = {
+def subset_manifest(selector: Selector, subset: Subset, request: dict[str, Any], file: str | None,
+                    fmt: str | None, replicate: int | None = None) -> dict[str, Any]:
+    """The manifest of ``subset`` written as ``file`` in ``fmt``; ``replicate`` is recorded when the grid has
+    replicates (R > 1)."""
+    return {
         "divscope_version": __version__,
         "request": request,
         "strategy": subset.strategy,
@@ -56,13 +56,62 @@ def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None
         **subset.info,
         "workspace": str(selector.ws.path.resolve()),
         "pool_fingerprint": selector.pool.fingerprint,
-        "file": path.name,
+        "file": file,
         "format": fmt or "auto",
         "rows": [int(r) for r in subset.rows],
-        "ids": [records[i].id for i in range(len(records))],
+        "ids": [selector.ids[int(r)] for r in subset.rows],
     }
+
+
+def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
+                 replicate: int | None = None) -> dict[str, Any]:
+    """The data file, then its manifest (``subset_manifest``)."""
+    records = selector.pool.records(subset.rows.tolist())
+    write_records(records, path, fmt=fmt)
+    manifest = subset_manifest(selector, subset, request, path.name, fmt, replicate)
     write_json(manifest_path(path), manifest)
     return manifest
+
+
+@dataclass
+class Selected:
+    """One selection with what its manifest needs: the selector (workspace, pool), the subset, the request."""
+
+    selector: Selector
+    subset: Subset
+    request: dict[str, Any]
+
+
+def select_one(ws: Workspace | str | Path, settings: SelectSettings) -> Selected:
+    """The selection ``divscope select`` makes (and ``divscope.select``): the eligibility filters (length band,
+    ``where``), the feature builds (``features``), the strategy, and the manifest's request."""
+    from divscope.select.eligibility import eligibility, select_eligible
+
+    s = settings
+    options = s.strategy_options()
+    workspace = ws if isinstance(ws, Workspace) else Workspace(ws)
+    workspace.require_pool()  # a missing pool is named before any filter reads it
+    elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
+                       length_tokenizer=s.length_tokenizer, where=s.where)
+    selector = Selector(workspace, elig.mask, pins=s.features)
+    sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
+    req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request | selector.pins.request()
+    return Selected(selector, sub, req)
+
+
+def refuse_ignored(strategy: str, given: list[str], spell: Callable[[str], str] | None = None) -> None:
+    """An option given that the strategy ignores is an error, not a silent no-op: the user asked for something (a
+    level, a threshold) that the subset would not have, while its manifest records it. ``given``: field names;
+    ``spell``: how the message names one [``--option-name``]."""
+    from divscope.errors import DivscopeError
+    from divscope.select.settings import ignored_options
+
+    spell = spell or (lambda n: "--" + n.replace("_", "-"))
+    ignored = ignored_options(strategy, given)
+    if ignored:
+        raise DivscopeError(f"strategy {strategy} ignores {' '.join(spell(n) for n in ignored)}: drop "
+                            f"{'it' if len(ignored) == 1 else 'them'} (docs/strategies.md lists the options each "
+                            "strategy uses)")
 
 
 @dataclass
