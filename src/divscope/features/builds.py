@@ -118,8 +118,10 @@ def feature_builds(ws: Workspace | str | Path, level: str | None = None, side: s
                     continue  # unreadable: not a usable entry (featurize rebuilds it)
                 if not isinstance(entry, dict):
                     continue
+                built_at = entry.get("built_at")
                 builds.append(FeatureBuild(lv, sd, p.name, _mapping(entry.get("config")),
-                                           str(entry.get("identity", "")), _size(p), entry.get("built_at"),
+                                           str(entry.get("identity", "")), _size(p),
+                                           float(built_at) if isinstance(built_at, (int, float)) else None,
                                            p.name == latest, entry.get("pool_fingerprint") == fingerprint, p))
             out += sorted(builds, key=lambda b: (b.built_at or 0.0, b.key))
     return out
