@@ -65,6 +65,10 @@ class SelectOptions(Settings):
         None, "Eligibility filter over record metadata and the derived columns instruction_tokens, response_tokens "
         "(lengths in --length-tokenizer tokens), turns (user turns) and source, e.g. \"score >= 4 and turns == 1\": "
         "== != < <= > >=, in [..], and, or, not, parentheses.", metavar="EXPR")
+    features: list[str] | None = setting(
+        None, "Feature builds to select with, where a level and side has several (`divscope features WS` lists "
+        "them): cache keys (a unique prefix is enough) or OPTION=VALUE of their options (unit=words, "
+        "runtime=onnx); comma-separated. A level and side with one build uses it.", metavar="KEY|OPTION=VALUE,...")
 
     @field_validator("length_range", mode="before")
     @classmethod
