@@ -16,7 +16,7 @@ import numpy as np
 
 from divscope._version import __version__
 from divscope.io.workspace import Workspace
-from divscope.io.writers import write_records
+from divscope.io.writers import write_pool_rows
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.registry import get_strategy
 from divscope.select.settings import GridSettings, replicate_seed
@@ -41,10 +41,12 @@ def request_of(strategy: str, n: int, d: float | None, seed: int, options: dict[
 
 
 def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
-                 replicate: int | None = None) -> dict[str, Any]:
-    """The data file, then its manifest; ``replicate`` is recorded when the grid has replicates (R > 1)."""
-    records = selector.pool.records(subset.rows.tolist())
-    write_records(records, path, fmt=fmt)
+                 replicate: int | None = None, build_lines: bool = False) -> dict[str, Any]:
+    """The data file, then its manifest; ``replicate`` is recorded when the grid has replicates (R > 1).
+    ``build_lines``: encode the pool's record lines first when they are not stored yet (``io.writers.pool_lines``:
+    worth it for a grid, which writes many subsets; a single subset uses them only when stored)."""
+    write_pool_rows(selector.pool, subset.rows, path, fmt=fmt, build_lines=build_lines)
+    ids = selector.pool.ids
     manifest = {
         "divscope_version": __version__,
         "request": request,
@@ -59,7 +61,7 @@ def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None
         "file": path.name,
         "format": fmt or "auto",
         "rows": [int(r) for r in subset.rows],
-        "ids": [records[i].id for i in range(len(records))],
+        "ids": [ids[r] for r in subset.rows.tolist()],
     }
     write_json(manifest_path(path), manifest)
     return manifest
@@ -128,7 +130,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
             manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
             if manifest is None:
                 sub = select_eligible(selector, elig, c.strategy, c.size, c.diversity, c.seed, **options)
-                manifest = write_subset(selector, sub, c.path, fmt, req, c.replicate if replicates > 1 else None)
+                manifest = write_subset(selector, sub, c.path, fmt, req, c.replicate if replicates > 1 else None,
+                                        build_lines=True)
                 built += 1
             manifests.append(manifest)
             advance()
