@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 from divscope._version import __version__
 from divscope.errors import DivscopeError, did_you_mean
 from divscope.io.record import Record
-from divscope.io.shapes import RESERVED_KEYS, SHAPES, to_dict
+from divscope.io.shapes import RESERVED_KEYS, SHAPES, shape_dict, to_dict
 from divscope.io.workspace import Pool
 from divscope.store.atomic import atomic_open, atomic_path, write_json
 
@@ -28,7 +28,7 @@ DATASET_INFO = "dataset_info.json"
 HF_SHARD = "data-00000-of-00001.arrow"  # the one shard an ``hf`` output is written as (what LLaMA-Factory loads)
 _LLAMAFACTORY_EXTENSIONS = ("json", "jsonl", "parquet")  # its FILEEXT2TYPE, less csv/txt (not our formats)
 OPTIONAL_COLUMNS = ("system", "history")  # alpaca columns a dataset_info entry declares only when present
-LINES_VERSION = 1  # of pool_lines' encoding: bump when to_dict or _typed_rows change what a line holds
+LINES_VERSION = 1  # of pool_lines' encoding: bump when shape_dict or _typed_rows change what a line holds
 
 
 def infer_format(path: Path) -> str:
@@ -136,24 +136,38 @@ def encode_pool(pool: Pool, shape: str) -> dict[str, np.ndarray]:
     keys: list[frozenset[str]] = []
     flags = np.zeros(len(pool), np.uint8)
     types: dict[str, set[type | None]] = {}
-    for i, rec in enumerate(pool.iter_records()):
-        row = to_dict(rec, shape)
-        row_types = _key_types([row])
-        for k, ts in row_types.items():
-            types.setdefault(k, set()).update(ts)
-        keys.append(frozenset(row_types))
-        _nest(row, _as_column(row_types))
-        flags[i] = sum(1 << bit for bit, name in enumerate(OPTIONAL_COLUMNS) if name in row)
+    table = pool.table.select(["source_id", "conversation", "metadata"])
+    no_keys: frozenset[str] = frozenset()
+    for i, (sid, messages, meta_json) in enumerate(_pool_rows(table)):
+        # what to_dict(row_to_record(row), shape) gives, without building Record and Turn objects
+        meta = json.loads(meta_json) if meta_json and meta_json != "{}" else None
+        row = shape_dict(messages, sid, meta or {}, shape)
+        row_keys = no_keys
+        if meta:
+            row_types = _key_types([row])
+            for k, ts in row_types.items():
+                types.setdefault(k, set()).update(ts)
+            row_keys = frozenset(row_types)
+            _nest(row, _as_column(row_types))
+        if shape == "alpaca":
+            flags[i] = sum(1 << bit for bit, name in enumerate(OPTIONAL_COLUMNS) if name in row)
         try:
             lines.append(json.dumps(row, ensure_ascii=False).encode())
         except UnicodeEncodeError:  # a lone surrogate: write_records raises on it, so must the writer of the subset
             lines.append(b"")
-            keys[-1] = frozenset({"\x00"})  # never a column: the row is inexact
+            row_keys = frozenset({"\x00"})  # never a column: the row is inexact
+        keys.append(row_keys)
     as_column = _as_column(types)
     exact = np.fromiter((k <= as_column for k in keys), np.bool_, count=len(keys))
     offsets = np.zeros(len(lines) + 1, np.int64)
     np.cumsum([len(line) for line in lines], out=offsets[1:])
     return {"offsets": offsets, "blob": np.frombuffer(b"".join(lines), np.uint8), "exact": exact, "flags": flags}
+
+
+def _pool_rows(table: Any, batch_size: int = 8192) -> Iterator[tuple[str | None, list[dict[str, str]], str]]:
+    for batch in table.to_batches(max_chunksize=batch_size):
+        yield from zip(*(batch.column(name).to_pylist() for name in ("source_id", "conversation", "metadata")),
+                       strict=True)
 
 
 def _target(path: str | os.PathLike[str], fmt: str | None, shape: str, llamafactory: bool
