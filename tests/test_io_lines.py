@@ -46,7 +46,8 @@ def _same_output(pool: Pool, rows: list[int], out: Path, fmt: str | None, name: 
 
 def _mixed() -> list[Record]:
     """score is an int in rows 0-2 and text in row 3 (which also has a NUL key and a list); row 4 has neither
-    (a reserved key nested, a clean one); row 1 has a system turn, row 2 history (alpaca) and a null."""
+    (a reserved key nested, a clean one), row 5 only a reserved key; row 1 has a system turn, row 2 history
+    (alpaca) and a null."""
     def rec(i: int, system: bool = False, turns: int = 1, **meta: object) -> Record:
         conv = [Turn("system", "be brief")] if system else []
         for t in range(turns):
@@ -54,16 +55,17 @@ def _mixed() -> list[Record]:
         return Record.make(conv, source_id=f"r{i}", metadata=meta)
 
     return [rec(0, score=1), rec(1, system=True, score=2), rec(2, turns=2, score=3, note=None),
-            rec(3, score="high", tags=["x"], **{"a\x00b": 1}), rec(4, lang="en", **{"id": "meta-id"})]
+            rec(3, score="high", tags=["x"], **{"a\x00b": 1}), rec(4, lang="en", **{"id": "meta-id"}),
+            rec(5, history=None)]
 
 
 @pytest.mark.parametrize(("fmt", "name"), JSON_CASES)
 def test_pool_rows_write_what_write_records_writes(tmp_path: Path, fmt: str | None, name: str) -> None:
     pool = _pool(tmp_path / "ws", _mixed())
-    for i, rows in enumerate([[0, 1], [0, 3], [3, 0, 2], [4, 2, 1, 0, 3], [1], []]):
+    for i, rows in enumerate([[0, 1], [0, 3], [3, 0, 2], [4, 2, 1, 0, 3], [1], [5, 4], []]):
         _same_output(pool, rows, tmp_path / f"out{i}", fmt, name)
     lines = writers.pool_lines(pool, "alpaca" if fmt == "alpaca" else "sharegpt" if fmt == "sharegpt" else "openai")
-    assert np.asarray(lines["exact"]).tolist() == [False, False, False, False, True]  # score varies across the pool
+    assert np.asarray(lines["exact"]).tolist() == [False, False, False, False, True, True]  # score varies across the pool
 
 
 def test_score_is_a_column_exactly_when_the_subset_agrees_on_its_type(tmp_path: Path) -> None:
@@ -139,3 +141,14 @@ def test_pool_fingerprint_is_remembered_until_the_file_changes(tmp_path: Path, m
     assert Workspace(ws).pool.fingerprint == "remembered"  # taken as it is: the ids and hashes are not read
     other = recs[:4]
     assert _pool(ws, other).fingerprint == fingerprint_rows((r.id, r.content_hash) for r in other)
+
+
+def test_a_pool_replaced_after_opening_leaves_no_memo_of_it(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    recs = [Record.make([Turn("user", f"q{i}"), Turn("assistant", f"a{i}")]) for i in range(5)]
+    opened = _pool(ws, recs)
+    pq.write_table(records_to_table(recs[:3]), ws / "new.parquet")
+    (ws / "new.parquet").replace(ws / "pool.parquet")  # replaced (as ingest does) before the first one fingerprints
+    replaced = Workspace(ws).pool
+    assert opened.fingerprint == fingerprint_rows((r.id, r.content_hash) for r in recs)  # what it opened
+    assert replaced.fingerprint == fingerprint_rows((r.id, r.content_hash) for r in recs[:3])

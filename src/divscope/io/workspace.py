@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
@@ -72,9 +73,8 @@ POOL_MEMO = ".pool.verified.json"  # the pool fingerprint remembered with pool.p
 # memo of this machine, hidden, like the features' .verified.json
 
 
-def file_signature(path: Path) -> list[int]:
-    """(size, mtime_ns, inode) of a file: any rewrite (atomic or in place) changes it."""
-    st = path.stat()
+def file_signature(st: os.stat_result) -> list[int]:
+    """(size, mtime_ns, inode) of a file's stat: any rewrite (atomic or in place) changes it."""
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
@@ -87,7 +87,9 @@ class Pool:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._file = pq.ParquetFile(self.path, memory_map=True)
+        source = pa.memory_map(str(self.path))
+        self._signature = file_signature(os.fstat(source.fileno()))  # of the file opened, whatever replaces it
+        self._file = pq.ParquetFile(source)
         self.cache: dict[str, Any] = {}
 
     def __len__(self) -> int:
@@ -112,7 +114,7 @@ class Pool:
         """``fingerprint_rows`` of the pool; remembered in ``.pool.verified.json`` beside it with the file's
         signature, so later opens of the unchanged file read neither the ids nor the content hashes for it."""
         memo_path = self.path.with_name(POOL_MEMO)
-        signature = file_signature(self.path)
+        signature = self._signature
         try:
             memo = json.loads(memo_path.read_text(encoding="utf-8"))
             if memo["signature"] == signature and isinstance(memo["fingerprint"], str):
@@ -121,7 +123,8 @@ class Pool:
             pass
         fp = fingerprint_rows(zip(self.ids, self.column("content_hash").to_pylist(), strict=True))
         with contextlib.suppress(OSError):  # a read-only workspace is only slower
-            write_json(memo_path, {"signature": signature, "fingerprint": fp})
+            if file_signature(self.path.stat()) == signature:  # not replaced since it was opened
+                write_json(memo_path, {"signature": signature, "fingerprint": fp})
         return fp
 
     def iter_records(self, batch_size: int = 4096) -> Iterator[Record]:

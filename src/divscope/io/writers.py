@@ -141,9 +141,9 @@ def encode_pool(pool: Pool, shape: str) -> dict[str, np.ndarray]:
     for i, (sid, messages, meta_json) in enumerate(_pool_rows(table)):
         # what to_dict(row_to_record(row), shape) gives, without building Record and Turn objects
         meta = json.loads(meta_json) if meta_json and meta_json != "{}" else None
-        row = shape_dict(messages, sid, meta or {}, shape)
         row_keys = no_keys
-        if meta:
+        row = shape_dict(messages, sid, meta or {}, shape)  # (moves reserved keys out of meta)
+        if meta is not None:
             row_types = _key_types([row])
             for k, ts in row_types.items():
                 types.setdefault(k, set()).update(ts)
