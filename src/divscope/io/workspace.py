@@ -123,8 +123,7 @@ class Pool:
             pass
         fp = fingerprint_rows(zip(self.ids, self.column("content_hash").to_pylist(), strict=True))
         with contextlib.suppress(OSError):  # a read-only workspace is only slower
-            if file_signature(self.path.stat()) == signature:  # not replaced since it was opened
-                write_json(memo_path, {"signature": signature, "fingerprint": fp})
+            write_json(memo_path, {"signature": signature, "fingerprint": fp})  # true of the file opened, always
         return fp
 
     def iter_records(self, batch_size: int = 4096) -> Iterator[Record]:
