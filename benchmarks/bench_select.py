@@ -8,17 +8,23 @@ What it does:
 
 0. End to end through the CLI: a workspace with a pool of as many records (string ids ``rec-0000000``...) and
    the generated incidence installed as its response-micro features, then ``divscope grid WS --strategies
-   response-micro --sizes N --levels 7 --seeds 0`` run in-process (``divscope.cli.main``) in fresh child
-   processes, with the time of each stage (exclusive of the stages nested in it): opening the pool, loading the
-   incidence, building the CSC view, hashing type names and record ids, the engine's construction, pruning,
-   the 7 levels (the sample kernel, which sorts each picked type's candidates lazily: "sorts" is measured apart,
-   as the first level's time minus the same level's again), writing the subsets and manifests, and the rest.
-   "new" is this checkout; "old" is the code of ``--old-ref`` (default: the commit this branch started from,
-   ``git merge-base HEAD main``), extracted with ``git archive`` into a temporary folder and run the same way
-   in the same session, so both see the same machine load. "new, cold" runs with no engine arrays in the
-   feature cache (they are built and stored), "new, cached" after that; old has nothing to cache. Each variant
-   runs ``--repeats`` times (default 3) and the best is reported; the subsets and manifests of old and new are
-   compared byte for byte.
+   response-micro --sizes N --levels 7 --seeds 0`` run two ways, each in fresh child processes: (a) ``cli.main``
+   in a child that imported divscope and warmed numba first, with the time of each stage (exclusive of the
+   stages nested in it): opening the pool (footer, fingerprint), loading the incidence, reading the cached
+   arrays (engine arrays, prunings, record lines), building the CSC view, hashing type names and record ids, the
+   engine's construction, pruning, the 7 levels (the sample kernel, which sorts each picked type's candidates
+   lazily: "sorts" is measured apart, as the first level's time minus the same level's again), encoding the
+   pool's record lines, writing the subsets and manifests, and the rest; (b) the whole command as a user runs
+   it, one fresh interpreter (start-up, imports and numba's start-up included), its CPU time taken from
+   ``getrusage(RUSAGE_CHILDREN)``. Every time is printed as wall-clock and as CPU time (user + system, all
+   threads): on a machine shared with other jobs the CPU time is the steadier measure.
+   "old" is the code of each ``--old-ref`` (default: the commit this branch started from, ``git merge-base HEAD
+   main``), extracted with ``git archive`` into a temporary folder and run the same way in the same session, so
+   both see the same machine load. States: "cold" is the first grid after ingest + featurize (nothing the grid
+   caches: engine arrays, prunings, remembered fingerprint checks; the record lines ingest encodes are there for
+   the new code), "no lines" the same without the record lines (a workspace ingested by an older divscope: this
+   grid encodes them), "cached" every later grid. Each variant runs ``--repeats`` times (default 3) and the best
+   is reported; the subsets, manifests and dataset_info.json of every variant are compared byte for byte.
 
 1. Generates the incidence with numpy: type t (frequency rank r = t + 1) gets f_t = min(n, C / r^a) draws of a
    uniformly random row (Zipf-distributed type frequencies, a = 1 by default); duplicates are dropped, and C is
@@ -197,13 +203,17 @@ def wrap(owner, attr, label):
     setattr(owner, attr, timed)
 
 
+writers = importlib.import_module("divscope.io.writers")
 for owner, attr, label in [
         (workspace.Pool, "__init__", "open pool"), (workspace, "fingerprint_rows", "open pool"),
-        (featurize, "load_incidence", "incidence load"), (cached, "cached_arrays", "engine arrays cache"),
+        (workspace.Pool, "column", "open pool"),
+        (featurize, "load_incidence", "incidence load"), (cached, "cached_arrays", "cached arrays"),
+        (cached, "stored_arrays", "cached arrays"),
         (kernels, "transpose", "CSC"), (engine.Engine, "_csc", "CSC"),
         (seeding, "hash_strings", "hashing"), (engine, "hash_strings", "hashing"),
         (engine.Engine, "__init__", "engine construction"), (kernels, "prune", "pruning"),
-        (kernels, "sample", "levels"), (subsets, "write_subset", "writing")]:
+        (kernels, "sample", "levels"), (subsets, "write_subset", "writing"),
+        (writers, "encode_pool", "encoding record lines")]:
     wrap(owner, attr, label)
 t, cpu = time.perf_counter(), time.process_time()
 rc = cli.main(["grid", ws, "--strategies", "response-micro", "--sizes", n_select, "--levels", "7", "--seeds", "0",
@@ -225,8 +235,10 @@ print(json.dumps({"total": total, "cpu": cpu, "stages": stages, "cpu_stages": cp
                   "sorts": max(0.0, first - again), "sorts_cpu": max(0.0, first_cpu - again_cpu)}))
 """
 
-STAGES = ("open pool", "incidence load", "engine arrays cache", "CSC", "hashing", "engine construction", "pruning",
-          "levels", "writing")
+STAGES = ("open pool", "incidence load", "cached arrays", "CSC", "hashing", "engine construction", "pruning",
+          "levels", "encoding record lines", "writing")
+# The whole command as a user runs it: a fresh interpreter, imports and numba's start-up included.
+PROCESS = "import sys; from divscope.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def make_workspace(path: Path, m: sp.csr_matrix) -> Path:
@@ -254,7 +266,13 @@ def make_workspace(path: Path, m: sp.csr_matrix) -> Path:
     return d / "bench"
 
 
+def grid_args(ws: Path, out: Path, n_select: int) -> list[str]:
+    return ["grid", str(ws), "--strategies", "response-micro", "--sizes", str(n_select), "--levels", "7", "--seeds",
+            "0", "-o", str(out)]
+
+
 def cli_run(src: str, ws: Path, out: Path, n_select: int) -> dict:
+    """The grid in a child that imported divscope and warmed numba first: per-stage times of ``cli.main``."""
     env = {**os.environ, "PYTHONPATH": src, "DIVSCOPE_PROGRESS": "0"}
     proc = subprocess.run([sys.executable, "-c", CLI_CHILD, str(ws), str(out), str(n_select)], env=env,
                           capture_output=True, text=True)
@@ -263,43 +281,82 @@ def cli_run(src: str, ws: Path, out: Path, n_select: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def process_run(src: str, ws: Path, out: Path, n_select: int) -> dict:
+    """The grid as one fresh process: wall-clock and CPU time (user + system, all threads, from
+    ``getrusage(RUSAGE_CHILDREN)``), interpreter start-up, imports and numba's start-up included."""
+    env = {**os.environ, "PYTHONPATH": src, "DIVSCOPE_PROGRESS": "0"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PROCESS, *grid_args(ws, out, n_select)], env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(proc.stderr)
+    return {"total": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+
+
 def same_outputs(a: Path, b: Path) -> bool:
     fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     return fa == fb and all((a / f).read_bytes() == (b / f).read_bytes() for f in fa)
 
 
-def bench_cli(m: sp.csr_matrix, n_select: int, repeats: int, old_ref: str) -> None:
-    """Step 0 (see the module docstring): the CLI grid, new vs old, stage by stage."""
+def forget(ws: Path, entry: Path, lines: bool) -> None:
+    """Remove what a grid caches in the workspace (engine arrays, prunings, remembered fingerprint checks) and,
+    with ``lines``, the record lines ingest encodes: the next grid starts cold."""
+    from divscope.features.featurize import VERIFIED_FILE
+    from divscope.io.workspace import POOL_MEMO
+
+    for d in (entry / "engine", entry / "engine-pruning", *([ws / "cache" / "lines"] if lines else [])):
+        shutil.rmtree(d, ignore_errors=True)
+    (entry / VERIFIED_FILE).unlink(missing_ok=True)
+    (ws / POOL_MEMO).unlink(missing_ok=True)
+
+
+def bench_cli(m: sp.csr_matrix, n_select: int, repeats: int, old_refs: list[str]) -> None:
+    """Step 0 (see the module docstring): the CLI grid, old vs new, cold and cached, stage by stage."""
     root = Path(__file__).resolve().parents[1]
-    ref = old_ref or subprocess.run(["git", "-C", str(root), "merge-base", "HEAD", "main"], capture_output=True,
-                                    text=True, check=True).stdout.strip()
+    refs = old_refs or [subprocess.run(["git", "-C", str(root), "merge-base", "HEAD", "main"], capture_output=True,
+                                       text=True, check=True).stdout.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        old_src = tmp_path / "old"
-        old_src.mkdir()
-        archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src"], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive.stdout, check=True)
+        srcs = {}
+        for ref in refs:
+            old_src = tmp_path / f"old-{ref[:10]}"
+            old_src.mkdir()
+            archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src"], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive.stdout, check=True)
+            srcs[f"old {ref[:7]}"] = str(old_src / "src")
         t = time.perf_counter()
-        entry = make_workspace(tmp_path / "ws", m)
+        ws = tmp_path / "ws"
+        entry = make_workspace(ws, m)
         print(f"\nCLI grid, end to end: workspace of {m.shape[0]:,} records (string ids) with the incidence as its "
-              f"response-micro features, built in {time.perf_counter() - t:.1f} s; old = {ref[:10]}")
+              f"response-micro features, built in {time.perf_counter() - t:.1f} s; old = "
+              + ", ".join(f"{r[:10]}" for r in refs))
         new_src = str(root / "src")
-        runs: dict[str, list[dict]] = {"old": [], "new, cold": [], "new, cached": []}
+        # cold: the first grid after ingest + featurize (the record lines come from ingest); "no lines": a
+        # workspace ingested before record lines existed, encoded on this first grid; cached: every later grid.
+        variants = [(f"{name}, {state}", src, state) for state in ("cold", "cached") for name, src in srcs.items()]
+        variants += [("new, no lines", new_src, "no lines"), ("new, cold", new_src, "cold"),
+                     ("new, cached", new_src, "cached")]
+        staged: dict[str, list[dict]] = {n: [] for n, _, _ in variants}
+        whole: dict[str, list[dict]] = {n: [] for n, _, _ in variants}
         outs = {}
         for i in range(repeats):
-            for name, src in (("old", str(old_src / "src")), ("new, cold", new_src), ("new, cached", new_src)):
-                if name == "new, cold":
-                    shutil.rmtree(entry / "engine", ignore_errors=True)
-                    (entry / "verified.json").unlink(missing_ok=True)
-                out = tmp_path / f"out-{name.replace(', ', '-')}-{i}"
-                runs[name].append(cli_run(src, tmp_path / "ws", out, n_select))
-                outs[name] = out
-        identical = same_outputs(outs["old"], outs["new, cold"]) and same_outputs(outs["old"], outs["new, cached"])
+            for how, runner, results in (("stages", cli_run, staged), ("process", process_run, whole)):
+                for label, src, state in variants:
+                    if state != "cached":
+                        forget(ws, entry, lines=state == "no lines")
+                    out = tmp_path / f"out-{how}-{label.replace(', ', '-').replace(' ', '-')}-{i}"
+                    results[label].append(runner(src, ws, out, n_select))
+                    outs[(how, label)] = out
+        identical = all(same_outputs(outs[next(iter(outs))], o) for o in outs.values())
     for clock, total, stages_key, sorts_key in (("wall-clock", "total", "stages", "sorts"),
                                                  ("CPU (process time, all threads)", "cpu", "cpu_stages",
                                                   "sorts_cpu")):
-        best = {name: min(rs, key=lambda r, k=total: r[k]) for name, rs in runs.items()}
+        best = {n: min(rs, key=lambda r, k=total: r[k]) for n, rs in staged.items()}
+        proc = {n: min(rs, key=lambda r, k=total: r[k]) for n, rs in whole.items()}
         names = list(best)
         print(f"\n  divscope grid --strategies response-micro --sizes {n_select} --levels 7 --seeds 0: {clock} "
               f"seconds, best of {repeats} runs each (each stage exclusive of those nested in it)")
@@ -312,12 +369,21 @@ def bench_cli(m: sp.csr_matrix, n_select: int, repeats: int, old_ref: str) -> No
         print("  | other (settings, grid.json, tables) | " + " | ".join(f"{rest[n]:.3f}" for n in names) + " |")
         sel = {n: best[n][total] - best[n][stages_key].get("writing", 0.0) for n in names}
         print("  | **selection (all but writing)** | " + " | ".join(f"**{sel[n]:.3f}**" for n in names) + " |")
-        print("  | **whole grid command** | " + " | ".join(f"**{best[n][total]:.3f}**" for n in names) + " |")
-        for n in names[1:]:
-            print(f"  {n} / old ({clock}): selection {sel[n] / sel['old']:.2f}x ({sel['old'] / sel[n]:.1f}x faster), "
-                  f"whole command {best[n][total] / best['old'][total]:.2f}x")
-    print(f"  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"  subsets and manifests of old and new byte-identical: {identical}")
+        print("  | **grid command (cli.main, modules imported, numba warm)** | "
+              + " | ".join(f"**{best[n][total]:.3f}**" for n in names) + " |")
+        print("  | **whole process (interpreter, imports, numba start-up)** | "
+              + " | ".join(f"**{proc[n][total]:.3f}**" for n in names) + " |")
+        for n in names:
+            if not n.startswith("new"):
+                continue
+            for o in names:
+                if o.startswith("new") or not o.endswith(", cached" if n == "new, cached" else ", cold"):
+                    continue
+                print(f"  {n} / {o} ({clock}): grid command {best[n][total] / best[o][total]:.2f}x "
+                      f"({best[o][total] / best[n][total]:.1f}x faster), whole process "
+                      f"{proc[n][total] / proc[o][total]:.2f}x")
+    print(f"  load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print(f"  subsets, manifests and dataset_info.json of every variant byte-identical: {identical}")
     if not identical:
         sys.exit("old and new selections differ")
 
@@ -346,7 +412,8 @@ def main() -> None:
                     help="sizes of the two scaled-down pools for the reference (default 2500 5000; quick: 2000 4000)")
     ap.add_argument("--cli-only", action="store_true", help="only the end-to-end CLI comparison (step 0)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant in step 0 (the best is reported)")
-    ap.add_argument("--old-ref", default="", help="git commit of the old code in step 0 [merge-base with main]")
+    ap.add_argument("--old-ref", action="append", default=[],
+                    help="git commit of old code in step 0, repeatable [merge-base with main]")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--n-select", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -138,3 +138,22 @@ def test_trusted_load_reads_the_same_matrix_whatever_the_npz(ws: Path) -> None:
     assert (Incidence.load(entry, verify=False).matrix != checked.matrix).nnz == 0
     with pytest.raises(zipfile.BadZipFile):
         Incidence.load(entry)
+
+
+def test_prunings_come_from_the_cache_for_the_whole_pool_only(ws: Path, monkeypatch) -> None:
+    first = _rows(ws, seed=3)
+    stored = entry_path(ws, "response", "micro") / "engine-pruning" / "types-s3"
+    assert len(list(stored.iterdir())) == 1
+    half = np.arange(0, 300, 2)
+    expected_half = _fresh(ws, seed=5, rows=half)
+
+    def pruned(*args, **kwargs):
+        raise AssertionError("pruned again what the feature cache holds")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(kernels, "prune", pruned)
+        assert _rows(ws, seed=3) == first
+        with pytest.raises(AssertionError, match="pruned again"):  # another seed is pruned (and stored)
+            _rows(ws, seed=4)
+    assert _rows(ws, seed=5, eligible=half) == expected_half  # a sub-pool prunes itself, never the pool's
+    assert [p.name for p in stored.parent.iterdir()] == ["types-s3"]  # the sub-pool's pruning is not stored

@@ -47,13 +47,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from divscope.errors import DivscopeError
 from divscope.store.jsonl import JsonlStore
 from divscope.ui import err_console, progress_bar
+
+if TYPE_CHECKING:
+    import httpx
 
 Messages = list[dict[str, Any]]
 
@@ -247,6 +248,8 @@ class EndpointClient:
         return text
 
     def _client(self) -> httpx.Client:
+        import httpx  # here, not at import: every CLI command imports this module, few send requests
+
         with self._http_lock:
             if self._http is None:
                 limits = httpx.Limits(max_connections=self.max_concurrency,
@@ -272,6 +275,8 @@ class EndpointClient:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         body = {"model": self.model, "messages": messages, **self.params}
+        import httpx
+
         with self._stats_lock:
             self.stats["requests_sent"] += 1
         try:

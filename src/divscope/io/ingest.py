@@ -32,6 +32,7 @@ from divscope.io.repair import REPAIRABLE
 from divscope.io.settings import IngestSettings
 from divscope.io.shapes import RecordProblem, detect_shape, from_dict, repaired_from_dict
 from divscope.io.workspace import POOL_SCHEMA, Workspace, fingerprint_rows, records_to_table
+from divscope.io.writers import pool_lines
 from divscope.settings import parse
 from divscope.store.atomic import atomic_open, atomic_path, write_json
 from divscope.ui import progress_bar
@@ -196,6 +197,8 @@ def ingest(
     write_json(ws.report_path, report)
     if error:
         raise DivscopeError(error)
+    # The default output shape's record lines (io.writers.pool_lines): the first grid then only gathers them.
+    pool_lines(ws.pool, "openai")
     return IngestResult(ws, report)
 
 

@@ -280,22 +280,28 @@ def to_dict(record: Record, shape: str) -> dict[str, Any]:
 
     The id is written only when the source gave one: otherwise it is the content hash, recomputed on read.
     """
-    meta = dict(record.metadata)
-    out: dict[str, Any] = {"id": record.source_id} if record.source_id is not None else {}
-    conv = list(record.conversation)
+    return shape_dict(record.messages(), record.source_id, dict(record.metadata), shape)
+
+
+def shape_dict(messages: list[dict[str, str]], source_id: str | None, meta: dict[str, Any], shape: str
+               ) -> dict[str, Any]:
+    """``to_dict`` of a record given as its messages (``{"role", "content"}`` dicts, taken as they are),
+    source id and metadata (a dict this call may change): what a writer reading a pool's rows directly uses."""
+    out: dict[str, Any] = {"id": source_id} if source_id is not None else {}
     if shape == "openai":
-        out["messages"] = record.messages()
+        out["messages"] = messages
     elif shape == "sharegpt":
         role = {"user": "human", "assistant": "gpt", "system": "system"}
-        out["conversations"] = [{"from": role[t.role], "value": t.content} for t in conv]
+        out["conversations"] = [{"from": role[t["role"]], "value": t["content"]} for t in messages]
     elif shape == "alpaca":
-        if conv and conv[0].role == "system":
-            out["system"] = conv[0].content
+        conv = messages
+        if conv and conv[0]["role"] == "system":
+            out["system"] = conv[0]["content"]
             conv = conv[1:]
-        history = [[conv[i].content, conv[i + 1].content] for i in range(0, len(conv) - 2, 2)]
+        history = [[conv[i]["content"], conv[i + 1]["content"]] for i in range(0, len(conv) - 2, 2)]
         if history:
             out["history"] = history
-        out.update({"instruction": conv[-2].content, "input": "", "output": conv[-1].content})
+        out.update({"instruction": conv[-2]["content"], "input": "", "output": conv[-1]["content"]})
     else:
         raise ValueError(f"unknown shape {shape!r}")
     nested = {k: meta.pop(k) for k in sorted(meta) if k in RESERVED_KEYS}

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 
 from divscope.errors import DivscopeError
 from divscope.io.record import Record, Turn
+from divscope.store.atomic import write_json
 
 POOL_FILE = "pool.parquet"
 INGEST_FILE = "ingest.json"
@@ -66,23 +69,62 @@ def fingerprint_rows(pairs: Iterable[tuple[str, str]]) -> str:
     return h.hexdigest()[:16]
 
 
+POOL_MEMO = ".pool.verified.json"  # the pool fingerprint remembered with pool.parquet's size/mtime/inode: a local
+# memo of this machine, hidden, like the features' .verified.json
+
+
+def file_signature(st: os.stat_result) -> list[int]:
+    """(size, mtime_ns, inode) of a file's stat: any rewrite (atomic or in place) changes it."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 class Pool:
-    """Read access to ``pool.parquet``; rows are addressed by position, the order every Incidence uses."""
+    """Read access to ``pool.parquet``; rows are addressed by position, the order every Incidence uses.
+
+    Opening reads only the file's footer; columns are read (memory-mapped) when first asked for, the whole table
+    only by what needs every column (``table``, ``records``). ``cache`` keeps data derived from the pool for the
+    life of this object (the writers' encoded record lines)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.table = pq.read_table(self.path, memory_map=True)
+        source = pa.memory_map(str(self.path))
+        self._signature = file_signature(os.fstat(source.fileno()))  # of the file opened, whatever replaces it
+        self._file = pq.ParquetFile(source)
+        self.cache: dict[str, Any] = {}
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return self._file.metadata.num_rows
+
+    @cached_property
+    def table(self) -> pa.Table:
+        return self._file.read()
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column, without reading the others (unless the whole table is read already)."""
+        if "table" in self.__dict__:
+            return self.table.column(name)
+        return self._file.read(columns=[name]).column(name)
 
     @cached_property
     def ids(self) -> list[str]:
-        return self.table.column("id").to_pylist()
+        return self.column("id").to_pylist()
 
     @cached_property
     def fingerprint(self) -> str:
-        return fingerprint_rows(zip(self.ids, self.table.column("content_hash").to_pylist(), strict=True))
+        """``fingerprint_rows`` of the pool; remembered in ``.pool.verified.json`` beside it with the file's
+        signature, so later opens of the unchanged file read neither the ids nor the content hashes for it."""
+        memo_path = self.path.with_name(POOL_MEMO)
+        signature = self._signature
+        try:
+            memo = json.loads(memo_path.read_text(encoding="utf-8"))
+            if memo["signature"] == signature and isinstance(memo["fingerprint"], str):
+                return memo["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        fp = fingerprint_rows(zip(self.ids, self.column("content_hash").to_pylist(), strict=True))
+        with contextlib.suppress(OSError):  # a read-only workspace is only slower
+            write_json(memo_path, {"signature": signature, "fingerprint": fp})  # true of the file opened, always
+        return fp
 
     def iter_records(self, batch_size: int = 4096) -> Iterator[Record]:
         for batch in self.table.to_batches(max_chunksize=batch_size):

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from divscope._version import __version__
 from divscope.errors import DivscopeError, did_you_mean
 from divscope.io.record import Record
-from divscope.io.shapes import RESERVED_KEYS, SHAPES, to_dict
+from divscope.io.shapes import RESERVED_KEYS, SHAPES, shape_dict, to_dict
+from divscope.io.workspace import Pool
 from divscope.store.atomic import atomic_open, atomic_path, write_json
 
 WRITE_FORMATS = (*SHAPES, "parquet", "hf")
 DATASET_INFO = "dataset_info.json"
 HF_SHARD = "data-00000-of-00001.arrow"  # the one shard an ``hf`` output is written as (what LLaMA-Factory loads)
 _LLAMAFACTORY_EXTENSIONS = ("json", "jsonl", "parquet")  # its FILEEXT2TYPE, less csv/txt (not our formats)
+OPTIONAL_COLUMNS = ("system", "history")  # alpaca columns a dataset_info entry declares only when present
+LINES_VERSION = 1  # of pool_lines' encoding: bump when shape_dict or _typed_rows change what a line holds
 
 
 def infer_format(path: Path) -> str:
@@ -50,21 +56,10 @@ def write_records(
 
     Returns the path written.
     """
-    path = Path(path)
-    fmt = fmt or infer_format(path)
-    if fmt not in WRITE_FORMATS:
-        raise DivscopeError(f"unknown output format {fmt!r}: choose from {', '.join(WRITE_FORMATS)}"
-                            + did_you_mean(fmt, WRITE_FORMATS))
-    if shape not in SHAPES:
-        raise DivscopeError(f"unknown shape {shape!r}: choose from {', '.join(SHAPES)}" + did_you_mean(shape, SHAPES))
-    if fmt in SHAPES:
-        shape = fmt
-    entry = _entry_target(path, fmt) if llamafactory else None
-    if entry:
-        _check_entry(path.parent / DATASET_INFO, *entry)
+    path, fmt, shape, entry = _target(path, fmt, shape, llamafactory)
     rows = _typed_rows(records, shape)
     if fmt in SHAPES:
-        _write_json(rows, path, jsonl=path.suffix.lower() == ".jsonl" or shape == "openai")
+        _write_lines([json.dumps(row, ensure_ascii=False).encode() for row in rows], path, _is_jsonl(path, shape))
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -78,6 +73,119 @@ def write_records(
     if entry:
         add_llamafactory_entry(path, shape, columns={k for row in rows for k in row}, fmt=fmt)
     return path
+
+
+def write_pool_rows(pool: Pool, rows: Sequence[int] | np.ndarray, path: str | os.PathLike[str],
+                    fmt: str | None = None, shape: str = "openai", llamafactory: bool = True,
+                    build_lines: bool = True) -> Path:
+    """``write_records(pool.records(rows), ...)``, byte for byte, faster: a JSON/JSONL output is a gather of the
+    pool's encoded record lines (``pool_lines``; ``build_lines``: encode the pool first when they are not stored
+    yet, else write as ``write_records`` does). Parquet and HF outputs go through ``write_records``."""
+    path, fmt, shape, entry = _target(path, fmt, shape, llamafactory)
+    lines = pool_lines(pool, shape, build=build_lines) if fmt in SHAPES else None
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if lines is None:
+        return write_records(pool.records(rows.tolist()), path, fmt=fmt, shape=shape, llamafactory=llamafactory)
+    exact = np.asarray(lines["exact"])[rows]
+    # Rows holding a metadata key whose type varies across the pool: whether it stays a column depends on the
+    # subset, so they are encoded here as write_records would (from themselves alone: only they carry such keys).
+    slow_rows = rows[~exact]
+    typed = _typed_rows(pool.records(slow_rows.tolist()), shape) if len(slow_rows) else []
+    slow = {int(r): json.dumps(row, ensure_ascii=False).encode() for r, row in zip(slow_rows, typed, strict=True)}
+    columns = {k for row in typed for k in row}
+    present = int(np.bitwise_or.reduce(np.asarray(lines["flags"])[rows[exact]])) if exact.any() else 0
+    columns |= {name for bit, name in enumerate(OPTIONAL_COLUMNS) if present >> bit & 1}
+    offsets = np.asarray(lines["offsets"])
+    blob = memoryview(lines["blob"])
+    out = [slow[r] if r in slow else blob[a:b]
+           for r, a, b in zip(rows.tolist(), offsets[rows].tolist(), offsets[rows + 1].tolist(), strict=True)]
+    _write_lines(out, path, _is_jsonl(path, shape))
+    if entry:
+        add_llamafactory_entry(path, shape, columns=columns, fmt=fmt)
+    return path
+
+
+def pool_lines(pool: Pool, shape: str, build: bool = True) -> dict[str, np.ndarray] | None:
+    """Each pool record's JSON line in ``shape`` as ``write_records`` writes it, kept in
+    ``WS/cache/lines/<shape>/`` (keyed by the pool fingerprint, ``LINES_VERSION`` and the divscope version) and
+    memory-mapped: ``offsets`` (int64[n + 1]) into ``blob`` (uint8), ``exact`` (bool[n]: the line holds in any
+    subset; False for rows with a metadata key whose type varies across the pool) and ``flags`` (uint8[n], bit i:
+    the row has ``OPTIONAL_COLUMNS[i]``). ``build``: encode and store them when absent; else None then."""
+    key = f"lines-{shape}"
+    if key not in pool.cache:
+        from divscope.store.cached import cached_arrays, stored_arrays
+
+        params = {"what": "record lines", "version": LINES_VERSION, "divscope_version": __version__,
+                  "shape": shape, "pool_fingerprint": pool.fingerprint}
+        directory = pool.path.parent / "cache" / "lines" / shape
+        if build:
+            pool.cache[key] = cached_arrays(directory, params, lambda: encode_pool(pool, shape), mmap=True)
+        else:
+            found = stored_arrays(directory, params, mmap=True)
+            if found is None:
+                return None
+            pool.cache[key] = found
+    return pool.cache[key]
+
+
+def encode_pool(pool: Pool, shape: str) -> dict[str, np.ndarray]:
+    """The arrays of ``pool_lines``, in one pass over the pool. Each line is encoded as if every metadata key
+    of its row stayed a column; rows with a key that turns out not to (``_as_column`` over the whole pool) are
+    marked inexact, and their lines are never used."""
+    lines: list[bytes] = []
+    keys: list[frozenset[str]] = []
+    flags = np.zeros(len(pool), np.uint8)
+    types: dict[str, set[type | None]] = {}
+    table = pool.table.select(["source_id", "conversation", "metadata"])
+    no_keys: frozenset[str] = frozenset()
+    for i, (sid, messages, meta_json) in enumerate(_pool_rows(table)):
+        # what to_dict(row_to_record(row), shape) gives, without building Record and Turn objects
+        meta = json.loads(meta_json) if meta_json and meta_json != "{}" else None
+        row_keys = no_keys
+        row = shape_dict(messages, sid, meta or {}, shape)  # (moves reserved keys out of meta)
+        if meta is not None:
+            row_types = _key_types([row])
+            for k, ts in row_types.items():
+                types.setdefault(k, set()).update(ts)
+            row_keys = frozenset(row_types)
+            _nest(row, _as_column(row_types))
+        if shape == "alpaca":
+            flags[i] = sum(1 << bit for bit, name in enumerate(OPTIONAL_COLUMNS) if name in row)
+        try:
+            lines.append(json.dumps(row, ensure_ascii=False).encode())
+        except UnicodeEncodeError:  # a lone surrogate: write_records raises on it, so must the writer of the subset
+            lines.append(b"")
+            row_keys = frozenset({"\x00"})  # never a column: the row is inexact
+        keys.append(row_keys)
+    as_column = _as_column(types)
+    exact = np.fromiter((k <= as_column for k in keys), np.bool_, count=len(keys))
+    offsets = np.zeros(len(lines) + 1, np.int64)
+    np.cumsum([len(line) for line in lines], out=offsets[1:])
+    return {"offsets": offsets, "blob": np.frombuffer(b"".join(lines), np.uint8), "exact": exact, "flags": flags}
+
+
+def _pool_rows(table: Any, batch_size: int = 8192) -> Iterator[tuple[str | None, list[dict[str, str]], str]]:
+    for batch in table.to_batches(max_chunksize=batch_size):
+        yield from zip(*(batch.column(name).to_pylist() for name in ("source_id", "conversation", "metadata")),
+                       strict=True)
+
+
+def _target(path: str | os.PathLike[str], fmt: str | None, shape: str, llamafactory: bool
+            ) -> tuple[Path, str, str, tuple[str, str] | None]:
+    """(path, format, shape, dataset_info entry or None) of an output, checked before anything is written."""
+    path = Path(path)
+    fmt = fmt or infer_format(path)
+    if fmt not in WRITE_FORMATS:
+        raise DivscopeError(f"unknown output format {fmt!r}: choose from {', '.join(WRITE_FORMATS)}"
+                            + did_you_mean(fmt, WRITE_FORMATS))
+    if shape not in SHAPES:
+        raise DivscopeError(f"unknown shape {shape!r}: choose from {', '.join(SHAPES)}" + did_you_mean(shape, SHAPES))
+    if fmt in SHAPES:
+        shape = fmt
+    entry = _entry_target(path, fmt) if llamafactory else None
+    if entry:
+        _check_entry(path.parent / DATASET_INFO, *entry)
+    return path, fmt, shape, entry
 
 
 def entry_name(path: Path, fmt: str | None = None) -> str | None:
@@ -119,16 +227,18 @@ def _check_entry(info_path: Path, name: str, file_name: str) -> None:
                             f"{file_name!r}; write to another name or remove that entry")
 
 
-def _write_json(rows: list[dict[str, Any]], path: Path, jsonl: bool) -> None:
-    with atomic_open(path) as fh:
+def _is_jsonl(path: Path, shape: str) -> bool:
+    return path.suffix.lower() == ".jsonl" or shape == "openai"
+
+
+def _write_lines(lines: Sequence[bytes | memoryview], path: Path, jsonl: bool) -> None:
+    """One JSON line per record: JSONL, or a JSON array with one record per line (valid JSON that still diffs
+    and streams well)."""
+    with atomic_open(path, "wb") as fh:
         if jsonl:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            return
-        fh.write("[")  # one record per line inside the array: valid JSON that still diffs and streams well
-        for i, row in enumerate(rows):
-            fh.write(("," if i else "") + "\n" + json.dumps(row, ensure_ascii=False))
-        fh.write("\n]\n")
+            fh.write(b"\n".join(lines) + b"\n" if lines else b"")
+        else:
+            fh.write(b"[" + (b"\n" + b",\n".join(lines) if lines else b"") + b"\n]\n")
 
 
 def _scalar_type(v: Any) -> type | None:
@@ -143,20 +253,33 @@ def _typed_rows(records: Iterable[Record], shape: str) -> list[dict[str, Any]]:
     nulls, mixed types, names holding NUL, which a datasets schema cannot carry) travels as JSON text in
     ``divscope_metadata``, which every divscope reader unpacks back into metadata."""
     rows = [to_dict(r, shape) for r in records]
+    as_column = _as_column(_key_types(rows))
+    for row in rows:
+        _nest(row, as_column)
+    return rows
+
+
+def _key_types(rows: Iterable[dict[str, Any]]) -> dict[str, set[type | None]]:
     types: dict[str, set[type | None]] = {}
     for row in rows:
         for k, v in row.items():
             if k not in RESERVED_KEYS:
                 types.setdefault(k, set()).add(_scalar_type(v))
-    as_column = {k for k, ts in types.items() if len(ts) == 1 and None not in ts and "\x00" not in k}
-    for row in rows:
-        nested = dict(row.pop("divscope_metadata", {}) or {})
-        for k in list(row):
-            if k in types and k not in as_column:
-                nested[k] = row.pop(k)
-        if nested:
-            row["divscope_metadata"] = json.dumps(nested, ensure_ascii=False, sort_keys=True)
-    return rows
+    return types
+
+
+def _as_column(types: dict[str, set[type | None]]) -> set[str]:
+    """The metadata keys that stay columns: one scalar type, and a name a datasets schema can carry."""
+    return {k for k, ts in types.items() if len(ts) == 1 and None not in ts and "\x00" not in k}
+
+
+def _nest(row: dict[str, Any], as_column: set[str]) -> None:
+    nested = dict(row.pop("divscope_metadata", {}) or {})
+    for k in list(row):
+        if k not in RESERVED_KEYS and k not in as_column:
+            nested[k] = row.pop(k)
+    if nested:
+        row["divscope_metadata"] = json.dumps(nested, ensure_ascii=False, sort_keys=True)
 
 
 def _columnar(rows: list[dict[str, Any]]) -> Any:
@@ -196,7 +319,7 @@ def add_llamafactory_entry(path: Path, shape: str, columns: set[str] | None = No
 def llamafactory_entry(file_name: str, shape: str, columns: set[str] | None = None) -> dict[str, Any]:
     if shape == "alpaca":
         cols = {"prompt": "instruction", "query": "input", "response": "output"}
-        cols.update({k: k for k in ("system", "history") if columns is None or k in columns})
+        cols.update({k: k for k in OPTIONAL_COLUMNS if columns is None or k in columns})
         return {"file_name": file_name, "formatting": "alpaca", "columns": cols}
     if shape == "sharegpt":
         return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "conversations"}}

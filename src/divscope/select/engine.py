@@ -32,7 +32,7 @@ from divscope.select import kernels
 from divscope.select.arguments import check_d, check_n, check_seed
 from divscope.select.seeding import hash_strings, key_hashes, mix, salts, sample_rank, type_rank
 
-__all__ = ["ENGINE_ARRAYS", "PRUNINGS", "SPACINGS", "TYPELESS", "Engine", "Selection", "check_option", "coverage_k",
+__all__ = ["ENGINE_ARRAYS", "PRUNINGS", "PRUNING_ARRAYS", "SPACINGS", "TYPELESS", "Engine", "Selection", "check_option", "coverage_k",
            "level_to_k", "restrict_arrays"]
 
 TYPELESS = ("exclude", "include")
@@ -145,6 +145,9 @@ def _coerce_matrix(incidence: Any) -> tuple[sp.csr_matrix, list[str], str]:
 # identity hashes. ``Engine.arrays()`` gives them, ``Engine(..., arrays=...)`` takes them back (the Selector
 # keeps them in the feature cache, beside the incidence they were built from).
 ENGINE_ARRAYS = ("cindptr", "crows", "type_hash", "key_hash")
+# What one pruning (seed, mode) computes: a pure function of the incidence, the sample keys, the seed and the mode.
+PRUNING_ARRAYS = ("tie_rank", "order", "removal_step", "leave_step", "pool_sizes")
+PruningStore = Callable[[int, str, Callable[[], dict[str, np.ndarray]]], dict[str, np.ndarray]]
 
 
 def _threads() -> int:
@@ -177,11 +180,16 @@ class Engine:
 
     ``arrays``: the seed-independent arrays (``ENGINE_ARRAYS``, from ``arrays()`` of an engine over the same
     incidence and sample keys), so that they are not rebuilt; any left out are computed.
+    ``pruning_store(seed, mode, compute)``: where a pruning's arrays (``PRUNING_ARRAYS``) are kept between
+    processes; it returns the stored arrays of this incidence, sample keys, seed and mode, or ``compute()``'s
+    (the ``Selector`` keeps them in the feature cache).
     """
 
     def __init__(self, incidence: Any, seed: int = 0, sample_keys: Any = None, *, typeless: str = "exclude",
-                 pruning: str = "types", spacing: str = "k", arrays: dict[str, np.ndarray] | None = None) -> None:
+                 pruning: str = "types", spacing: str = "k", arrays: dict[str, np.ndarray] | None = None,
+                 pruning_store: PruningStore | None = None) -> None:
         m, names, self.label = _coerce_matrix(incidence)
+        self._pruning_store = pruning_store
         arrays = arrays or {}
         self.seed = check_seed(seed)
         self.typeless = check_option("typeless", typeless, TYPELESS)
@@ -230,24 +238,34 @@ class Engine:
         mode = self.pruning if pruning is None else check_option("pruning", pruning, PRUNINGS)
         pr = self._prunings.get((seed, mode))
         if pr is None:
-            cindptr, crows = self._csc()
-            seed_salts = salts(seed)
-            tie_rank = type_rank(self._type_hash, seed_salts[0])
-            if mode == "types":
-                order, removal_step, leave_step = kernels.prune(
-                    self._indptr, self._indices, cindptr, crows, self._counts, tie_rank, self._counts > 0)
-            else:
-                removal_step, leave_step = kernels.prune_samples(
-                    self._indptr, self._indices, cindptr, crows, self._counts,
-                    sample_rank(self._key_hash, seed_salts))
-                occurring = np.flatnonzero(removal_step >= 0)
-                order = occurring[np.lexsort((tie_rank[occurring], removal_step[occurring]))].astype(np.int64)
-            k_max = len(order)
-            hist = np.bincount(leave_step, minlength=k_max + 1)
-            pool_sizes = np.cumsum(hist[::-1]).astype(np.int64)
-            pr = _Pruning(seed, mode, tie_rank, order, removal_step, leave_step, pool_sizes)
+            arrays = None
+            if self._pruning_store is not None:
+                arrays = self._pruning_store(seed, mode, lambda: self._prune(seed, mode))
+                if len(arrays["removal_step"]) != self.n_types or len(arrays["leave_step"]) != self.n_samples:
+                    arrays = None  # pragma: no cover - a store of another incidence: compute it here
+            arrays = self._prune(seed, mode) if arrays is None else arrays
+            pr = _Pruning(seed, mode, **{name: arrays[name] for name in PRUNING_ARRAYS})
             self._prunings[(seed, mode)] = pr
         return pr
+
+    def _prune(self, seed: int, mode: str) -> dict[str, np.ndarray]:
+        cindptr, crows = self._csc()
+        seed_salts = salts(seed)
+        tie_rank = type_rank(self._type_hash, seed_salts[0])
+        if mode == "types":
+            order, removal_step, leave_step = kernels.prune(
+                self._indptr, self._indices, cindptr, crows, self._counts, tie_rank, self._counts > 0)
+        else:
+            removal_step, leave_step = kernels.prune_samples(
+                self._indptr, self._indices, cindptr, crows, self._counts,
+                sample_rank(self._key_hash, seed_salts))
+            occurring = np.flatnonzero(removal_step >= 0)
+            order = occurring[np.lexsort((tie_rank[occurring], removal_step[occurring]))].astype(np.int64)
+        k_max = len(order)
+        hist = np.bincount(leave_step, minlength=k_max + 1)
+        pool_sizes = np.cumsum(hist[::-1]).astype(np.int64)
+        return {"tie_rank": tie_rank, "order": order, "removal_step": removal_step, "leave_step": leave_step,
+                "pool_sizes": pool_sizes}
 
     def _candidate_order(self, seed: int) -> tuple:
         """Seeded candidate state for ``seed``: (crows_sorted, is_sorted, skey, tkey, typeless_sorted). Columns of

@@ -32,7 +32,7 @@ from divscope.select.registry import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
-    from divscope.select.engine import Engine
+    from divscope.select.engine import Engine, PruningStore
 
 @dataclass
 class Subset:
@@ -131,15 +131,33 @@ class Selector:
 
         inc = self.incidence(side, level)
         arrays = self.engine_arrays(side, level)
+        store = None
         if len(self.rows) != inc.n_samples or np.any(self.rows != np.arange(inc.n_samples)):
             arrays = restrict_arrays(arrays, self.rows, inc.n_samples)
             sub = hashlib.sha256(inc.fingerprint.encode() + self.rows.tobytes()).hexdigest()[:16]
             inc = Incidence(inc.matrix[self.rows], inc.type_names, inc.level, inc.side, inc.config,
                             inc.pool_fingerprint, sub)
+        else:  # the whole pool: its prunings are kept beside its engine arrays
+            store = self._pruning_store(side, level)
         try:
-            return Engine(inc, sample_keys=self.sample_ids, arrays=arrays)
+            return Engine(inc, sample_keys=self.sample_ids, arrays=arrays, pruning_store=store)
         except ValueError:  # pragma: no cover - arrays of another incidence in the cache: rebuild them
             return Engine(inc, sample_keys=self.sample_ids)
+
+    def _engine_params(self, side: str, level: str) -> dict[str, Any]:
+        return {"incidence_fingerprint": self.incidence(side, level).fingerprint,
+                "pool_fingerprint": self.pool.fingerprint, "sample_keys": "record ids"}
+
+    def _pruning_store(self, side: str, level: str) -> PruningStore:
+        """An engine's pruning (seed, mode) over the whole pool, kept in the features' cache entry under
+        ``engine-pruning/<mode>-s<seed>/`` and keyed like the engine arrays (one entry per seed and mode)."""
+        from divscope.features.featurize import entry_path
+        from divscope.store.cached import cached_arrays
+
+        root = entry_path(self.ws, side, level, self.feature_key(side, level)) / "engine-pruning"
+        base = {"what": "engine pruning", "version": 1, **self._engine_params(side, level)}
+        return lambda seed, mode, compute: cached_arrays(root / f"{mode}-s{seed}",
+                                                         {**base, "seed": seed, "mode": mode}, compute)
 
     def engine_arrays(self, side: str, level: str) -> dict[str, np.ndarray]:
         """The engine's seed-independent arrays (CSC view, type and record-id hashes) over the whole pool, kept
@@ -151,8 +169,7 @@ class Selector:
         if (side, level) in self._arrays:
             return self._arrays[(side, level)]
         inc = self.incidence(side, level)
-        params = {"what": "engine arrays", "version": 1, "incidence_fingerprint": inc.fingerprint,
-                  "pool_fingerprint": self.pool.fingerprint, "sample_keys": "record ids"}
+        params = {"what": "engine arrays", "version": 1, **self._engine_params(side, level)}
         arrays = cached_arrays(entry_path(self.ws, side, level, self.feature_key(side, level)) / "engine", params,
                                lambda: Engine(inc, sample_keys=self.ids).arrays())
         self._arrays[(side, level)] = arrays

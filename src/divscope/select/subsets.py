@@ -17,7 +17,7 @@ import numpy as np
 
 from divscope._version import __version__
 from divscope.io.workspace import Workspace
-from divscope.io.writers import write_records
+from divscope.io.writers import write_pool_rows
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.registry import get_strategy
 from divscope.select.settings import GridSettings, SelectSettings, replicate_seed
@@ -45,6 +45,7 @@ def subset_manifest(selector: Selector, subset: Subset, request: dict[str, Any],
                     fmt: str | None, replicate: int | None = None) -> dict[str, Any]:
     """The manifest of ``subset`` written as ``file`` in ``fmt``; ``replicate`` is recorded when the grid has
     replicates (R > 1)."""
+    ids = selector.pool.ids
     return {
         "divscope_version": __version__,
         "request": request,
@@ -59,15 +60,16 @@ def subset_manifest(selector: Selector, subset: Subset, request: dict[str, Any],
         "file": file,
         "format": fmt or "auto",
         "rows": [int(r) for r in subset.rows],
-        "ids": [selector.ids[int(r)] for r in subset.rows],
+        "ids": [ids[r] for r in subset.rows.tolist()],
     }
 
 
 def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
-                 replicate: int | None = None) -> dict[str, Any]:
-    """The data file, then its manifest (``subset_manifest``)."""
-    records = selector.pool.records(subset.rows.tolist())
-    write_records(records, path, fmt=fmt)
+                 replicate: int | None = None, build_lines: bool = False) -> dict[str, Any]:
+    """The data file, then its manifest (``subset_manifest``). ``build_lines``: encode the pool's record lines
+    first when they are not stored yet (``io.writers.pool_lines``: worth it for a grid, which writes many
+    subsets; a single subset uses them only when stored)."""
+    write_pool_rows(selector.pool, subset.rows, path, fmt=fmt, build_lines=build_lines)
     manifest = subset_manifest(selector, subset, request, path.name, fmt, replicate)
     write_json(manifest_path(path), manifest)
     return manifest
@@ -180,7 +182,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
             manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
             if manifest is None:
                 sub = select_eligible(selector, elig, c.strategy, c.size, c.diversity, c.seed, **options)
-                manifest = write_subset(selector, sub, c.path, fmt, req, c.replicate if replicates > 1 else None)
+                manifest = write_subset(selector, sub, c.path, fmt, req, c.replicate if replicates > 1 else None,
+                                        build_lines=True)
                 built += 1
             manifests.append(manifest)
             advance()
