@@ -31,7 +31,7 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
     workspace = Workspace(ws)
     workspace.require_pool()  # a missing pool is named before any filter reads it
     elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
-                       length_tokenizer=s.length_tokenizer, where=s.where)
+                       length_tokenizer=s.length_tokenizer, where=s.where, balance_by=s.balance_by)
     selector = Selector(workspace, elig.mask)
     sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
     req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request
