@@ -242,3 +242,30 @@ def test_bad_columns_are_one_line_errors(pool, tmp_path, capsys):
         assert err.startswith(message) and "\n" not in err, err
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "g").exists()
     assert SelectSettings.from_cli({"strategy": "random", "size": 3, "balance_by": "source"}).balance_by == "source"
+
+
+class _Ignores:
+    """A third-party strategy that takes the first N rows whatever the quotas."""
+
+    name, takes_level, row_order, seed_sensitive = "first-rows", False, "none", False
+
+    def needs(self, **options):
+        from divscope.select.protocol import Needs
+
+        return Needs()
+
+    def select(self, context, n, d, seed, **options):
+        return np.arange(n), {}
+
+
+def test_a_strategy_that_ignores_the_quotas_is_refused(pool):
+    from divscope.select.registry import register_strategy, unregister_strategy
+
+    register_strategy(_Ignores())
+    try:
+        selector = Selector(pool.workspace)
+        assert len(selector.select("first-rows", 17).rows) == 17
+        with pytest.raises(DivscopeError, match=r"^strategy first-rows does not honour --balance-by"):
+            selector.select("first-rows", 17, balance="origin")  # 10 / 6 / 1 / 0 of origin, not 8 / 5 / 3 / 1
+    finally:
+        unregister_strategy("first-rows")
