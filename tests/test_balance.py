@@ -159,9 +159,10 @@ def test_select_records_quotas_and_counts_and_is_deterministic(pool, values, tmp
         m = json.loads(a.with_name(a.name + ".manifest.json").read_text())
         assert m["request"]["balance_by"] == "origin"
         got = Counter(values[r]["origin"] for r in m["rows"])
+        assert got == {"alpaca": 8, "dolly": 5, "lima": 1, "oasst": 3}, strategy
         assert [(e["value"], e["eligible"], e["quota"], e["selected"]) for e in m["balance"]["values"]] == \
-            [("alpaca", 80, 8, got["alpaca"]), ("dolly", 48, 5, got["dolly"]), ("lima", 8, 1, got["lima"]),
-             ("oasst", 24, 3, got["oasst"])], strategy  # 17 * (.5, .3, .05, .15) = 8.5, 5.1, .85, 2.55
+            [("alpaca", 80, 8, 8), ("dolly", 48, 5, 5), ("lima", 8, 1, 1), ("oasst", 24, 3, 3)], strategy
+        # 17 * (.5, .3, .05, .15) = 8.5, 5.1, .85, 2.55: floors 8, 5, 0, 2, the two left to lima and oasst
     # another seed: another stratified random subset with the same counts
     rows = {s: Selector(ws).select("random", 17, seed=s, balance="origin").rows.tolist() for s in (0, 1)}
     assert rows[0] != rows[1]

@@ -25,26 +25,35 @@ from divscope.errors import DivscopeError
 from divscope.io.workspace import Workspace
 
 
+def value_key(v: Any) -> str:
+    """A value's identity and sort key: its JSON text (strings quoted, so "4" and 4 differ; None is null)."""
+    return json.dumps(v, sort_keys=True, ensure_ascii=False)
+
+
 @dataclass(frozen=True)
 class BalanceColumn:
-    """A column's value per pool row (``balance_column``)."""
+    """A column over the pool (``balance_column``): its distinct values' keys in sorted order, and each pool
+    row's index into them (read once; every selection of a grid stratifies from it)."""
 
     name: str
-    values: list[Any]
+    keys: tuple[str, ...]
+    codes: np.ndarray
+
+    @classmethod
+    def of(cls, name: str, values: list[Any]) -> BalanceColumn:
+        row_keys = [value_key(v) for v in values]
+        keys = tuple(sorted(set(row_keys)))
+        index = {k: i for i, k in enumerate(keys)}
+        return cls(name, keys, np.fromiter((index[k] for k in row_keys), np.int64, count=len(row_keys)))
 
 
 def balance_column(ws: Workspace, name: str, tokenizer: str | None = None) -> BalanceColumn:
-    """The column ``name`` (any column ``--where`` reads: metadata, ``source``, ``turns``, ...) per pool row."""
+    """The column ``name`` (any column ``--where`` reads: metadata, ``source``, ``turns``, ...) over the pool."""
     from divscope.select.where import column_values
 
     if not isinstance(name, str) or not name:
         raise DivscopeError(f"--balance-by: expected a column name, got {name!r}")
-    return BalanceColumn(name, column_values(ws, name, tokenizer, what="--balance-by"))
-
-
-def value_key(v: Any) -> str:
-    """A value's identity and sort key: its JSON text (strings quoted, so "4" and 4 differ; None is null)."""
-    return json.dumps(v, sort_keys=True, ensure_ascii=False)
+    return BalanceColumn.of(name, column_values(ws, name, tokenizer, what="--balance-by"))
 
 
 def largest_remainder(counts: np.ndarray, n: int) -> np.ndarray:
@@ -93,18 +102,16 @@ class Strata:
 def stratify(column: BalanceColumn, rows: np.ndarray, n: int) -> Strata:
     """The strata of the eligible ``rows`` (pool rows, in the order the strategies see them) for a subset of
     ``n``; more distinct values than ``n`` is an error (some value would get no sample at all)."""
-    rows = np.asarray(rows, np.int64)
-    keys = [value_key(column.values[r]) for r in rows.tolist()]
-    order = sorted(set(keys))
-    if len(order) > n:
-        shown = ", ".join(order[:5]) + (", ..." if len(order) > 5 else "")
-        raise DivscopeError(f"--balance-by {column.name}: {len(order):,} distinct values among the eligible samples "
-                            f"({shown}) for a subset of {n:,}; balance by a column with at most {n:,} values, "
-                            "or select more samples")
-    index = {k: i for i, k in enumerate(order)}
-    labels = np.fromiter((index[k] for k in keys), np.int64, count=len(keys))
-    counts = np.bincount(labels, minlength=len(order)).astype(np.int64)
-    values = tuple(json.loads(k) for k in order)
+    codes = column.codes[np.asarray(rows, np.int64)]
+    present = np.unique(codes)  # ascending codes = ascending keys
+    if len(present) > n:
+        shown = ", ".join(column.keys[c] for c in present[:5]) + (", ..." if len(present) > 5 else "")
+        raise DivscopeError(f"--balance-by {column.name}: {len(present):,} distinct values among the eligible "
+                            f"samples ({shown}) for a subset of {n:,}; balance by a column with at most {n:,} "
+                            "values, or select more samples")
+    labels = np.searchsorted(present, codes).astype(np.int64)
+    counts = np.bincount(labels, minlength=len(present)).astype(np.int64)
+    values = tuple(json.loads(column.keys[c]) for c in present)
     return Strata(column.name, values, labels, counts, largest_remainder(counts, n))
 
 

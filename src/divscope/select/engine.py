@@ -362,13 +362,19 @@ class Engine:
         inside = np.ones(self.n_samples, np.bool_)
         if typeless == "exclude":
             inside[self._typeless] = False
-        k = 0
-        for v in np.flatnonzero(quota > 0):
-            steps = pr.leave_step[inside & (labels == v)]
-            if len(steps) < quota[v]:
-                raise QuotaError(int(v), int(quota[v]), len(steps), what)
-            k = max(k, pr.k_max - int(np.sort(steps)[len(steps) - int(quota[v])]))
-        return k
+        lab, steps = labels[inside], pr.leave_step[inside]
+        have = np.bincount(lab, minlength=len(quota))
+        short = np.flatnonzero(have < quota)
+        if len(short):
+            v = int(short[0])
+            raise QuotaError(v, int(quota[v]), int(have[v]), what)
+        order = np.lexsort((-steps, lab))  # by value, then leave step descending
+        start = np.concatenate(([0], np.cumsum(have)[:-1]))
+        need = np.flatnonzero(quota > 0)
+        if not len(need):
+            return 0
+        qth = steps[order[start[need] + quota[need] - 1]]  # each value's quota-th largest leave step
+        return max(0, pr.k_max - int(qth.min()))
 
     def pool(self, k: int, seed: int | None = None, *, typeless: str | None = None,
              pruning: str | None = None) -> np.ndarray:

@@ -76,6 +76,7 @@ class Selector:
         self._arrays: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._incidences: dict[tuple[str, str], Incidence] = {}
         self._embeddings: dict[str, np.ndarray] = {}
+        self._balance: dict[str, BalanceColumn] = {}
 
     def incidence(self, side: str, level: str) -> Incidence:
         """The cached incidence of (side, level), whole pool; MissingFeaturesError / StaleFeaturesError."""
@@ -184,7 +185,11 @@ class Selector:
         if balance is not None:
             from divscope.select.balance import balance_column, stratify
 
-            column = balance if isinstance(balance, BalanceColumn) else balance_column(self.ws, balance)
+            if isinstance(balance, BalanceColumn):
+                column = balance
+            else:  # a name: read once per selector
+                column = self._balance.get(balance) or self._balance.setdefault(balance, balance_column(self.ws,
+                                                                                                        balance))
             strata = stratify(column, self.rows, n)
             options = {**options, "balance": strata}
         try:
