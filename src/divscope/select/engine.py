@@ -235,7 +235,6 @@ class Engine:
         self._prunings: dict[tuple[int, str], _Pruning] = {}
         self._candidates: dict[int, tuple] = {}
         self._covered: dict[tuple, dict[int, int]] = {}
-        self._one_stratum: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The seed-independent arrays (``ENGINE_ARRAYS``): what ``Engine(..., arrays=...)`` takes back."""
@@ -305,10 +304,8 @@ class Engine:
         if typeless == "exclude":
             typeless_sorted = typeless_sorted[:0]
         cindptr, crows = self._csc()
-        if strata is None:  # one stratum whose quota is n: no constraint
-            if self._one_stratum is None:
-                self._one_stratum = np.zeros(self.n_samples, np.int64)
-            stratum, quota = self._one_stratum, np.asarray([n], np.int64)
+        if strata is None:  # no stratum labels: no quotas
+            stratum, quota = np.zeros(0, np.int64), np.zeros(0, np.int64)
         else:
             stratum, quota = strata
         return kernels.sample(self._indptr, self._indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
