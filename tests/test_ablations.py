@@ -90,7 +90,7 @@ def test_select_cli_length_range(ws, tmp_path):
 
 def test_word_unit_gives_whitespace_types_and_selection_uses_the_asked_features(ws):
     words = featurize_result(ws, "micro", "response", unit="words")
-    tokens = featurize_result(ws, "micro", "response")  # featurized last: the "latest" entry is tokens
+    tokens = featurize_result(ws, "micro", "response")  # featurized last: the "latest" entry is tokens, unused
     vocab = {micro.printable(w) for t in ws.pool.texts("response") for w in t.split()}
     names = words.incidence.type_names
     assert names and all(n.split("~")[0] in vocab for n in names)
@@ -100,7 +100,11 @@ def test_word_unit_gives_whitespace_types_and_selection_uses_the_asked_features(
     # The selector uses exactly the features asked for, not the latest entry
     sel = Selector(ws, features={"micro": {"unit": "words"}})
     assert sel.incidence("response", "micro").fingerprint == words.incidence.fingerprint
-    assert Selector(ws).incidence("response", "micro").fingerprint == tokens.incidence.fingerprint
+    # two builds and none named: no silent pick of the latest (issue 19); a pin names one
+    with pytest.raises(DivscopeError, match="2 response-micro feature builds"):
+        Selector(ws).incidence("response", "micro")
+    assert Selector(ws, pins=[tokens.key[:8]]).incidence("response", "micro").fingerprint == \
+        tokens.incidence.fingerprint
     with pytest.raises(DivscopeError, match="no response-micro features for these options"):
         Selector(ws, features={"micro": {"unit": "words", "low": 3}}).incidence("response", "micro")
 

@@ -130,6 +130,7 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
         "selection.length_tokenizer", "variants", "selection.typeless", "selection.spacing", "selection.pruning",
         "selection.replicates", "selection.hold",  # issue 16: replicates
         "selection.where",  # issue 18: eligibility filter
+        "selection.features",  # issue 19: the feature builds a selection uses
         # issue 15: every setting of a stage is a spec field now (features per level, train, metrics)
         "features.micro.lowercase", *(f"features.macro.{k}" for k in ("dims", "impl", "min_samples", "name_words",
                                                                       "reduce", "seed")),

@@ -3,7 +3,8 @@
 The Python API mirrors the CLI: ``ingest`` a pool into a workspace, read it back with ``Workspace``, write any
 subset with ``write_records``; ``convert`` a file to another format; ``compare`` (subsets, a grid or a study
 folder) gives their metric cards side by side as a pandas DataFrame (imported on first use: it loads the analysis
-stage).
+stage). ``select`` a subset of a workspace as ``divscope select`` does: a ``Subset`` with ``records()``, ``ids``,
+``manifest``, ``write(path, fmt)`` (the data file and its manifest, as the CLI writes them) and ``metrics()``.
 """
 
 from divscope._version import __version__
@@ -23,6 +24,7 @@ __all__ = [
     "DivscopeError",
     "Pool",
     "Record",
+    "Subset",
     "Turn",
     "Workspace",
     "__version__",
@@ -30,6 +32,7 @@ __all__ = [
     "convert",
     "ingest",
     "read_records",
+    "select",
     "write_records",
 ]
 
@@ -39,4 +42,12 @@ def __getattr__(name: str) -> object:
         from divscope.analysis.compare import compare
 
         return compare
+    if name == "select":  # the select package, whose module object is callable (divscope.select.CallablePackage)
+        import importlib
+
+        return importlib.import_module("divscope.select")
+    if name == "Subset":
+        from divscope.api import Subset
+
+        return Subset
     raise AttributeError(f"module 'divscope' has no attribute {name!r}")

@@ -141,12 +141,12 @@ def _register() -> None:
     from divscope.evaluate.commands import evaluate_cmd
     from divscope.evaluate.respond_commands import respond_cmd
     from divscope.experiment.commands import demo_cmd, run_cmd
-    from divscope.features.commands import featurize
+    from divscope.features.commands import features_cmd, featurize
     from divscope.metrics.commands import metrics_cmd
     from divscope.select.commands import grid_cmd, select_cmd
     from divscope.train.commands import train_cmd
 
-    for cmd in (featurize, select_cmd, grid_cmd, metrics_cmd, compare_cmd, train_cmd, evaluate_cmd, respond_cmd, run_cmd, analyze_cmd, report_cmd,
+    for cmd in (featurize, features_cmd, select_cmd, grid_cmd, metrics_cmd, compare_cmd, train_cmd, evaluate_cmd, respond_cmd, run_cmd, analyze_cmd, report_cmd,
                 plan_cmd, demo_cmd):
         cli.add_command(cmd)
 

@@ -9,6 +9,7 @@ Heavy libraries (torch, transformers, sentence-transformers, scikit-learn) load 
 ``micro.token_lengths`` give the cached embeddings and target-tokenizer lengths of a pool side.
 """
 
+from divscope.features.builds import FeatureBuild, feature_builds
 from divscope.features.featurize import (
     FeaturizeResult,
     clear_cache,
@@ -37,11 +38,13 @@ def token_lengths(ws, side, tokenizer=None):  # noqa: ANN001, ANN201
 
 
 __all__ = [
+    "FeatureBuild",
     "FeaturizeResult",
     "Incidence",
     "clear_cache",
     "featurize",
     "featurize_result",
+    "feature_builds",
     "latest_entry",
     "load_embeddings",
     "load_extra",

@@ -82,3 +82,28 @@ def featurize(ws: Path, level: str, side: str, meso_options: tuple[str, ...], re
             console.print(f"{sd}-{lv}: {inc.n_types:,} types, {status} ({times}) -> {res.path}")
     console.print(table("features", ["level", "side", "types", "types/sample", "typeless", "time s", "cache"],
                         rows))
+
+
+@click.command("features")
+@click.argument("ws", type=click.Path(file_okay=False, path_type=Path))
+def features_cmd(ws: Path) -> None:
+    """List every feature build of workspace WS: level, side, cache key, the options that identify it, size, when
+    it was built, and which is the latest. Where a level and side has several, `select` / `grid` need
+    `--features KEY` (a unique prefix) or `--features OPTION=VALUE` to name the one they use."""
+    from divscope.features.builds import feature_builds, features_rows
+    from divscope.io.workspace import Workspace
+    from divscope.ui import console, print_wide, table
+
+    workspace = Workspace(ws)
+    workspace.require_pool()
+    builds = feature_builds(workspace)
+    if not builds:
+        console.print(f"no feature builds in {ws}: run `divscope featurize` first")
+        return
+    columns, rows = features_rows(builds)
+    if console.is_terminal:
+        print_wide(table(f"features: {len(builds)} builds in {ws}", columns, rows))
+    else:  # one plain, tab-separated line per build (for grep and scripts)
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(str(v) for v in row))

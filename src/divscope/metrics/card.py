@@ -332,6 +332,11 @@ def _resolve_rows(manifest: dict[str, Any] | None, records: list[Record],
     return ws, arr, None
 
 
+def subset_keys(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a card records of the subset's manifest (``SUBSET_KEYS``: strategy, d, N, seed, k, types covered)."""
+    return _clean({k: manifest.get(k) for k in SUBSET_KEYS})
+
+
 def card_for_path(path: str | Path, *, force: bool = False, resources: Resources | None = None,
                   **settings: Any) -> dict[str, Any]:
     """The card of the subset file (or HF directory) ``path``, written to ``<path>.metrics.json``.
@@ -359,7 +364,7 @@ def card_for_path(path: str | Path, *, force: bool = False, resources: Resources
         card["source"] = {"file": path.name, "manifest": manifest_path(path).name if manifest else None,
                           "workspace": (manifest or {}).get("workspace"), "rows_reused": rows is not None,
                           "note": note, "rejected_records": len(rejects)}
-        card["subset"] = _clean({k: manifest.get(k) for k in SUBSET_KEYS}) if manifest else None
+        card["subset"] = subset_keys(manifest) if manifest else None
         return card
 
     return cached_result(metrics_path(path), {"params": params, "input_sha256": digest}, compute, force=force)

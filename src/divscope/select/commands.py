@@ -20,22 +20,12 @@ from divscope.ui import console, table
 @click.option("--format", "-f", "fmt", default=None, help="alpaca | sharegpt | openai | parquet | hf [from extension]")
 def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
     """Select exactly N samples of workspace WS at diversity level D with one strategy."""
-    from divscope.io.workspace import Workspace
-    from divscope.select.eligibility import eligibility, select_eligible
-    from divscope.select.strategies import Selector
-    from divscope.select.subsets import manifest_path, request_of, write_subset
+    from divscope.select.subsets import manifest_path, select_one, write_subset
 
     s = SelectSettings.from_cli(values)
     _refuse_ignored(s.strategy, list(values))
-    options = s.strategy_options()
-    workspace = Workspace(ws)
-    workspace.require_pool()  # a missing pool is named before any filter reads it
-    elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
-                       length_tokenizer=s.length_tokenizer, where=s.where, balance_by=s.balance_by)
-    selector = Selector(workspace, elig.mask)
-    sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
-    req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request
-    m = write_subset(selector, sub, out, fmt, req)
+    chosen = select_one(ws, s)
+    m = write_subset(chosen.selector, chosen.subset, out, fmt, chosen.request)
     rows = [(k, m[k]) for k in ("strategy", "diversity", "size", "seed", "k", "k_min", "k_max", "pool_size",
                                 "types_covered", "coverage_target", "eligible", "typed_samples", "typeless_samples")
             if k in m and m[k] is not None]
@@ -47,18 +37,11 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
 
 
 def _refuse_ignored(strategy: str, names: list[str]) -> None:
-    """An option given on the command line that the strategy ignores is an error, not a silent no-op: the user
-    asked for something (a level, a threshold) that the subset would not have, while its manifest records it."""
-    from divscope.errors import DivscopeError
-    from divscope.select.settings import ignored_options
+    """Only the options typed on the command line count (a default never errors): ``subsets.refuse_ignored``."""
+    from divscope.select.subsets import refuse_ignored
 
     ctx = click.get_current_context()
-    given = [n for n in names if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
-    ignored = ignored_options(strategy, given)
-    if ignored:
-        opts = " ".join("--" + n.replace("_", "-") for n in ignored)
-        raise DivscopeError(f"strategy {strategy} ignores {opts}: drop {'it' if len(ignored) == 1 else 'them'} "
-                            "(docs/strategies.md lists the options each strategy uses)")
+    refuse_ignored(strategy, [n for n in names if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE])
 
 
 @click.command("grid")

@@ -68,6 +68,10 @@ class SelectOptions(Settings):
     balance_by: str | None = setting(
         None, "Stratified selection: keep each value's share of this column (metadata, source, turns: any --where "
         "column) within one sample of its share in the eligible pool, for every strategy.", metavar="COLUMN")
+    features: list[str] | None = setting(
+        None, "Feature builds to select with, where a level and side has several (`divscope features WS` lists "
+        "them): cache keys (a unique prefix is enough) or OPTION=VALUE of their options (unit=words, "
+        "runtime=onnx); comma-separated. A level and side with one build uses it.", metavar="KEY|OPTION=VALUE,...")
 
     @field_validator("length_range", mode="before")
     @classmethod

@@ -61,14 +61,19 @@ class Selector:
     """
 
     def __init__(self, ws: Workspace | str | Path, eligible: np.ndarray | None = None,
-                 features: dict[str, dict[str, Any]] | None = None):
+                 features: dict[str, dict[str, Any]] | None = None, pins: list[str] | None = None):
         """``eligible``: a boolean mask over the pool rows, or distinct pool row indices (the sub-pool in the
         order the strategies see it). ``features``: options per level (as for ``featurize``); the incidence
-        used is then exactly the cached entry of those options (its cache key), not the most recent one."""
+        used is then exactly the cached entry of those options (its cache key). ``pins``: feature builds by key
+        (a unique prefix) or ``OPTION=VALUE`` (``--features``, :class:`divscope.features.builds.FeaturePins`):
+        a (level, side) with several builds must be pinned to one (a key pin wins over ``features``)."""
+        from divscope.features.builds import FeaturePins
+
         self.ws = ws if isinstance(ws, Workspace) else Workspace(ws)
         self.features = features
         self.ws.require_pool()
         self.pool = self.ws.pool
+        self.pins = FeaturePins(self.ws, pins)
         self.ids = self.pool.ids
         self.rows = _eligible_rows(eligible, len(self.ids))
         self.sample_ids = [self.ids[i] for i in self.rows]
@@ -88,9 +93,12 @@ class Selector:
         return self._incidences[(side, level)]
 
     def feature_key(self, side: str, level: str) -> str | None:
-        """Cache key of the requested features of (side, level), or None (= the latest) when none were given."""
-        if self.features is None or level not in self.features:
-            return None
+        """Cache key of the features of (side, level) to use: the pinned build, the entry of the ``features``
+        options, or the one build of the current pool; None (= the latest, whose loading names the problem) when
+        there is none. Several builds and no pin: AmbiguousFeaturesError."""
+        if (side, level) in self.pins.keys or self.features is None or level not in self.features:
+            build = self.pins.build(side, level)
+            return None if build is None else build.key
         from divscope.features.featurize import features_dir, resolve_config
 
         key = resolve_config(self.ws, level, side, **self.features[level])[2]
@@ -99,6 +107,18 @@ class Selector:
                                        f"`divscope featurize {shlex.quote(str(self.ws.path))} --level {level} --side {side}` with "
                                        "them first")
         return key
+
+    def check_features(self, strategies: list[str], **options: Any) -> None:
+        """Raise AmbiguousFeaturesError now, before any subset is written, where one of ``strategies`` reads a
+        (level, side) with several builds and no pin (what it declares it reads: ``Strategy.needs``)."""
+        for name in strategies:
+            needs = get_strategy(name).needs(**options)
+            if needs.incidence:
+                side, level = needs.incidence
+                if self.features is None or level not in self.features:
+                    self.pins.build(side, level)
+            if needs.embeddings and not (self.features and "macro" in self.features):
+                self.pins.embedding_source(needs.embeddings)
 
     def engine(self, side: str, level: str, seed: int) -> Engine:
         """The engine over the eligible rows of the (side, level) incidence, keyed to record ids: one per (side,
@@ -144,8 +164,11 @@ class Selector:
         if side not in self._embeddings:
             from divscope.features.macro import load_embeddings
 
-            runtime = (self.features or {}).get("macro", {}).get("runtime") or "torch"  # the macro features'
-            emb = load_embeddings(self.ws, side, compute=False, runtime=runtime)
+            if (side, "macro") not in self.pins.keys and self.features and "macro" in self.features:
+                embedder, runtime = None, self.features["macro"].get("runtime") or "torch"  # the macro features'
+            else:  # those of the side's macro build (one, or pinned); the defaults when there is none
+                embedder, runtime = self.pins.embedding_source(side) or (None, "torch")
+            emb = load_embeddings(self.ws, side, embedder, compute=False, runtime=runtime)
             self._embeddings[side] = np.asarray(emb, dtype=np.float32)[self.rows]
         return self._embeddings[side]
 

@@ -8,6 +8,7 @@ Manifests hold no timestamps: the same request gives byte-identical files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from divscope.io.workspace import Workspace
 from divscope.io.writers import write_records
 from divscope.select.builtin import ENGINE_DEFAULTS, LEGACY_OPTIONS
 from divscope.select.registry import get_strategy
-from divscope.select.settings import GridSettings, replicate_seed
+from divscope.select.settings import GridSettings, SelectSettings, replicate_seed
 from divscope.select.strategies import Selector, Subset
 from divscope.store.atomic import write_json
 from divscope.store.cached import stored_result
@@ -40,12 +41,11 @@ def request_of(strategy: str, n: int, d: float | None, seed: int, options: dict[
     return {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "options": dict(sorted(kept.items()))}
 
 
-def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
-                 replicate: int | None = None) -> dict[str, Any]:
-    """The data file, then its manifest; ``replicate`` is recorded when the grid has replicates (R > 1)."""
-    records = selector.pool.records(subset.rows.tolist())
-    write_records(records, path, fmt=fmt)
-    manifest = {
+def subset_manifest(selector: Selector, subset: Subset, request: dict[str, Any], file: str | None,
+                    fmt: str | None, replicate: int | None = None) -> dict[str, Any]:
+    """The manifest of ``subset`` written as ``file`` in ``fmt``; ``replicate`` is recorded when the grid has
+    replicates (R > 1)."""
+    return {
         "divscope_version": __version__,
         "request": request,
         "strategy": subset.strategy,
@@ -56,13 +56,62 @@ def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None
         **subset.info,
         "workspace": str(selector.ws.path.resolve()),
         "pool_fingerprint": selector.pool.fingerprint,
-        "file": path.name,
+        "file": file,
         "format": fmt or "auto",
         "rows": [int(r) for r in subset.rows],
-        "ids": [records[i].id for i in range(len(records))],
+        "ids": [selector.ids[int(r)] for r in subset.rows],
     }
+
+
+def write_subset(selector: Selector, subset: Subset, path: Path, fmt: str | None, request: dict[str, Any],
+                 replicate: int | None = None) -> dict[str, Any]:
+    """The data file, then its manifest (``subset_manifest``)."""
+    records = selector.pool.records(subset.rows.tolist())
+    write_records(records, path, fmt=fmt)
+    manifest = subset_manifest(selector, subset, request, path.name, fmt, replicate)
     write_json(manifest_path(path), manifest)
     return manifest
+
+
+@dataclass
+class Selected:
+    """One selection with what its manifest needs: the selector (workspace, pool), the subset, the request."""
+
+    selector: Selector
+    subset: Subset
+    request: dict[str, Any]
+
+
+def select_one(ws: Workspace | str | Path, settings: SelectSettings) -> Selected:
+    """The selection ``divscope select`` makes (and ``divscope.select``): the eligibility filters (length band,
+    ``where``), the feature builds (``features``), the strategy, and the manifest's request."""
+    from divscope.select.eligibility import eligibility, select_eligible
+
+    s = settings
+    options = s.strategy_options()
+    workspace = ws if isinstance(ws, Workspace) else Workspace(ws)
+    workspace.require_pool()  # a missing pool is named before any filter reads it
+    elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
+                       length_tokenizer=s.length_tokenizer, where=s.where, balance_by=s.balance_by)
+    selector = Selector(workspace, elig.mask, pins=s.features)
+    sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
+    req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request | selector.pins.request()
+    return Selected(selector, sub, req)
+
+
+def refuse_ignored(strategy: str, given: list[str], spell: Callable[[str], str] | None = None) -> None:
+    """An option given that the strategy ignores is an error, not a silent no-op: the user asked for something (a
+    level, a threshold) that the subset would not have, while its manifest records it. ``given``: field names;
+    ``spell``: how the message names one [``--option-name``]."""
+    from divscope.errors import DivscopeError
+    from divscope.select.settings import ignored_options
+
+    spell = spell or (lambda n: "--" + n.replace("_", "-"))
+    ignored = ignored_options(strategy, given)
+    if ignored:
+        raise DivscopeError(f"strategy {strategy} ignores {' '.join(spell(n) for n in ignored)}: drop "
+                            f"{'it' if len(ignored) == 1 else 'them'} (docs/strategies.md lists the options each "
+                            "strategy uses)")
 
 
 @dataclass
@@ -100,7 +149,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
              seeds: list[int], fmt: str | None = None, ext: str = ".jsonl", eligible: np.ndarray | None = None,
              length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
              where: str | None = None, eligible_label: str = "given rows", features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
-             replicates: int = 1, hold_selection: bool = False, balance_by: str | None = None,
+             replicates: int = 1, hold_selection: bool = False, feature_pins: list[str] | None = None,
+             balance_by: str | None = None,
              **options: Any) -> tuple[list[dict[str, Any]], int]:
     """Write every subset of the grid (skipping finished ones) and ``OUT/grid.json``; returns the manifests and how
     many were new.
@@ -109,7 +159,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     (inclusive) are selectable (length control); ``where``: only rows satisfying the expression (see
     ``select.where``); both narrow ``eligible`` (``select.eligibility``, ``eligible_label`` names it in the error
     for too few rows). ``features``: options per level; selection then uses exactly
-    those cached features instead of the most recently featurized ones (see ``Selector``). ``replicates``: each
+    those cached features. ``feature_pins``: builds by key or ``OPTION=VALUE`` (``--features``; a level and side
+    with several builds needs one; see ``Selector``), recorded in every request when given. ``replicates``: each
     cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``). ``balance_by``:
     every cell keeps the shares of this column's values (``select.balance``).
     """
@@ -120,12 +171,13 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     ws.require_pool()
     elig = eligibility(ws, eligible, base_label=eligible_label, length_range=length_range, length_side=length_side,
                        length_tokenizer=length_tokenizer, where=where, balance_by=balance_by)
-    selector = Selector(ws, elig.mask, features=features)
+    selector = Selector(ws, elig.mask, features=features, pins=feature_pins)
+    selector.check_features(strategies, **options)
     cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds, replicates, hold_selection)
     manifests, built = [], 0
     with progress_bar("grid", total=len(cells)) as advance:
         for c in cells:
-            req = request_of(c.strategy, c.size, c.diversity, c.seed, options) | elig.request
+            req = request_of(c.strategy, c.size, c.diversity, c.seed, options) | elig.request | selector.pins.request()
             done = {"request": req, "pool_fingerprint": selector.pool.fingerprint}
             manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
             if manifest is None:
@@ -155,5 +207,6 @@ def run_grid_settings(ws: Workspace | str | Path, out: Path, grid: GridSettings,
     return run_grid(ws, out, grid.strategies, grid.sizes, grid.level_values(), grid.seeds, fmt=fmt, ext=ext,
                     eligible=eligible, eligible_label=eligible_label, features=features,
                     baseline_seeds=grid.baseline_seeds,
-                    replicates=grid.replicates, hold_selection=grid.hold == "selection", **length,
+                    replicates=grid.replicates, hold_selection=grid.hold == "selection", feature_pins=grid.features,
+                    **length,
                     **grid.strategy_options())
