@@ -163,6 +163,12 @@ def test_select_records_quotas_and_counts_and_is_deterministic(pool, values, tmp
         assert [(e["value"], e["eligible"], e["quota"], e["selected"]) for e in m["balance"]["values"]] == \
             [("alpaca", 80, 8, 8), ("dolly", 48, 5, 5), ("lima", 8, 1, 1), ("oasst", 24, 3, 3)], strategy
         # 17 * (.5, .3, .05, .15) = 8.5, 5.1, .85, 2.55: floors 8, 5, 0, 2, the two left to lima and oasst
+    # the Python API takes the same setting and makes the same subset as the command line
+    import divscope
+
+    api = divscope.select(ws, "k-center", 17, seed=2, balance_by="origin")
+    m = json.loads((tmp_path / "k-center" / "a.jsonl.manifest.json").read_text())
+    assert api.rows == m["rows"] and api.manifest["balance"] == m["balance"]
     # another seed: another stratified random subset with the same counts
     rows = {s: Selector(ws).select("random", 17, seed=s, balance="origin").rows.tolist() for s in (0, 1)}
     assert rows[0] != rows[1]
