@@ -144,7 +144,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
         *(f"train.{k}" for k in ("launcher", "num_processes", "sharding", "keep_checkpoints", "micro_batch")),
         "pool.strict", "pool.repair",  # issue 18: the ingest settings in the pool section
         "features.macro.runtime", "metrics.runtime",  # issue 18: the embedding runtime
-        "pool.dedup", "pool.near_threshold"}  # issue 19: near-duplicate removal at ingest
+        "pool.dedup", "pool.near_threshold",  # issue 19: near-duplicate removal at ingest
+        "selection.balance_by"}  # issue 19: stratified selection
     assert old["spec_fingerprint"] != spec.fingerprint()
     study = tmp_path / "study.json"
     study.write_bytes(OLD_STUDY.read_bytes())
@@ -160,7 +161,7 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                    {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]},
                    {"selection": {"spacing": "coverage"}}, {"selection": {"pruning": "samples"}},
                    {"train": {"precision": "fp32"}}, {"train": {"chat_template": "chatml"}},
-                   {"selection": {"where": "turns == 1"}}):
+                   {"selection": {"where": "turns == 1"}}, {"selection": {"balance_by": "source"}}):
         with pytest.raises(DivscopeError, match="holds another study"):
             check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
         assert study.read_bytes() == OLD_STUDY.read_bytes(), change

@@ -84,7 +84,7 @@ def select(ws: Workspace | str | Path, strategy: str, n: int, d: float | str | N
     ``where``: an eligibility expression (``"score >= 4 and turns == 1"``); ``features``: the feature builds to use
     where a level and side has several (keys, unique key prefixes or ``OPTION=VALUE``; ``divscope features WS``).
     ``options``: the other ``divscope select`` options by field name (``side``, ``threshold``, ``score_column``,
-    ``typeless``, ``spacing``, ``pruning``, ``length_range``, ``length_side``, ``length_tokenizer``). An option the
+    ``typeless``, ``spacing``, ``pruning``, ``length_range``, ``length_side``, ``length_tokenizer``, ``balance_by``). An option the
     strategy ignores (``d`` for ``random``) is an error, as on the command line."""
     data = {"strategy": strategy, "size": n, "diversity": d, "seed": seed, "where": where, "features": features,
             **options}

@@ -97,7 +97,7 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("variants",), ("metrics",), ("pool", "strict"), ("pool", "repair"),
     ("pool", "dedup"), ("pool", "near_threshold"),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
-    ("selection", "where"), ("selection", "features"),
+    ("selection", "where"), ("selection", "balance_by"), ("selection", "features"),
     ("selection", "replicates"), ("selection", "hold"),
     *(("selection", k) for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] == v),  # spacing, pruning
     ("features", "micro", "lowercase"),

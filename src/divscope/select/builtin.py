@@ -4,7 +4,8 @@ baselines ``random``, ``k-center`` and ``distance`` (DESIGN.md). ``divscope.sele
 Options every selection call may carry (a grid passes the same ones to every strategy; each takes what it
 uses): ``side`` (k-center / distance: whose embeddings, default instruction), ``score_column`` and
 ``threshold`` (distance), ``typeless``, ``spacing`` and ``pruning`` (the six diversity strategies: the engine's
-options, docs/engine.md).
+options, docs/engine.md). ``balance`` (a ``select.balance.Strata``, given by the selector with ``--balance-by``)
+is honoured by all nine: each passes its labels and quotas to its pick loop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ ENGINE_DEFAULTS = {"typeless": DEFAULT_TYPELESS, "spacing": DEFAULT_SPACING, "pr
 LEGACY_OPTIONS = {"typeless": "include", "spacing": "k", "pruning": "types"}
 
 
+def _strata(options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(label per local row, quota per value) of the ``balance`` option (``select.balance.Strata``), or None."""
+    balance = options.get("balance")
+    return None if balance is None else balance.pick_arrays()
+
+
 class DiversityStrategy:
     """``<side>-<level>``: the cached incidence of (side, level) through the engine at level d."""
 
@@ -47,8 +54,16 @@ class DiversityStrategy:
 
     def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
                **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        from divscope.select.engine import QuotaError
+
         engine = context.engine(self.side, self.level, seed)
-        sel = engine.select(n, d, seed, **{k: options.get(k, v) for k, v in ENGINE_DEFAULTS.items()})
+        balance = options.get("balance")
+        try:
+            sel = engine.select(n, d, seed, **{k: options.get(k, v) for k, v in ENGINE_DEFAULTS.items()},
+                                **({} if balance is None else {"strata": balance.pick_arrays()}))
+        except QuotaError as e:
+            name = f"--balance-by {balance.column} value {balance.values[e.value]!r}"
+            raise QuotaError(e.value, e.need, e.have, e.axis, name) from None
         inc = context.incidence(self.side, self.level)
         info = {"k": sel.k, "k_min": sel.k_min, "k_max": sel.k_max, "pool_size": sel.pool_size,
                 "types_covered": sel.types_covered, "features_fingerprint": inc.fingerprint,
@@ -73,7 +88,7 @@ class RandomStrategy:
 
     def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
                **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        return baselines.random_subset(context.sample_ids, n, seed), {}
+        return baselines.random_subset(context.sample_ids, n, seed, _strata(options)), {}
 
 
 class _EmbeddingStrategy:
@@ -95,7 +110,8 @@ class KCenterStrategy(_EmbeddingStrategy):
     def select(self, context: SelectionContext, n: int, d: float | None, seed: int,
                **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
         side = options.get("side", DEFAULT_SIDE)
-        return baselines.k_center(context.embeddings(side), context.sample_ids, n, seed), {"side": side}
+        return baselines.k_center(context.embeddings(side), context.sample_ids, n, seed,
+                                  strata=_strata(options)), {"side": side}
 
 
 class DistanceStrategy(_EmbeddingStrategy):
@@ -110,7 +126,8 @@ class DistanceStrategy(_EmbeddingStrategy):
         side = options.get("side", DEFAULT_SIDE)
         threshold = options.get("threshold", DEFAULT_THRESHOLD)
         scores, used = context.scores(options.get("score_column"))
-        local = baselines.distance_filter(context.embeddings(side), scores, context.sample_ids, n, threshold, seed)
+        local = baselines.distance_filter(context.embeddings(side), scores, context.sample_ids, n, threshold, seed,
+                                          strata=_strata(options))
         return local, {"side": side, "score": used, "threshold": threshold}
 
 

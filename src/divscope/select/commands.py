@@ -29,6 +29,9 @@ def select_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
     rows = [(k, m[k]) for k in ("strategy", "diversity", "size", "seed", "k", "k_min", "k_max", "pool_size",
                                 "types_covered", "coverage_target", "eligible", "typed_samples", "typeless_samples")
             if k in m and m[k] is not None]
+    if "balance" in m:  # value: selected of eligible
+        rows.append((f"balance by {m['balance']['column']}", ", ".join(
+            f"{v['value']}: {v['selected']} of {v['eligible']}" for v in m["balance"]["values"])))
     console.print(table("select", ["", "value"], rows))
     console.print(f"subset: {out}\nmanifest: {manifest_path(out)}")
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from divscope.errors import DivscopeError
 from divscope.io.workspace import Workspace
+from divscope.select.balance import BalanceColumn
 from divscope.select.builtin import DEFAULT_TYPELESS
 from divscope.select.registry import get_strategy
 from divscope.select.strategies import Selector, Subset
@@ -32,6 +33,7 @@ class Eligibility:
     steps: list[tuple[str, int]]  # ("pool", rows), then (filter, rows left after it)
     request: dict[str, Any] = field(default_factory=dict)  # entries of the manifest's request: length, where
     where: str | None = None  # canonical expression
+    balance: BalanceColumn | None = None  # --balance-by: the column per pool row (not a filter)
 
     @property
     def filtered(self) -> bool:
@@ -52,9 +54,11 @@ class Eligibility:
 
 def eligibility(ws: Workspace | str | Path, base: np.ndarray | None = None, *, base_label: str = "given rows",
                 length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
-                where: str | None = None) -> Eligibility:
+                where: str | None = None, balance_by: str | None = None) -> Eligibility:
     """The eligible rows: ``base`` (a boolean mask or row indices) & the length band & ``where``.
-    ``length_tokenizer`` measures the band and the ``*_tokens`` columns of ``where`` (default: smollm2's)."""
+    ``length_tokenizer`` measures the band and the ``*_tokens`` columns of ``where`` (default: smollm2's).
+    ``balance_by``: the column whose shares every selection keeps (read here, so an unknown column fails before
+    any selection; ``select_eligible`` hands it to the selector), recorded in the request as ``balance_by``."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     n = len(ws.pool)
     steps: list[tuple[str, int]] = [("pool", n)]
@@ -89,7 +93,13 @@ def eligibility(ws: Workspace | str | Path, base: np.ndarray | None = None, *, b
         steps.append((f"where {text}", int(mask.sum())))
     if not request:
         mask = base  # no filter: the rows exactly as given (row indices keep their order)
-    return Eligibility(mask, steps, request, text)
+    balance = None
+    if balance_by is not None:
+        from divscope.select.balance import balance_column
+
+        balance = balance_column(ws, balance_by, length_tokenizer)
+        request["balance_by"] = balance_by
+    return Eligibility(mask, steps, request, text, balance)
 
 
 def _typed_step(selector: Selector, strategy: str, seed: int, options: dict[str, Any]) -> tuple[str, int] | None:
@@ -108,7 +118,7 @@ def select_eligible(selector: Selector, elig: Eligibility, strategy: str, n: int
     """``selector.select`` on the eligible pool; with a length band or ``where``, N above what they leave is a
     one-line error naming each filter and its count, and a ``where`` selection records the counts."""
     try:
-        sub = selector.select(strategy, n, d, seed, **options)
+        sub = selector.select(strategy, n, d, seed, balance=elig.balance, **options)
     except DivscopeError as e:
         if not elig.filtered or not str(e).startswith("cannot select"):
             raise

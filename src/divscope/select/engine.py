@@ -18,6 +18,7 @@ Randomness is a pure function of the seed and of type names / sample keys (``div
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import numbers
 from collections.abc import Callable
@@ -32,8 +33,8 @@ from divscope.select import kernels
 from divscope.select.arguments import check_d, check_n, check_seed
 from divscope.select.seeding import hash_strings, key_hashes, mix, salts, sample_rank, type_rank
 
-__all__ = ["ENGINE_ARRAYS", "PRUNINGS", "PRUNING_ARRAYS", "SPACINGS", "TYPELESS", "Engine", "Selection", "check_option", "coverage_k",
-           "level_to_k", "restrict_arrays"]
+__all__ = ["ENGINE_ARRAYS", "PRUNINGS", "PRUNING_ARRAYS", "QuotaError", "SPACINGS", "TYPELESS", "Engine",
+           "Selection", "check_option", "coverage_k", "level_to_k", "restrict_arrays"]
 
 TYPELESS = ("exclude", "include")
 SPACINGS = ("k", "coverage")
@@ -125,6 +126,32 @@ class _Pruning:
     @property
     def k_max(self) -> int:
         return len(self.order)
+
+
+Strata = tuple[np.ndarray, np.ndarray]  # (label per sample, quota per label): ``divscope.select.balance``
+
+
+class QuotaError(DivscopeError):
+    """Label ``value`` needs ``need`` samples, but only ``have`` of them carry a type (typeless ones excluded)."""
+
+    def __init__(self, value: int, need: int, have: int, axis: str = "", name: str | None = None) -> None:
+        self.value, self.need, self.have, self.axis = value, need, have, axis
+        super().__init__(f"cannot balance: {name or f'label {value}'} needs {need} samples but only {have} of them "
+                         f"carry a type{axis} (typeless samples are excluded); pass --typeless include or balance "
+                         "by another column")
+
+
+def _check_strata(strata: Strata, n_samples: int, n: int) -> Strata:
+    labels = np.ascontiguousarray(strata[0], np.int64)
+    quota = np.ascontiguousarray(strata[1], np.int64)
+    if labels.shape != (n_samples,) or (n_samples and (labels.min() < 0 or labels.max() >= len(quota))) \
+            or int(quota.sum()) != n or (quota < 0).any():
+        raise ValueError("strata: one label in [0, len(quotas)) per sample, and non-negative quotas summing to n")
+    return labels, quota
+
+
+def _strata_key(strata: Strata) -> bytes:
+    return hashlib.blake2b(strata[0].tobytes() + b"|" + strata[1].tobytes(), digest_size=16).digest()
 
 
 def _coerce_matrix(incidence: Any) -> tuple[sp.csr_matrix, list[str], str]:
@@ -288,14 +315,20 @@ class Engine:
     def _typeless_mode(self, typeless: str | None) -> str:
         return self.typeless if typeless is None else check_option("typeless", typeless, TYPELESS)
 
-    def _sample(self, n: int, k: int, seed: int, typeless: str, pruning: str) -> tuple[np.ndarray, np.ndarray]:
+    def _sample(self, n: int, k: int, seed: int, typeless: str, pruning: str,
+                strata: Strata | None = None) -> tuple[np.ndarray, np.ndarray]:
         pr = self._pruning(seed, pruning)
         crows_sorted, is_sorted, skey, tkey, typeless_sorted = self._candidate_order(seed)
         if typeless == "exclude":
             typeless_sorted = typeless_sorted[:0]
         cindptr, crows = self._csc()
+        if strata is None:  # no stratum labels: no quotas
+            stratum, quota = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        else:
+            stratum, quota = strata
         return kernels.sample(self._indptr, self._indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
-                              pr.removal_step, pr.leave_step, pr.tie_rank, pr.k_max - k, n, typeless_sorted)
+                              pr.removal_step, pr.leave_step, pr.tie_rank, pr.k_max - k, n, typeless_sorted,
+                              stratum, quota)
 
     # -- public API ------------------------------------------------------------------------------------------
 
@@ -321,16 +354,42 @@ class Engine:
         return sizes - self.n_typeless if self._typeless_mode(typeless) == "exclude" else sizes
 
     def k_range(self, n: int, seed: int | None = None, *, typeless: str | None = None,
-                pruning: str | None = None) -> tuple[int, int]:
-        """(k_min, k_max) for size ``n``: k_min is the smallest k with |pool(k)| >= n."""
+                pruning: str | None = None, strata: Strata | None = None) -> tuple[int, int]:
+        """(k_min, k_max) for size ``n``: k_min is the smallest k with |pool(k)| >= n; with ``strata`` (label per
+        sample, quota per value), the smallest k whose pool holds at least its quota of every value."""
         n = check_n(n, self.n_samples)
         sizes = self.pool_sizes(seed, typeless=typeless, pruning=pruning)
+        what = f" on the {self.label} axis" if self.label else ""
         if n > sizes[-1]:
-            what = f" on the {self.label} axis" if self.label else ""
             raise DivscopeError(f"cannot select {n} samples: only {int(sizes[-1])} of the {self.n_samples} eligible "
                                 f"samples carry a type{what} ({self.n_typeless} typeless samples are excluded); pass "
                                 "--typeless include, a smaller --size, or a wider --length-range")
-        return int(np.searchsorted(sizes, n, side="left")), len(sizes) - 1
+        k_min, k_max = int(np.searchsorted(sizes, n, side="left")), len(sizes) - 1
+        if strata is not None:
+            k_min = max(k_min, self._quota_k(seed, pruning, self._typeless_mode(typeless), strata, what))
+        return k_min, k_max
+
+    def _quota_k(self, seed: int | None, pruning: str | None, typeless: str, strata: Strata, what: str) -> int:
+        """The smallest k whose pool(k) holds ``quota[v]`` samples of every value v: a sample is in pool(k) iff
+        ``leave_step >= k_max - k``, so value v needs k >= k_max - (its quota-th largest leave_step)."""
+        pr = self._pruning(seed, pruning)
+        labels, quota = strata
+        inside = np.ones(self.n_samples, np.bool_)
+        if typeless == "exclude":
+            inside[self._typeless] = False
+        lab, steps = labels[inside], pr.leave_step[inside]
+        have = np.bincount(lab, minlength=len(quota))
+        short = np.flatnonzero(have < quota)
+        if len(short):
+            v = int(short[0])
+            raise QuotaError(v, int(quota[v]), int(have[v]), what)
+        order = np.lexsort((-steps, lab))  # by value, then leave step descending
+        start = np.concatenate(([0], np.cumsum(have)[:-1]))
+        need = np.flatnonzero(quota > 0)
+        if not len(need):
+            return 0
+        qth = steps[order[start[need] + quota[need] - 1]]  # each value's quota-th largest leave step
+        return max(0, pr.k_max - int(qth.min()))
 
     def pool(self, k: int, seed: int | None = None, *, typeless: str | None = None,
              pruning: str | None = None) -> np.ndarray:
@@ -346,45 +405,50 @@ class Engine:
         return np.flatnonzero(inside).astype(np.int64)
 
     def types_covered_at(self, n: int, k: int, seed: int | None = None, *, typeless: str | None = None,
-                         pruning: str | None = None) -> int:
+                         pruning: str | None = None, strata: Strata | None = None) -> int:
         """Types covered by the sampler's n samples from pool(k) (memoised: coverage spacing probes it)."""
         seed = self.seed if seed is None else check_seed(seed)
         mode = self.pruning if pruning is None else check_option("pruning", pruning, PRUNINGS)
         tl = self._typeless_mode(typeless)
-        memo = self._covered.setdefault((seed, mode, tl, n), {})
+        key = (seed, mode, tl, n) if strata is None else (seed, mode, tl, n, _strata_key(strata))
+        memo = self._covered.setdefault(key, {})
         if len(self._covered) > 8:
             self._covered.pop(next(iter(self._covered)))
         if k not in memo:
-            memo[k] = int(np.count_nonzero(self._sample(n, k, seed, tl, mode)[1]))
+            memo[k] = int(np.count_nonzero(self._sample(n, k, seed, tl, mode, strata)[1]))
         return memo[k]
 
     def coverage_range(self, n: int, seed: int | None = None, *, typeless: str | None = None,
-                       pruning: str | None = None) -> tuple[int, int]:
+                       pruning: str | None = None, strata: Strata | None = None) -> tuple[int, int]:
         """(types covered at k_min, at k_max, but never below the first): the span coverage spacing divides."""
-        opts = {"typeless": typeless, "pruning": pruning}
+        opts = {"typeless": typeless, "pruning": pruning, "strata": strata}
         k_min, k_max = self.k_range(n, seed, **opts)
         lo = self.types_covered_at(n, k_min, seed, **opts)
         return lo, max(lo, self.types_covered_at(n, k_max, seed, **opts))
 
     def select(self, n: int, d: float, seed: int | None = None, *, spacing: str | None = None,
-               typeless: str | None = None, pruning: str | None = None) -> Selection:
-        """Exactly ``n`` distinct samples at diversity level ``d`` in [0, 1]."""
+               typeless: str | None = None, pruning: str | None = None, strata: Strata | None = None) -> Selection:
+        """Exactly ``n`` distinct samples at diversity level ``d`` in [0, 1]. ``strata`` = (label per sample,
+        quota per label), quotas summing to n (``--balance-by``): k_min is the smallest k whose pool meets every
+        quota, and the sampler passes over samples whose label has reached its quota."""
         n = check_n(n)
         d = check_d(d)
         seed = self.seed if seed is None else check_seed(seed)
         spacing = self.spacing if spacing is None else check_option("spacing", spacing, SPACINGS)
         tl = self._typeless_mode(typeless)
         mode = self.pruning if pruning is None else check_option("pruning", pruning, PRUNINGS)
-        k_min, k_max = self.k_range(n, seed, typeless=tl, pruning=mode)
+        if strata is not None:
+            strata = _check_strata(strata, self.n_samples, n)
+        k_min, k_max = self.k_range(n, seed, typeless=tl, pruning=mode, strata=strata)
         target = span = None
         if spacing == "k":
             k = level_to_k(d, k_min, k_max)
         else:
-            span = self.coverage_range(n, seed, typeless=tl, pruning=mode)
+            span = self.coverage_range(n, seed, typeless=tl, pruning=mode, strata=strata)
             target = level_to_k(d, *span)
-            k = coverage_k(lambda kk: self.types_covered_at(n, kk, seed, typeless=tl, pruning=mode), target,
-                           k_min, k_max)
-        ids, c = self._sample(n, k, seed, tl, mode)
+            k = coverage_k(lambda kk: self.types_covered_at(n, kk, seed, typeless=tl, pruning=mode, strata=strata),
+                           target, k_min, k_max)
+        ids, c = self._sample(n, k, seed, tl, mode, strata)
         pool_size = int(self.pool_sizes(seed, typeless=tl, pruning=mode)[k])
         if len(ids) != n:  # pragma: no cover - excluded by k_range
             raise AssertionError(f"engine bug: chose {len(ids)} of {n} from a pool of {pool_size}")

@@ -287,7 +287,7 @@ def sort_column(cindptr, crows, crows_sorted, skey, tkey, t):
 
 @njit(cache=True)
 def sample(indptr, indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey, removal_step, leave_step,
-           tie_rank, threshold, n, typeless_sorted):
+           tie_rank, threshold, n, typeless_sorted, stratum, quota):
     """Type-aware sampling from pool(k), with ``threshold = k_max - k``.
 
     A sample s is in the pool iff ``leave_step[s] >= threshold``; the pool's types are those with
@@ -299,6 +299,10 @@ def sample(indptr, indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
     grew since it was pushed) is pushed back with its current key. When no type has candidates left, the rest
     comes from ``typeless_sorted`` (typeless samples, in seeded order; they are in every pool).
 
+    Quotas (``--balance-by``): ``stratum[s]`` is sample s's value and ``quota[v]`` how many samples of value v
+    may be chosen; a sample whose value has reached its quota is skipped like a chosen one. An empty ``stratum``
+    means no quotas (the loop then never reads it: the unbalanced path stays as fast as before).
+
     Returns ``(ids, c)``: chosen rows in selection order (length n, or fewer if the pool is too small: the
     caller checks feasibility first) and the per-type counts of chosen carriers.
     """
@@ -306,6 +310,8 @@ def sample(indptr, indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
     n_samples = leave_step.shape[0]
     c = np.zeros(n_types, np.int64)
     chosen = np.zeros(n_samples, np.bool_)
+    left = quota.copy()
+    balanced = stratum.shape[0] > 0
     ptr = cindptr[:-1].copy()
     live = 0
     for t in range(n_types):
@@ -340,7 +346,7 @@ def sample(indptr, indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
         end = cindptr[t + 1]
         while j < end:
             s = crows_sorted[j]
-            if leave_step[s] >= threshold and not chosen[s]:
+            if leave_step[s] >= threshold and not chosen[s] and (not balanced or left[stratum[s]] > 0):
                 break
             j += 1
         if j >= end:  # no candidate left: drop t
@@ -354,6 +360,8 @@ def sample(indptr, indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
         s = crows_sorted[j]
         ptr[t] = j + 1
         chosen[s] = True
+        if balanced:
+            left[stratum[s]] -= 1
         ids[m] = s
         m += 1
         for q in range(indptr[s], indptr[s + 1]):
@@ -362,8 +370,12 @@ def sample(indptr, indices, cindptr, crows, crows_sorted, is_sorted, skey, tkey,
         _sift_down(keys, vals, 0, size)
     i = 0
     while m < n and i < typeless_sorted.shape[0]:
-        ids[m] = typeless_sorted[i]
-        m += 1
+        s = typeless_sorted[i]
+        if not balanced or left[stratum[s]] > 0:
+            if balanced:
+                left[stratum[s]] -= 1
+            ids[m] = s
+            m += 1
         i += 1
     return ids[:m], c
 

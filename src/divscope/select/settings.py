@@ -65,6 +65,9 @@ class SelectOptions(Settings):
         None, "Eligibility filter over record metadata and the derived columns instruction_tokens, response_tokens "
         "(lengths in --length-tokenizer tokens), turns (user turns) and source, e.g. \"score >= 4 and turns == 1\": "
         "== != < <= > >=, in [..], and, or, not, parentheses.", metavar="EXPR")
+    balance_by: str | None = setting(
+        None, "Stratified selection: keep each value's share of this column (metadata, source, turns: any --where "
+        "column) within one sample of its share in the eligible pool, for every strategy.", metavar="COLUMN")
     features: list[str] | None = setting(
         None, "Feature builds to select with, where a level and side has several (`divscope features WS` lists "
         "them): cache keys (a unique prefix is enough) or OPTION=VALUE of their options (unit=words, "

@@ -22,6 +22,7 @@ from divscope.errors import DivscopeError, MissingFeaturesError
 from divscope.features.incidence import Incidence
 from divscope.io.workspace import Workspace
 from divscope.select.arguments import check_d, check_n, check_seed
+from divscope.select.balance import BalanceColumn
 from divscope.select.registry import (  # noqa: F401
     ALL,
     BASELINES,
@@ -80,6 +81,7 @@ class Selector:
         self._arrays: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         self._incidences: dict[tuple[str, str], Incidence] = {}
         self._embeddings: dict[str, np.ndarray] = {}
+        self._balance: dict[str, BalanceColumn] = {}
 
     def incidence(self, side: str, level: str) -> Incidence:
         """The cached incidence of (side, level), whole pool; MissingFeaturesError / StaleFeaturesError."""
@@ -209,12 +211,27 @@ class Selector:
             return np.asarray([len(r.response) for r in self.pool.records(self.rows.tolist())], float), \
                 "response_chars"
 
-    def select(self, strategy: str, n: int, d: float | None = None, seed: int = 0, **options: Any) -> Subset:
+    def select(self, strategy: str, n: int, d: float | None = None, seed: int = 0, *,
+               balance: str | BalanceColumn | None = None, **options: Any) -> Subset:
         """Exactly ``n`` rows chosen by the registered ``strategy``; ``options`` go to the strategy (built-ins:
-        ``side``, ``score_column``, ``threshold``; see ``divscope.select.builtin``)."""
+        ``side``, ``score_column``, ``threshold``; see ``divscope.select.builtin``). ``balance``: a column (name,
+        or ``select.balance.balance_column``) whose values keep their eligible shares within one sample
+        (``--balance-by``); the strategy gets the quotas as its ``balance`` option, and the manifest's
+        ``balance`` records them with the counts achieved."""
         s = get_strategy(strategy)
         n, seed = check_n(n, len(self.rows)), check_seed(seed)
         level = check_d(d, s.name) if s.takes_level else None  # d is recorded as given, passed as a float
+        strata = None
+        if balance is not None:
+            from divscope.select.balance import balance_column, stratify
+
+            if isinstance(balance, BalanceColumn):
+                column = balance
+            else:  # a name: read once per selector
+                column = self._balance.get(balance) or self._balance.setdefault(balance, balance_column(self.ws,
+                                                                                                        balance))
+            strata = stratify(column, self.rows, n)
+            options = {**options, "balance": strata}
         try:
             local, extra = s.select(self, n, level, seed, **options)
         except MissingFeaturesError as e:
@@ -225,6 +242,11 @@ class Selector:
         info: dict[str, Any] = {"pool_total": len(self.ids), "eligible": len(self.rows), **extra}
         if not s.takes_level and d is not None:
             info["diversity_ignored"] = True
+        if strata is not None:
+            if len(local) != n or not np.array_equal(strata.selected(local), strata.quotas):
+                raise DivscopeError(f"strategy {s.name} does not honour --balance-by (its subset misses the quotas "
+                                    "of the balance option; docs/strategies.md)")
+            info["balance"] = strata.report(local)
         return Subset(self.rows[local], s.name, n, seed, d if s.takes_level else None, info)
 
 

@@ -94,7 +94,7 @@ def select_one(ws: Workspace | str | Path, settings: SelectSettings) -> Selected
     workspace = ws if isinstance(ws, Workspace) else Workspace(ws)
     workspace.require_pool()  # a missing pool is named before any filter reads it
     elig = eligibility(workspace, length_range=s.length_range, length_side=s.length_side,
-                       length_tokenizer=s.length_tokenizer, where=s.where)
+                       length_tokenizer=s.length_tokenizer, where=s.where, balance_by=s.balance_by)
     selector = Selector(workspace, elig.mask, pins=s.features)
     sub = select_eligible(selector, elig, s.strategy, s.size, s.diversity, s.seed, **options)
     req = request_of(s.strategy, s.size, s.diversity, s.seed, options) | elig.request | selector.pins.request()
@@ -152,6 +152,7 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
              length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
              where: str | None = None, eligible_label: str = "given rows", features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
              replicates: int = 1, hold_selection: bool = False, feature_pins: list[str] | None = None,
+             balance_by: str | None = None,
              **options: Any) -> tuple[list[dict[str, Any]], int]:
     """Write every subset of the grid (skipping finished ones) and ``OUT/grid.json``; returns the manifests and how
     many were new.
@@ -162,7 +163,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     for too few rows). ``features``: options per level; selection then uses exactly
     those cached features. ``feature_pins``: builds by key or ``OPTION=VALUE`` (``--features``; a level and side
     with several builds needs one; see ``Selector``), recorded in every request when given. ``replicates``: each
-    cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``).
+    cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``). ``balance_by``:
+    every cell keeps the shares of this column's values (``select.balance``).
     """
     from divscope.select.eligibility import eligibility, select_eligible
     from divscope.ui import progress_bar
@@ -170,7 +172,7 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     ws.require_pool()
     elig = eligibility(ws, eligible, base_label=eligible_label, length_range=length_range, length_side=length_side,
-                       length_tokenizer=length_tokenizer, where=where)
+                       length_tokenizer=length_tokenizer, where=where, balance_by=balance_by)
     selector = Selector(ws, elig.mask, features=features, pins=feature_pins)
     selector.check_features(strategies, **options)
     cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds, replicates, hold_selection)
@@ -201,9 +203,10 @@ def run_grid_settings(ws: Workspace | str | Path, out: Path, grid: GridSettings,
     """:func:`run_grid` of a ``GridSettings`` (CLI ``grid`` and studies); ``target_tokenizer`` measures lengths
     (of the band and of ``where``'s token columns) when the settings name no ``length_tokenizer``."""
     length: dict[str, Any] = {}
-    if grid.length_range is not None or grid.where is not None:
+    if grid.length_range is not None or grid.where is not None or grid.balance_by is not None:
         length = {"length_range": grid.length_range, "length_side": grid.length_side,
-                  "length_tokenizer": grid.length_tokenizer or target_tokenizer, "where": grid.where}
+                  "length_tokenizer": grid.length_tokenizer or target_tokenizer, "where": grid.where,
+                  "balance_by": grid.balance_by}
     return run_grid(ws, out, grid.strategies, grid.sizes, grid.level_values(), grid.seeds, fmt=fmt, ext=ext,
                     eligible=eligible, eligible_label=eligible_label, features=features,
                     baseline_seeds=grid.baseline_seeds,

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from divscope.errors import DivscopeError
+from divscope.errors import DivscopeError, did_you_mean
 from divscope.io.workspace import Workspace
 
 TOKEN_COLUMNS = {"instruction_tokens": "instruction", "response_tokens": "response"}
@@ -304,8 +304,8 @@ def _kind(v: Any) -> str | None:
 class _Table:
     """The pool's columns, read lazily: metadata is parsed once and only when the expression reads it."""
 
-    def __init__(self, ws: Workspace, tokenizer: str | None):
-        self.ws, self.tokenizer, self.n = ws, tokenizer, len(ws.pool)
+    def __init__(self, ws: Workspace, tokenizer: str | None, what: str = "where"):
+        self.ws, self.tokenizer, self.n, self.what = ws, tokenizer, len(ws.pool), what
         self._meta: list[dict[str, Any]] | None = None
         self._cache: dict[str, list[Any]] = {}
         self._numbers: dict[str, np.ndarray | None] = {}
@@ -331,7 +331,8 @@ class _Table:
             if not any(key in m for m in meta):
                 names = self.names()
                 shown = ", ".join(names[:40]) + (f", ... (+{len(names) - 40} more)" if len(names) > 40 else "")
-                raise DivscopeError(f"where: unknown column {col.name!r}; the pool's columns: {shown}")
+                raise DivscopeError(f"{self.what}: unknown column {col.name!r}; the pool's columns: {shown}"
+                                    + did_you_mean(col.name, names))
             vals = [m.get(key) for m in meta]
         self._cache[col.name] = vals
         return vals
@@ -436,3 +437,10 @@ def where_mask(ws: Workspace, where: str | Where, tokenizer: str | None = None) 
     (default: the target model's)."""
     parsed = where if isinstance(where, Where) else parse_where(where)
     return _evaluate(parsed.tree, _Table(ws, tokenizer))
+
+
+def column_values(ws: Workspace, name: str, tokenizer: str | None = None, what: str = "where") -> list[Any]:
+    """One column's value per pool row, read as ``where`` reads it (``metadata.NAME`` and the derived columns
+    included; a missing value is None); an unknown column is a one-line error prefixed with ``what`` that lists
+    the pool's columns and suggests the closest."""
+    return _Table(ws, tokenizer, what).values(Column(name))
