@@ -140,9 +140,9 @@ class Selector:
 
     def embeddings(self, side: str) -> np.ndarray:
         if side not in self._embeddings:
-            from divscope.features.macro import load_embeddings
+            from divscope.features.macro import features_runtime, load_embeddings
 
-            runtime = (self.features or {}).get("macro", {}).get("runtime") or "torch"  # the macro features'
+            runtime = features_runtime(self.ws, side, (self.features or {}).get("macro"))  # the macro features'
             emb = load_embeddings(self.ws, side, compute=False, runtime=runtime)
             self._embeddings[side] = np.asarray(emb, dtype=np.float32)[self.rows]
         return self._embeddings[side]
