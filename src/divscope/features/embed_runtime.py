@@ -184,6 +184,7 @@ class OnnxEmbedder:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.on_batch: Any = None  # called with each batch's size (the progress bar; torch's: a forward hook)
 
     def get_sentence_embedding_dimension(self) -> int:
         dim = getattr(self.st_model, "get_embedding_dimension", None) or self.st_model.get_sentence_embedding_dimension
@@ -214,6 +215,8 @@ class OnnxEmbedder:
             if normalize_embeddings:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             out[idx] = emb.numpy()
+            if self.on_batch is not None:
+                self.on_batch(len(idx))
         return out
 
 

@@ -179,6 +179,8 @@ class _Embed:
             # one call per batch that encode forms itself: the batches, and so the bytes, are encode's own
             report = self.progress
             hook = self._model.register_forward_hook(lambda _m, _a, out: report(len(out["sentence_embedding"])))
+        elif self.progress is not None and hasattr(self._model, "on_batch"):  # ONNX Runtime: its own callback
+            self._model.on_batch = self.progress
         try:
             with torch.inference_mode():
                 return np.asarray(self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
@@ -186,6 +188,8 @@ class _Embed:
         finally:
             if hook is not None:
                 hook.remove()
+            if hasattr(self._model, "on_batch"):
+                self._model.on_batch = None
 
 
 def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = BATCH_SIZE,
