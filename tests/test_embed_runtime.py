@@ -124,12 +124,12 @@ def test_onnx_embeddings_match_torch_on_real_texts(ws):
 
 @pytest.mark.slow
 def test_featurize_with_onnx_is_its_own_entry_and_deterministic(ws, tmp_path):
-    torch_res = featurize_result(ws, "macro", "instruction")
+    torch_res = featurize_result(ws, "macro", "instruction", runtime="torch")
     onnx_res = featurize_result(ws, "macro", "instruction", runtime="onnx")
     assert onnx_res.status == "built" and onnx_res.path != torch_res.path
     assert onnx_res.incidence.config["provenance"]["embedding_key"] != \
         torch_res.incidence.config["provenance"]["embedding_key"]
-    emb_torch = macro.load_embeddings(ws, "instruction", compute=False)
+    emb_torch = macro.load_embeddings(ws, "instruction", compute=False, runtime="torch")
     emb_onnx = macro.load_embeddings(ws, "instruction", compute=False, runtime="onnx")
     assert not np.array_equal(emb_torch, emb_onnx), "a separate embedding file, computed by ONNX Runtime"
     key = onnx_res.incidence.config["provenance"]["embedding_key"]

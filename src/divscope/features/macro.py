@@ -258,20 +258,6 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
     return arr
 
 
-def features_runtime(ws: Workspace | str | Path, side: str, options: dict[str, Any] | None = None) -> str:
-    """The runtime of the embeddings that go with the macro features of ``side``: those of ``options`` (resolved),
-    or, without options, of the latest macro entry (an entry without one ran on torch), or :func:`resolve`'s."""
-    if options is not None:
-        return embed_runtime.resolve(options.get("runtime"))
-    from divscope.features.featurize import ENTRY_FILE, latest_entry
-
-    try:
-        config = json.loads((latest_entry(ws, side, "macro") / ENTRY_FILE).read_text(encoding="utf-8"))["config"]
-    except (DivscopeError, OSError, ValueError, KeyError):
-        return embed_runtime.resolve()
-    return str(config.get("runtime", embed_runtime.LEGACY_RUNTIME))
-
-
 def load_embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = None,
                     compute: bool = True, runtime: str = embed_runtime.DEFAULT_RUNTIME) -> np.ndarray:
     """Cached float16 embeddings (rows = pool rows, L2-normalised); computed and cached if missing

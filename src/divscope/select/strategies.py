@@ -140,9 +140,10 @@ class Selector:
 
     def embeddings(self, side: str) -> np.ndarray:
         if side not in self._embeddings:
-            from divscope.features.macro import features_runtime, load_embeddings
+            from divscope.features.featurize import embeddings_runtime
+            from divscope.features.macro import load_embeddings
 
-            runtime = features_runtime(self.ws, side, (self.features or {}).get("macro"))  # the macro features'
+            runtime = embeddings_runtime(self.ws, side, (self.features or {}).get("macro"))  # the macro features'
             emb = load_embeddings(self.ws, side, compute=False, runtime=runtime)
             self._embeddings[side] = np.asarray(emb, dtype=np.float32)[self.rows]
         return self._embeddings[side]
