@@ -1,7 +1,8 @@
 """Featurizer throughput on real ShareGPT pairs (builtin:study, 20K by default).
 
     python benchmarks/bench_features.py [--n 20000] [--embed-n N] [--ws DIR] [--json OUT]
-    python benchmarks/bench_features.py --runtimes-only [--runtime-n 2000] [--side response] [--ws DIR]
+    python benchmarks/bench_features.py --runtimes-only [--runtime-n 2000] [--rounds 4] [--side response]
+        [--agreement-n N] [--agreement-runtimes onnx,onnx-int8] [--ws DIR]
 
 Prints, measured in the same run on the same texts:
   * tokenization (micro): samples/s through divscope (tokenize + per-sample counts + CSR) vs the raw Rust
@@ -13,12 +14,14 @@ Prints, measured in the same run on the same texts:
     (adjusted Rand index) between the two HDBSCAN implementations;
   * embedding runtimes (``--runtimes``, ``--runtimes-only``): texts/s of torch (sentence-transformers), ONNX
     Runtime fp32 and ONNX Runtime int8 through ``embed_texts`` on the same ``--runtime-n`` texts of ``--side``
-    (model load and ONNX export timed apart, after a warm-up batch), then, on the whole side of the pool (the
-    workspace's cached embeddings of each runtime, computed and timed where missing): mean / min cosine of each
-    runtime's embeddings to torch's and the adjusted Rand index of the macro labels (divscope's default macro
-    options: PCA-50 above 5,000 samples, HDBSCAN, noise -> nearest; also the raw HDBSCAN labels) against
-    torch's. ``--runtimes-only`` keeps the workspace's caches (give ``--ws`` with the torch embeddings already
-    there to skip recomputing them).
+    (0: skip), measured in ``--rounds`` interleaved slices (every runtime on each slice in turn, so a changing
+    load on a shared machine weighs on all alike; model load and ONNX export timed apart, after a warm-up
+    batch); then, on the side's first ``--agreement-n`` texts (default: the whole side, 20,000 for the study
+    pool): mean / min cosine of each of ``--agreement-runtimes`` to torch's embeddings and the adjusted Rand
+    index of the macro labels (divscope's default macro options: PCA-50 above 5,000 samples, HDBSCAN, noise ->
+    nearest; also the raw HDBSCAN labels) against torch's. Torch's embeddings are the workspace's cached ones
+    when present (give ``--ws`` with them to skip recomputing); the others are computed in chunks of 1,000,
+    saved under WS/bench-runtimes/ as they finish, so a stopped run resumes where it stopped.
 """
 
 from __future__ import annotations
