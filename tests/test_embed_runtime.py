@@ -79,6 +79,16 @@ def test_auto_is_onnx_on_a_cpu_and_torch_with_a_warning_without_onnxruntime(monk
                    'about half the speed on a CPU); pip install "divscope[onnx]"'], err  # one line, once
 
 
+def test_auto_does_not_import_torch_where_no_gpu_can_be():
+    """Resolving auto on a Linux machine without an NVIDIA device node leaves torch unimported (a cache hit of
+    the default macro features then costs no torch import)."""
+    if not sys.platform.startswith("linux") or any(os.path.exists(d) for d in ("/dev/nvidiactl", "/dev/dxg")):
+        pytest.skip("an NVIDIA device node exists: torch decides")
+    code = "import sys; from divscope.features import embed_runtime; print(embed_runtime.resolve(), 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["onnx", "False"], proc.stdout + proc.stderr
+
+
 def test_a_study_records_its_resolved_runtime(tmp_path):
     """A new study stores the runtime auto resolved to (onnx on a CPU) and continues on it; a study stored with
     torch (as the version before auto wrote every study) continues on torch under the same default spec; a spec

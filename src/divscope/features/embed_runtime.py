@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import threading
 import typing
 import warnings
@@ -68,13 +70,24 @@ def _has_onnxruntime() -> bool:
     return True
 
 
+def _cuda_possible() -> bool:
+    """Whether torch could see a CUDA device. Answered without importing torch (1-2 s, most of a cache hit's time)
+    where none can exist: macOS, or Linux without an NVIDIA device node (/dev/nvidiactl; WSL's /dev/dxg)."""
+    if "torch" not in sys.modules:
+        if sys.platform == "darwin":
+            return False
+        if sys.platform.startswith("linux") and not any(os.path.exists(d) for d in ("/dev/nvidiactl", "/dev/dxg")):
+            return False
+    return models.default_device() == "cuda"
+
+
 def resolve(runtime: str | None = None) -> str:
     """The runtime that runs: ``runtime`` itself, or for ``auto`` (and None) ``torch`` on a CUDA machine, else
     ``onnx`` when onnxruntime is installed, else ``torch`` (with a one-line warning, once per process)."""
     runtime = check_runtime(runtime or DEFAULT_RUNTIME)
     if runtime != "auto":
         return runtime
-    if models.default_device() == "cuda":
+    if _cuda_possible():
         return "torch"
     if _has_onnxruntime():
         return "onnx"
