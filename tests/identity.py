@@ -34,6 +34,8 @@ STORED_LEVELS = ("macro", "meso")
 GRID = {"sizes": [40], "levels": [0.0, 0.5, 1.0], "seeds": [0, 1]}
 MANIFEST_FIELDS = ("rows", "ids", "k", "k_min", "k_max", "types_covered", "pool_size", "eligible")
 LEGACY = {"typeless": "include"}  # the recorded behaviour (divscope.select.builtin.LEGACY_OPTIONS)
+# The recorded macro features were embedded on torch, the only runtime then (the default is now auto: onnx on a CPU)
+LEGACY_FEATURES: dict[str, dict[str, Any]] = {"macro": {"runtime": "torch"}, "meso": {}}
 
 
 def sha(path: Path) -> str:
@@ -110,7 +112,7 @@ def compute(ws: Path, out: Path) -> dict[str, str]:
     digests.update(micro_digests(ws))
     for side in SIDES:
         for level in STORED_LEVELS:  # found in the cache (stored or just built), never rebuilt here
-            res = featurize_result(ws, level, side)
+            res = featurize_result(ws, level, side, **LEGACY_FEATURES[level])
             digests[f"features/{side}-{level}/key"] = res.key
             digests[f"features/{side}-{level}/status"] = res.status
     digests.update(grid_digests(ws, out))
@@ -124,7 +126,7 @@ def record(work: Path) -> dict[str, Any]:
     build_pool(ws)
     for side in SIDES:
         for level in STORED_LEVELS:
-            featurize(ws, level, side)
+            featurize(ws, level, side, **LEGACY_FEATURES[level])
     if CACHE.exists():
         shutil.rmtree(CACHE)
     for side in SIDES:

@@ -166,9 +166,18 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
             check_study(tmp_path, parse_spec(_merged(raw, change)), "cmd")
         assert study.read_bytes() == OLD_STUDY.read_bytes(), change
 
+    # The embedding runtime: the old study ran on torch (the only runtime then); a spec at the default (auto)
+    # continues it on torch, a spec that asks for onnx is another study, and the error says how to continue it.
+    assert check_study(tmp_path, spec, "cmd").features.macro.runtime == "torch"
+    with pytest.raises(DivscopeError, match="holds another study.*runtime torch; to continue it, set `runtime: torch`"):
+        check_study(tmp_path, parse_spec(_merged(raw, {"features": {"macro": {"runtime": "onnx"}}})), "cmd")
+    assert study.read_bytes() == OLD_STUDY.read_bytes()
+
     with_variant = parse_spec(_merged(raw, {"variants": [{"name": "v1", "selection": {"levels": 3}}]}))
-    check_study(tmp_path, with_variant, "cmd")
+    ran = check_study(tmp_path, with_variant, "cmd")
     now = json.loads(study.read_text())
-    assert now["spec"] == with_variant.model_dump(mode="json") and now["spec_fingerprint"] == with_variant.fingerprint()
+    assert (ran.features.macro.runtime, ran.metrics.runtime) == ("torch", "torch")  # what is stored is what ran
+    assert now["spec"] == ran.model_dump(mode="json") and now["spec_fingerprint"] == with_variant.fingerprint() \
+        == ran.fingerprint()
     assert now["command"] == old["command"] and now["divscope_version"] == old["divscope_version"]
     check_study(tmp_path, spec, "cmd")  # the base study without the variant is still the same study

@@ -43,7 +43,8 @@ def test_features_and_subsets_are_byte_identical_to_the_recorded_build(rebuilt: 
 
 
 def test_stored_entries_are_cache_hits(tmp_path: Path) -> None:
-    """An older build's macro/meso entries stay valid: featurize finds them instead of rebuilding."""
+    """An older build's macro/meso entries stay valid: featurize finds them instead of rebuilding (macro: asked for
+    the torch runtime they were embedded with; the default, auto, may resolve to onnx)."""
     from divscope.features.featurize import featurize_result
 
     ws = tmp_path / "ws"
@@ -51,7 +52,7 @@ def test_stored_entries_are_cache_hits(tmp_path: Path) -> None:
     identity.install_stored(ws)
     for side in identity.SIDES:
         for level in identity.STORED_LEVELS:
-            assert featurize_result(ws, level, side).status == "hit", (side, level)
+            assert featurize_result(ws, level, side, **identity.LEGACY_FEATURES[level]).status == "hit", (side, level)
 
 
 def test_new_default_excludes_typeless_samples_and_changes_nothing_else(workspace: Path,

@@ -3,6 +3,7 @@ the embedding bar per model batch, a model-loading stage, and training steps rep
 
 from __future__ import annotations
 
+import importlib.util
 from itertools import count
 from pathlib import Path
 
@@ -67,11 +68,15 @@ def test_the_embedding_bar_moves_per_model_batch_after_a_loading_stage(plain, ca
     plain.setenv("DIVSCOPE_PROGRESS_INTERVAL", "0")  # a line on every update
     models.clear_memo()
     texts = [p["messages"][0]["content"] for p in real_pairs(150)]
-    embed_texts(texts, batch_size=32, description="embed")
+    embed_texts(texts, batch_size=32, description="embed", runtime="torch")
     err = capfd.readouterr().err
     lines = err.splitlines()
     assert lines[0] == "load embedder minilm (cpu) ..." and lines[1] == "embed: started, 150 to do", err
     assert counts(err, "embed") == [32, 64, 96, 128, 150, 150], err  # the last: the totals line (done)
+    if importlib.util.find_spec("onnxruntime") is not None:  # ONNX Runtime (the CPU default) moves it alike
+        embed_texts(texts, batch_size=32, description="embed", runtime="onnx")
+        err = capfd.readouterr().err
+        assert counts(err, "embed") == [32, 64, 96, 128, 150, 150], err
 
 
 @pytest.mark.slow

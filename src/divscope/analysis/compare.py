@@ -26,6 +26,7 @@ from divscope.analysis.plots import LEVELS, SIDES
 from divscope.analysis.results import RESULTS, load_results, load_study, strategy_rank
 from divscope.analysis.settings import CompareSettings
 from divscope.errors import DivscopeError
+from divscope.features.settings import LEGACY_RUNTIME
 from divscope.settings import parse
 
 if TYPE_CHECKING:
@@ -103,7 +104,9 @@ def metric_settings(paths: Sequence[Path], given: dict[str, Any], study: Path | 
     if study is not None:
         spec = load_study(study).get("spec") or {}
         if isinstance(spec, dict) and isinstance(spec.get("metrics"), dict):
-            return parse(MetricSettings, spec["metrics"], origin=f"{study}/study.json: metrics")
+            # a study.json written before runtimes existed ran its cards on torch
+            return parse(MetricSettings, {"runtime": LEGACY_RUNTIME, **spec["metrics"]},
+                         origin=f"{study}/study.json: metrics")
     import json
 
     seen = set()
@@ -116,8 +119,8 @@ def metric_settings(paths: Sequence[Path], given: dict[str, Any], study: Path | 
         except ValueError:
             return MetricSettings()
         shared = {k: params[k] for k in MetricSettings.model_fields if k in params}
-        if "embed_runtime" in params:  # a card records the runtime only when it is not the default
-            shared["runtime"] = params["embed_runtime"]
+        if params:  # a card records the runtime only when it is not torch (what ran before runtimes existed)
+            shared["runtime"] = params.get("embed_runtime", LEGACY_RUNTIME)
         seen.add(tuple(sorted(shared.items())))
     if len(seen) == 1:
         try:

@@ -42,7 +42,7 @@ def run_study(spec: ExperimentSpec, out: str | os.PathLike[str], command: str = 
 
 def _run_study(spec: ExperimentSpec, out: Path, command: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    check_study(out, spec, command)
+    spec = check_study(out, spec, command)  # auto runtimes resolved
     ws = Workspace(out / "ws")
     console.print(f"[bold]{spec.name}[/]: ingest")
     ingest_pool(spec, ws)

@@ -22,7 +22,13 @@ from pydantic import (
 
 from divscope.errors import DivscopeError
 from divscope.evaluate.settings import HOW_TO_ASK, EvalSettings
-from divscope.features.settings import MacroSettings, MesoSettings, MicroSettings
+from divscope.features.settings import (
+    DEFAULT_RUNTIME,
+    LEGACY_RUNTIME,
+    MacroSettings,
+    MesoSettings,
+    MicroSettings,
+)
 from divscope.features.tagging import REQUEST_OPTIONS
 from divscope.io.settings import IngestSettings
 from divscope.metrics.settings import MetricSettings
@@ -123,11 +129,25 @@ _LEGACY_EVAL_DEFAULTS = {"max_new_tokens": 512}
 _LEGACY_VALUES = {k: v for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] != v}
 
 
+# The embedding runtime (features.macro.runtime, metrics.runtime) defaults to ``auto``, which a study resolves
+# before it starts (study.check_study) and stores resolved. ``torch`` ran before runtimes existed: a stored spec
+# without the key ran on torch (stored_spec), and the fingerprint leaves out torch as it leaves out the default, so
+# studies run before keep theirs. ``auto`` itself is never a study's (only an unresolved spec's).
+_RUNTIME_BLOCKS: tuple[tuple[str, ...], ...] = (("features", "macro"), ("metrics",))
+
+
 def stored_spec(data: Any) -> Any:
-    """A spec as study.json stores it, with the selection options an older version did not write set to the
-    value it behaved as (``typeless: include``): a study it ran must not continue under the new default."""
+    """A spec as study.json stores it, with the options an older version did not write set to the value it
+    behaved as (selection ``typeless: include``, embedding ``runtime: torch``): a study it ran must not continue
+    under the new default."""
     if isinstance(data, dict) and isinstance(data.get("selection"), dict):
         data = {**data, "selection": {**_LEGACY_VALUES, **data["selection"]}}
+    if isinstance(data, dict) and isinstance(data.get("features"), dict) \
+            and isinstance(data["features"].get("macro", {}), dict):
+        data = {**data, "features": {**data["features"],
+                                     "macro": {"runtime": LEGACY_RUNTIME, **data["features"].get("macro", {})}}}
+    if isinstance(data, dict) and isinstance(data.get("metrics", {}), dict):
+        data = {**data, "metrics": {"runtime": LEGACY_RUNTIME, **data.get("metrics", {})}}
     return data
 
 
@@ -196,6 +216,12 @@ class ExperimentSpec(_Strict):
         if not variants:
             data["variants"] = []
         defaults = _defaults()
+        for path in _RUNTIME_BLOCKS:  # torch, what ran before runtimes existed, is left out like the default
+            block = data
+            for k in path:
+                block = block[k]
+            if block.get("runtime") == LEGACY_RUNTIME:
+                block["runtime"] = DEFAULT_RUNTIME
         for path in _NEW_AT_DEFAULT:
             _drop_at_default(data, defaults, path)
         for key, legacy in _LEGACY_VALUES.items():

@@ -207,7 +207,34 @@ class Board:
             self.live.__exit__(*exc)
 
 
-def check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
+def resolve_runtimes(spec: ExperimentSpec, stored: ExperimentSpec | None = None) -> ExperimentSpec:
+    """``spec`` with its ``auto`` embedding runtimes (features.macro, metrics) made concrete: the stored study's
+    (a study continues on the runtime it started with), else the one that runs here (``embed_runtime.resolve``:
+    onnx without CUDA, torch with it). The resolved spec is the one stored and fingerprinted."""
+    from divscope.features import embed_runtime
+
+    if spec.features.macro.runtime != "auto" and spec.metrics.runtime != "auto":
+        return spec
+
+    def pick(current: str, old: str | None) -> str:
+        if current != "auto":
+            return current
+        return old if old not in (None, "auto") else embed_runtime.resolve()
+
+    data = spec.model_dump(mode="json")
+    data["features"]["macro"]["runtime"] = pick(spec.features.macro.runtime,
+                                                stored.features.macro.runtime if stored else None)
+    data["metrics"]["runtime"] = pick(spec.metrics.runtime, stored.metrics.runtime if stored else None)
+    resolved = ExperimentSpec.model_validate(data)
+    kept = stored is not None and stored.features.macro.runtime != "auto"
+    console.print(f"embedding runtime: {resolved.features.macro.runtime} (auto: "
+                  f"{'the one this study started with' if kept else 'what runs fastest here'})")
+    return resolved
+
+
+def check_study(out: Path, spec: ExperimentSpec, command: str) -> ExperimentSpec:
+    """Record ``spec`` in ``out/study.json``, or check that it is the study the folder holds; returns the spec to
+    run (its ``auto`` runtimes resolved: :func:`resolve_runtimes`)."""
     path = out / "study.json"
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -219,21 +246,28 @@ def check_study(out: Path, spec: ExperimentSpec, command: str) -> None:
         hint = ""
         try:
             stored = parse_spec(stored_spec(old.get("spec")), str(path))
-            same = stored.fingerprint(variants=False) == spec.fingerprint(variants=False)
-            if stored.selection.typeless != spec.selection.typeless:
-                hint = (f" (it selected with typeless: {stored.selection.typeless}; to continue it, set "
-                        f"`typeless: {stored.selection.typeless}` under selection:)")
         except DivscopeError:
-            same = False
-        if not same:
+            stored = None
+        spec = resolve_runtimes(spec, stored)
+        same = stored is not None and stored.fingerprint(variants=False) == spec.fingerprint(variants=False)
+        if stored is not None and stored.selection.typeless != spec.selection.typeless:
+            hint = (f" (it selected with typeless: {stored.selection.typeless}; to continue it, set "
+                    f"`typeless: {stored.selection.typeless}` under selection:)")
+        elif stored is not None and (stored.features.macro.runtime, stored.metrics.runtime) != \
+                (spec.features.macro.runtime, spec.metrics.runtime):
+            hint = (f" (it embedded with runtime {stored.features.macro.runtime}; to continue it, set `runtime: "
+                    f"{stored.features.macro.runtime}` under features: macro: and metrics:, or leave both at auto)")
+        if stored is None or not same:
             raise DivscopeError(f"{out} holds another study (its spec differs){hint}; use a new --out or the same "
                                 "spec")
         if stored.fingerprint() != spec.fingerprint():
             write_json(path, {**old, "spec": spec.model_dump(mode="json"), "spec_fingerprint": spec.fingerprint()})
-        return
+        return spec
+    spec = resolve_runtimes(spec)
     write_json(path, {"name": spec.name, "spec": spec.model_dump(mode="json"),
                       "spec_fingerprint": spec.fingerprint(), "command": command,
                       "divscope_version": __version__})
+    return spec
 
 
 def grid_study(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.ndarray,

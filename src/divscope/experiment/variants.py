@@ -61,7 +61,7 @@ def run_variants(spec: ExperimentSpec, out: Path, ws: Workspace, eligible: np.nd
         vspec = spec.variant_spec(v.name)
         vout = variant_dir(out, v.name)
         vout.mkdir(parents=True, exist_ok=True)
-        check_study(vout, vspec, f"{command}  # variant {v.name}")
+        vspec = check_study(vout, vspec, f"{command}  # variant {v.name}")
         changed = ", ".join(f"{k}={x}" for k, x in overrides(spec, v.name).items()) or "nothing"
         console.print(f"[bold]variant {v.name}[/] ({changed})")
         cells, failed, keys = grid_study(vspec, vout, ws, eligible, runs=runs, anchor=Path(out) / "runs" / ANCHOR)

@@ -23,11 +23,11 @@ from divscope.features.featurize import (
 from divscope.features.incidence import Incidence
 
 
-def load_embeddings(ws, side, embedder=None, compute=True):  # noqa: ANN001, ANN201
+def load_embeddings(ws, side, embedder=None, compute=True, runtime="auto"):  # noqa: ANN001, ANN201
     """float16 sentence embeddings of a pool side (see :func:`divscope.features.macro.load_embeddings`)."""
     from divscope.features.macro import load_embeddings as _load
 
-    return _load(ws, side, embedder, compute=compute)
+    return _load(ws, side, embedder, compute=compute, runtime=runtime)
 
 
 def token_lengths(ws, side, tokenizer=None):  # noqa: ANN001, ANN201

@@ -56,10 +56,14 @@ class FeatureBuild:
 
     def value(self, option: str) -> str:
         """The text of one option; an option absent from the config (one a level leaves out at its default, so
-        entries built before it existed keep their key: macro ``runtime``) reads as the level setting's default."""
+        entries built before it existed keep their key) reads as the level setting's default, except macro
+        ``runtime``, left out when it is torch (the runtime of every build before runtimes existed)."""
         if option in self.config:
             return _text(self.config[option])
-        from divscope.features.settings import LEVEL_SETTINGS
+        from divscope.features.settings import LEGACY_RUNTIME, LEVEL_SETTINGS
+
+        if self.level == "macro" and option == "runtime":
+            return LEGACY_RUNTIME
 
         fields = LEVEL_SETTINGS[self.level].model_fields if self.level in LEVEL_SETTINGS else {}
         return _text(fields[option].default) if option in fields else "-"

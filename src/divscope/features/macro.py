@@ -2,8 +2,9 @@
 
 1. Embed every text of the pool side with a sentence-transformers model (default all-MiniLM-L6-v2, batch 64,
    L2-normalised; texts cut to ``max_chars`` = 8,192 characters first, far past the model's 256-token window).
-   ``runtime`` chooses what runs the model: ``torch`` (sentence-transformers, the default), ``onnx`` or
-   ``onnx-int8`` (ONNX Runtime on the CPU, exported locally from the same weights: :mod:`.embed_runtime`).
+   ``runtime`` chooses what runs the model: ``torch`` (sentence-transformers), ``onnx`` or ``onnx-int8`` (ONNX
+   Runtime on the CPU, exported locally from the same weights: :mod:`.embed_runtime`); the default ``auto`` is
+   onnx on a machine without CUDA (when divscope[onnx] is installed) and torch on a CUDA one.
    Embeddings are stored as float16 in ``WS/features/_embeddings/<side>/<key>/`` and reused by metrics and the
    k-center / distance baselines (:func:`load_embeddings`).
 2. Reduce dimension for large pools: PCA (seeded, randomized SVD) to ``dims`` = 50 when the pool has more than
@@ -94,9 +95,9 @@ def normalize(options: dict[str, Any], n_samples: int) -> dict[str, Any]:
     if ms < 1:
         raise DivscopeError(f"min_samples must be >= 1 (got {ms})")
     dims = int(options.get("dims") or PCA_DIMS)
-    runtime = embed_runtime.check_runtime(options.get("runtime") or embed_runtime.DEFAULT_RUNTIME)
-    # added later: absent at the default, so features built before it keep their cache key
-    extra = {} if runtime == embed_runtime.DEFAULT_RUNTIME else {"runtime": runtime}
+    runtime = embed_runtime.resolve(options.get("runtime"))  # auto -> what runs here; the key holds that
+    # added later: absent for torch (what ran before runtimes existed), so features built then keep their cache key
+    extra = {} if runtime == embed_runtime.LEGACY_RUNTIME else {"runtime": runtime}
     return {**extra, "embedder": str(options.get("embedder") or models.DEFAULT_EMBEDDER), "max_chars": MAX_CHARS,
             "min_cluster_size": mcs, "min_samples": ms, "noise": noise, "reduce": reduce,
             "dims": dims if reduce in ("pca", "umap") else None, "impl": impl,
@@ -108,7 +109,7 @@ def identity(config: dict[str, Any]) -> str:
 
 
 def build(ws: Workspace, side: str, texts: list[str], config: dict[str, Any], stages: Stages) -> Built:
-    runtime = config.get("runtime", embed_runtime.DEFAULT_RUNTIME)
+    runtime = config.get("runtime", embed_runtime.LEGACY_RUNTIME)
     emb = embeddings(ws, side, embedder=config["embedder"], texts=texts, stages=stages, runtime=runtime)
     X = emb.astype(np.float32)
     with stages("reduce"):
@@ -143,10 +144,10 @@ class MacroFeaturizer:
 
 # ------------------------------------------------------------------------------------------- embeddings
 
-def _emb_key(ws: Workspace, side: str, embedder: str, runtime: str = embed_runtime.DEFAULT_RUNTIME) -> str:
+def _emb_key(ws: Workspace, side: str, embedder: str, runtime: str = embed_runtime.LEGACY_RUNTIME) -> str:
     ident = models.embedder_identity(embedder)
     parts: list[Any] = [EMB_VERSION, ws.pool.fingerprint, side, ident, MAX_CHARS]
-    if runtime != embed_runtime.DEFAULT_RUNTIME:  # the torch key is the one computed before runtimes existed
+    if runtime != embed_runtime.LEGACY_RUNTIME:  # the torch key is the one computed before runtimes existed
         parts.append(runtime)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
@@ -158,7 +159,7 @@ def embeddings_dir(ws: Workspace) -> Path:
 class _Embed:
     """Chunk task: L2-normalised float32 embeddings of one chunk (model loaded once where it runs)."""
 
-    def __init__(self, embedder: str | Any, batch_size: int, runtime: str = embed_runtime.DEFAULT_RUNTIME):
+    def __init__(self, embedder: str | Any, batch_size: int, runtime: str = embed_runtime.LEGACY_RUNTIME):
         self.embedder = embedder  # a name (loaded where the task runs, on its GPU if it has one) or a model
         self.batch_size = batch_size
         self.runtime = runtime
@@ -178,6 +179,8 @@ class _Embed:
             # one call per batch that encode forms itself: the batches, and so the bytes, are encode's own
             report = self.progress
             hook = self._model.register_forward_hook(lambda _m, _a, out: report(len(out["sentence_embedding"])))
+        elif self.progress is not None and hasattr(self._model, "on_batch"):  # ONNX Runtime: its own callback
+            self._model.on_batch = self.progress
         try:
             with torch.inference_mode():
                 return np.asarray(self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
@@ -185,6 +188,8 @@ class _Embed:
         finally:
             if hook is not None:
                 hook.remove()
+            if hasattr(self._model, "on_batch"):
+                self._model.on_batch = None
 
 
 def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = BATCH_SIZE,
@@ -192,15 +197,15 @@ def embed_texts(texts: list[str], embedder: str | Any = None, batch_size: int = 
                 runtime: str = embed_runtime.DEFAULT_RUNTIME) -> np.ndarray:
     """L2-normalised float32 embeddings of ``texts``: sorted by length once, encoded in chunks of ``CHUNK``
     (locally or on Ray: the same chunks either way, so the same bytes), put back in order. ``runtime``:
-    torch | onnx | onnx-int8 (:mod:`divscope.features.embed_runtime`)."""
+    auto | torch | onnx | onnx-int8 (:mod:`divscope.features.embed_runtime`; auto: resolved here)."""
     from divscope.backend import map_chunks
 
     embedder = embedder if embedder is not None else models.DEFAULT_EMBEDDER
     n = len(texts)
     order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, count=n), kind="stable")
     chunks = [[texts[i][:max_chars] for i in order[s:s + CHUNK]] for s in range(0, n, CHUNK)]
-    embed_runtime.check_runtime(runtime)
-    if runtime != embed_runtime.DEFAULT_RUNTIME:
+    runtime = embed_runtime.resolve(runtime)
+    if runtime != "torch":
         embed_runtime.require_onnxruntime(runtime)  # the install hint before any chunk task starts
     parts = map_chunks(_Embed(embedder, batch_size, runtime), chunks, description)
     if not parts:
@@ -216,9 +221,10 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
                texts: list[str] | None = None, stages: Stages | None = None, compute: bool = True,
                runtime: str = embed_runtime.DEFAULT_RUNTIME) -> np.ndarray:
     """float16 (n_samples, dim) embeddings of a pool side, computed once and cached in the workspace (one
-    cache entry per embedder and runtime)."""
+    cache entry per embedder and runtime; ``auto``: the one that runs here, :func:`embed_runtime.resolve`)."""
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     stages = stages or Stages()
+    runtime = embed_runtime.resolve(runtime)
     embedder = embedder or models.DEFAULT_EMBEDDER
     key = _emb_key(ws, side, embedder, runtime)
     path = embeddings_dir(ws) / side / key
@@ -234,7 +240,7 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
         except Exception:
             pass
     if not compute:
-        how = "" if runtime == embed_runtime.DEFAULT_RUNTIME else f" --runtime {runtime}"
+        how = f" --runtime {runtime}"
         raise MissingFeaturesError(f"no {side} embeddings in {ws.path}: run `divscope featurize "
                                    f"{shlex.quote(str(ws.path))} --level macro --side {side}{how}` first")
     if texts is None:
@@ -247,7 +253,7 @@ def embeddings(ws: Workspace | str | Path, side: str, embedder: str | None = Non
         write_json(tmp / "meta.json", {"embedder": embedder, "identity": models.embedder_identity(embedder),
                                        "side": side, "pool_fingerprint": ws.pool.fingerprint, "n": n,
                                        "dim": int(arr.shape[1]), "dtype": "float16", "normalized": True,
-                                       "max_chars": MAX_CHARS, **({} if runtime == embed_runtime.DEFAULT_RUNTIME
+                                       "max_chars": MAX_CHARS, **({} if runtime == embed_runtime.LEGACY_RUNTIME
                                                                 else {"runtime": runtime})})
     return arr
 

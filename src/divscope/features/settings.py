@@ -12,9 +12,13 @@ from typing import Any, Literal
 from divscope.models import DEFAULT_EMBEDDER, DEFAULT_TOKENIZER
 from divscope.settings import Settings, setting
 
-# What runs the sentence embedder (macro features, metric cards): divscope.features.embed_runtime
-EmbedRuntime = Literal["torch", "onnx", "onnx-int8"]
-DEFAULT_RUNTIME = "torch"
+# What runs the sentence embedder (macro features, metric cards): divscope.features.embed_runtime. ``auto`` is
+# resolved before use (onnx on a machine without CUDA when onnxruntime is installed, else torch) and only the
+# resolved runtime enters cache keys, card parameters and study specs. LEGACY_RUNTIME is what every version before
+# runtimes existed ran (and the default until ``auto``): left out of cache keys and fingerprints, so theirs stay.
+EmbedRuntime = Literal["auto", "torch", "onnx", "onnx-int8"]
+DEFAULT_RUNTIME = "auto"
+LEGACY_RUNTIME = "torch"
 
 
 class MicroSettings(Settings):
@@ -30,8 +34,8 @@ class MicroSettings(Settings):
 class MacroSettings(Settings):
     embedder: str = setting(DEFAULT_EMBEDDER, "macro: minilm | sentence-transformers folder | HF id.")
     runtime: EmbedRuntime = setting(
-        DEFAULT_RUNTIME, "macro: what runs the embedder: torch, or ONNX Runtime on the CPU (onnx: fp32, onnx-int8: "
-        "int8 weights; needs divscope[onnx]).")
+        DEFAULT_RUNTIME, "macro: what runs the embedder: auto (onnx without a CUDA GPU when divscope[onnx] is "
+        "installed, else torch), torch, or ONNX Runtime on the CPU (onnx: fp32, onnx-int8: int8 weights).")
     min_cluster_size: int | None = setting(None, "macro: HDBSCAN min_cluster_size [max(5, round(sqrt(n)/10))].")
     min_samples: int = setting(1, "macro: HDBSCAN min_samples (neighbours besides the point itself).")
     noise: Literal["nearest", "own"] = setting("nearest", "macro: noise points join the nearest cluster, or "

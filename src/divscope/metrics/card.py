@@ -28,8 +28,9 @@ import numpy as np
 
 from divscope import models
 from divscope.errors import DivscopeError
+from divscope.features import embed_runtime
 from divscope.features.incidence import LEVELS, SIDES
-from divscope.features.settings import DEFAULT_RUNTIME
+from divscope.features.settings import LEGACY_RUNTIME
 from divscope.io.record import Record
 from divscope.io.workspace import Workspace
 from divscope.metrics import lexical, semantic
@@ -98,13 +99,15 @@ def card_params(settings: MetricSettings | None = None, **values: Any) -> dict[s
     m = settings if settings is not None else parse(MetricSettings, values)
     seed, pairs_sample, bleu_sample, vendi_sample = m.seed, m.pairs_sample, m.bleu_sample, m.vendi_sample
     tokenizer, embedder = m.tokenizer, m.embedder
+    runtime = embed_runtime.resolve(m.runtime)
     return {
         "metrics_version": METRICS_VERSION, "seed": int(seed), "pairs_sample": int(pairs_sample),
         "bleu_sample": int(bleu_sample), "vendi_sample": int(vendi_sample),
         "tokenizer": tokenizer, "tokenizer_identity": models.tokenizer_identity(tokenizer),
         "embedder": embedder, "embedder_identity": models.embedder_identity(embedder),
-        # added later: absent at the default, so cards computed before it keep their parameters
-        **({} if m.runtime == DEFAULT_RUNTIME else {"embed_runtime": m.runtime}),
+        # added later: absent for torch (what ran before), so cards computed then keep their parameters; auto is
+        # recorded as the runtime it resolved to here
+        **({} if runtime == LEGACY_RUNTIME else {"embed_runtime": runtime}),
         "distinct_n": "lowercased whitespace words, n = 1, 2, 3, within texts",
         "compression": f"{lexical.COMPRESSION} level {lexical.COMPRESSION_LEVEL}, texts joined by newline",
         "self_bleu": "sacrebleu sentence BLEU (13a, exp smoothing, effective order), 0-100, each sampled text "
@@ -149,7 +152,7 @@ def _ws_token_stats(ws: Workspace, side: str, rows: np.ndarray, tokenizer: str, 
 
 
 def _ws_embeddings(ws: Workspace, side: str, embedder: str, res: Resources,
-                   runtime: str = DEFAULT_RUNTIME) -> np.ndarray | None:
+                   runtime: str = LEGACY_RUNTIME) -> np.ndarray | None:
     from divscope.features.macro import load_embeddings
 
     def load() -> np.ndarray | None:
@@ -251,7 +254,7 @@ def metric_card(records: Sequence[Record], *, ws: Workspace | str | Path | None 
         s["tokens_from"] = stats.source
 
         emb = None
-        runtime = params.get("embed_runtime", DEFAULT_RUNTIME)
+        runtime = params.get("embed_runtime", LEGACY_RUNTIME)
         if wsp is not None and row_arr is not None:
             pool_emb = _ws_embeddings(wsp, side, params["embedder"], res, runtime)
             if pool_emb is not None:

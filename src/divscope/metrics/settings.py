@@ -21,5 +21,5 @@ class MetricSettings(Settings):
                              "llama3 | gpt2 | HF id | folder | file.gguf.")
     embedder: str = setting(DEFAULT_EMBEDDER, "Sentence embedder (cached workspace embeddings of this model are "
                             "reused).")
-    runtime: EmbedRuntime = setting(DEFAULT_RUNTIME, "What runs the embedder: torch | onnx | onnx-int8 (as "
+    runtime: EmbedRuntime = setting(DEFAULT_RUNTIME, "What runs the embedder: auto | torch | onnx | onnx-int8 (as "
                                     "`featurize --runtime`; the workspace's embeddings of this runtime are reused).")
