@@ -117,3 +117,16 @@ def test_features_lists_every_build(ws: dict, capsys: pytest.CaptureFixture[str]
     assert words[:2] == ["micro", "response"] and "unit=words" in words[3] and words[6] == "latest"
     assert "min_cluster_size=5" in next(r for r in rows if r[2] == keys["macro5"])[3]
     assert "tokenizer=smollm2" in next(r for r in rows if r[2] == keys["instruction"])[3]  # one build: all options
+
+
+def test_a_macro_build_without_a_runtime_reads_as_torch(tmp_path: Path) -> None:
+    """Macro entries built before runtimes existed (and torch ones since) leave ``runtime`` out of their config:
+    they ran on torch, whatever the default (``auto``) now resolves to, so ``--features runtime=torch`` finds them."""
+    from divscope.features.builds import FeatureBuild
+
+    def build(level: str, config: dict) -> FeatureBuild:
+        return FeatureBuild(level, "response", "k" * 16, config, "", 0, None, True, True, tmp_path)
+
+    assert build("macro", {"min_cluster_size": 8}).value("runtime") == "torch"
+    assert build("macro", {"runtime": "onnx"}).value("runtime") == "onnx"
+    assert build("micro", {}).value("unit") == "tokens"  # other absent options read as their default
