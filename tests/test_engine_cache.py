@@ -157,3 +157,17 @@ def test_prunings_come_from_the_cache_for_the_whole_pool_only(ws: Path, monkeypa
             _rows(ws, seed=4)
     assert _rows(ws, seed=5, eligible=half) == expected_half  # a sub-pool prunes itself, never the pool's
     assert [p.name for p in stored.parent.iterdir()] == ["types-s3"]  # the sub-pool's pruning is not stored
+
+
+def test_cached_arrays_are_a_copy_on_write_map(ws: Path) -> None:
+    """A later Selector maps the stored arrays instead of reading them whole; writable in memory (numba's
+    compiled signatures are for writable arrays), the file untouched when they are written to."""
+    first = _rows(ws)  # fills the cache
+    arrays = Selector(ws).engine_arrays("response", "micro")
+    crows = arrays["crows"]
+    assert isinstance(crows, np.memmap) and crows.flags.writeable
+    stored = next((entry_path(ws, "response", "micro") / "engine").iterdir()) / "crows.npy"
+    before = stored.read_bytes()
+    crows[:] = crows[::-1].copy()
+    assert stored.read_bytes() == before
+    assert _rows(ws) == first

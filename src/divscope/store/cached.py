@@ -55,26 +55,29 @@ def cached_result(path: str | Path, params: dict[str, Any], compute: Callable[[]
     return result
 
 
-def stored_arrays(directory: str | Path, params: dict[str, Any], mmap: bool = False) -> dict[str, np.ndarray] | None:
+def stored_arrays(directory: str | Path, params: dict[str, Any],
+                  mmap: bool | str = False) -> dict[str, np.ndarray] | None:
     """The named arrays ``cached_arrays`` keeps in ``directory`` for ``params``, or None when there are none
-    (or they are unreadable). ``mmap``: memory-mapped read-only, so only the pages used are read."""
+    (or they are unreadable). ``mmap``: memory-mapped, so only the pages used are read: True read-only, ``"c"``
+    copy-on-write (writable in memory, the file untouched: for arrays a numba kernel takes, whose compiled
+    signatures are for writable arrays, or that are sorted in place)."""
     entry = Path(directory) / params_digest(params)[:20]
     try:
         names = json.loads((entry / "arrays.json").read_text(encoding="utf-8"))["names"]
-        return {name: np.load(entry / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
+        return {name: np.load(entry / f"{name}.npy", allow_pickle=False, mmap_mode=("r" if mmap is True else mmap) if mmap else None)
                 for name in names}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def cached_arrays(directory: str | Path, params: dict[str, Any],
-                  compute: Callable[[], dict[str, np.ndarray]], mmap: bool = False) -> dict[str, np.ndarray]:
+                  compute: Callable[[], dict[str, np.ndarray]], mmap: bool | str = False) -> dict[str, np.ndarray]:
     """Named arrays kept in ``directory/<digest of params>/`` (one ``.npy`` per array), else ``compute()``d and
     stored there, replacing what ``directory`` held for other params.
 
     For derived data that is only ever a speed-up (its params digest names everything it depends on): an
     unreadable entry is computed again, and a store that cannot be written (a read-only workspace) is skipped.
-    ``mmap``: stored arrays come back memory-mapped read-only (see ``stored_arrays``).
+    ``mmap``: stored arrays come back memory-mapped (see ``stored_arrays``).
     """
     directory = Path(directory)
     entry = directory / params_digest(params)[:20]
