@@ -17,6 +17,12 @@ def test_defaults_and_demo_spec() -> None:
     assert len(spec.selection.strategies) == 7  # the six + random
     demo = load_spec(demo_spec_path())
     assert demo.name == "demo" and demo.primary_eval().method == "nll"
+    # issue 20: the demo follows the study defaults and replicates the two micro strategies
+    sel = demo.selection
+    assert (sel.typeless, sel.spacing, sel.level_values()) == ("exclude", "coverage", [0.0, 1.0])
+    assert {s: sel.replicates_of(s) for s in sel.strategies} == {
+        "instruction-macro": 1, "instruction-meso": 1, "instruction-micro": 2, "response-macro": 1,
+        "response-meso": 1, "response-micro": 2, "random": 1}
     assert parse_spec({"pool": {"source": "a.jsonl"}}).pool.source == ["a.jsonl"]
 
 

@@ -156,7 +156,12 @@ def power_at(effect: float, se: float, df: float, alpha: float = 0.05) -> float:
         return math.nan
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     nc = effect / se
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    upper, lower = float(stats.nct.sf(crit, df, nc)), float(stats.nct.cdf(-crit, df, nc))
+    # scipy 1.17's noncentral t returns NaN for the lower tail far below a large noncentrality (df = 1, nc = 80,
+    # e.g. the demo's 2 replicates): that tail is 0.
+    if not math.isfinite(lower) and nc > 0:
+        lower = 0.0
+    return upper + lower
 
 
 def min_detectable(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
