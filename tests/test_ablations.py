@@ -184,7 +184,13 @@ def test_fingerprints_of_specs_without_the_new_options_are_unchanged():
         return parse_spec(data)
 
     assert old_behaviour(parse_spec({})).fingerprint() == "411d3017aa5b182d"  # as computed before variants existed
-    demo = load_spec(root / "src" / "divscope" / "data" / "specs" / "demo.yaml")
+    # the demo spec as it was until issue 20 (its own file now follows the new defaults and has replicates)
+    demo = parse_spec({"name": "demo", "pool": {"source": "builtin:demo"},
+                       "selection": {"strategies": ["all", "random"], "levels": 2, "sizes": [24], "seeds": [0],
+                                     "baseline_seeds": [0, 1]},
+                       "train": {"model": "smollm2", "method": "lora", "epochs": 1, "batch_size": 8, "max_len": 128,
+                                 "lr": 0.0005},
+                       "evaluate": [{"eval_set": "alpaca_eval", "method": "nll", "limit": 32, "max_len": 256}]})
     assert old_behaviour(demo).fingerprint() == "76b40d23cbabd96d"
     for name, digest in (("reproduce-cpu", "51be5353a8e858ab"), ("ablations-cpu", "7b1bad7e998ac3d9")):
         spec = load_spec(root / "examples" / f"{name}.yaml")

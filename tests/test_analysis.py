@@ -593,3 +593,34 @@ def test_fingerprint_ignores_how_a_cell_ran_not_what_it_measured() -> None:
     row = {"cell": "random/n4-s0", "strategy": "random", "size": 4, "alpaca_eval.nll": 1.25, "disk_bytes": 1000}
     assert fingerprint([row]) == fingerprint([{**row, "disk_bytes": 1007}])
     assert fingerprint([row]) != fingerprint([{**row, "alpaca_eval.nll": 1.26}])
+
+
+def test_replicates_of_some_strategies_only(tmp_path: Path) -> None:
+    """The demo's design (``replicates_for``): the two micro strategies in 2 replicates, the others in one; each
+    strategy's slope is fitted at its own replicates (two-stage on 1 df against ols on the 2 points), and the
+    paired high-minus-low difference of a micro strategy is the mean over its replicates."""
+    rng = np.random.default_rng(5)
+    strategies = ("instruction-macro", "instruction-meso", "instruction-micro", "response-macro", "response-meso",
+                  "response-micro")
+    rows = [{"cell": "base", "strategy": "base", "size": 0, "diversity": None, "metric": "alpaca_eval.nll",
+             "score": -2.0}]
+    for s in strategies:
+        for r in range(2 if s.endswith("micro") else 1):
+            for d in (0.0, 1.0):
+                rows.append({"cell": f"{s}/n24-d{d:.3f}-s0" + (f"-r{r}" if s.endswith("micro") else ""),
+                             "strategy": s, "size": 24, "diversity": d, "seed": 1000 * r, "replicate": r,
+                             "metric": "alpaca_eval.nll", "score": float(-1.9 + 0.01 * d + rng.normal(0, 0.002))})
+    for seed in (0, 1):
+        rows.append({"cell": f"random/n24-s{seed}", "strategy": "random", "size": 24, "diversity": None,
+                     "seed": seed, "replicate": 0, "metric": "alpaca_eval.nll", "score": -1.9})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    slopes = {s["strategy"]: s for s in analyze(tmp_path, figures=False)["slopes"]}
+    for s in strategies:
+        got = (slopes[s]["model"], slopes[s]["replicates"], slopes[s]["n"])
+        assert got == (("two-stage", 2, 4) if s.endswith("micro") else ("ols", 1, 2)), (s, got)
+    micro = [r for r in rows if r["strategy"] == "response-micro"]
+    diffs = [next(r["score"] for r in micro if r["replicate"] == k and r["diversity"] == 1.0)
+             - next(r["score"] for r in micro if r["replicate"] == k and r["diversity"] == 0.0) for k in (0, 1)]
+    assert slopes["response-micro"]["hilo_x100"] == pytest.approx(100 * np.mean(diffs), rel=1e-9)
+    assert slopes["response-micro"]["slope"] == pytest.approx(np.mean(diffs), rel=1e-9)  # two points each
+    assert slopes["response-micro"]["df"] == 1 and slopes["instruction-macro"]["hilo_n"] == 1

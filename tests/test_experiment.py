@@ -145,7 +145,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
         "pool.strict", "pool.repair",  # issue 18: the ingest settings in the pool section
         "features.macro.runtime", "metrics.runtime",  # issue 18: the embedding runtime
         "pool.dedup", "pool.near_threshold",  # issue 19: near-duplicate removal at ingest
-        "selection.balance_by"}  # issue 19: stratified selection
+        "selection.balance_by",  # issue 19: stratified selection
+        "selection.replicates_for"}  # issue 20: replicates per strategy
     assert old["spec_fingerprint"] != spec.fingerprint()
     study = tmp_path / "study.json"
     study.write_bytes(OLD_STUDY.read_bytes())
@@ -158,7 +159,8 @@ def test_study_written_before_a_new_option_still_continues(tmp_path: Path) -> No
                    {"train": {"gradient_checkpointing": True}}, {"selection": {"length_range": "10:200"}},
                    {"metrics": {"seed": 1}}, {"evaluate": [{**raw["evaluate"][0], "seed": 1}]},
                    {"selection": {"length_side": "instruction", "length_range": "10:200"}},
-                   {"selection": {"replicates": 2}}, {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]},
+                   {"selection": {"replicates": 2}}, {"selection": {"replicates_for": {"random": 2}}},
+                   {"evaluate": [{**raw["evaluate"][0], "end_of_turn": "exclude"}]},
                    {"selection": {"spacing": "coverage"}}, {"selection": {"pruning": "samples"}},
                    {"train": {"precision": "fp32"}}, {"train": {"chat_template": "chatml"}},
                    {"selection": {"where": "turns == 1"}}, {"selection": {"balance_by": "source"}}):

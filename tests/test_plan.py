@@ -107,8 +107,73 @@ def test_plan_reads_replicates_from_the_spec(tmp_path: Path, where: str) -> None
     spec.write_text(text)
     res = plan(spec)
     assert res["replicates"] == 4 and res["df"] == 3
-    assert res["costs"]["cells"] == 6 * 7 * 4 + 3  # the random baseline keeps its own baseline_seeds
+    assert res["costs"]["cells"] == 6 * 7 * 4 + 3 * 4  # baselines too: seeds x replicates
+    assert where == "top" or res["costs"]["cells"] == _grid_size(spec)  # (a top-level key is the plan's alone)
     assert read_spec(REPRODUCE)["replicates"] == 1
+
+
+def _grid_size(spec: Path) -> int:
+    """Subsets the study's grid really selects."""
+    from divscope.experiment.spec import load_spec
+    from divscope.select.subsets import grid_cells
+
+    g = load_spec(spec).selection
+    return len(grid_cells(Path("o"), g.strategies, g.sizes, g.level_values(), g.seeds, ".jsonl", g.baseline_seeds,
+                          g.replicates, g.hold == "selection", g.replicates_for))
+
+
+def test_plan_takes_each_strategys_replicates(tmp_path: Path) -> None:
+    """``replicates_for``: each strategy's detectable slope at its own replicates, cells as the grid selects them;
+    the demo's design (micro strategies replicated twice) plans without NaN at 1 df."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(REPRODUCE.read_text().replace(
+        "  seeds: [0]", "  seeds: [0]\n  replicates_for: {response-micro: 5, random: 2}"))
+    res = plan(spec, PlanSettings(noise_sd=0.003))
+    reps = {r["strategy"]: (r["replicates"], r["df"]) for r in res["rows"]}
+    assert reps["response-micro"] == (5, 4) and reps["instruction-macro"] == (1, 5)
+    one = next(r for r in res["rows"] if r["strategy"] == "instruction-macro")
+    five = next(r for r in res["rows"] if r["strategy"] == "response-micro")
+    assert one["mds"] == pytest.approx(min_detectable(*design(res["levels"], 1, 0.003**2)))
+    assert five["mds"] == pytest.approx(min_detectable(*design(res["levels"], 5, 0.003**2)))
+    assert res["costs"]["cells"] == 5 * 7 + 7 * 5 + 3 * 2 == _grid_size(spec)
+    demo = ROOT / "src" / "divscope" / "data" / "specs" / "demo.yaml"
+    d = plan(demo)
+    assert d["costs"]["cells"] == 18 == _grid_size(demo)
+    micro = [r for r in d["rows"] if r["strategy"].endswith("micro")]
+    assert [(r["replicates"], r["df"]) for r in micro] == [(2, 1), (2, 1)] and all(r["mds"] > 0 for r in micro)
+    from divscope.cli import cli
+
+    out = CliRunner().invoke(cli, ["plan", str(demo)])
+    assert out.exit_code == 0 and "2 levels, 1/2 replicates by strategy" in out.output, out.output
+    assert power_at(1.0, 0.0125, 1.0) == pytest.approx(1.0, abs=1e-6)  # scipy's tail is NaN there; power is not
+
+
+def test_plan_reads_a_pilot_without_slope_fits(tmp_path: Path) -> None:
+    """The pilot-cpu design (one level, a baseline): no slope fit, so no residual; the noise is the sum of its
+    training, selection and prompt components, the prompt part at the spec's items."""
+    from divscope.analysis.pilot import pilot_components
+
+    rng = np.random.default_rng(3)
+    items = rng.normal(0, 0.2, 40)
+    rows = []
+    for strategy, d, subsets, seeds in (("response-micro", 1.0, [0], [0, 1000, 2000]), ("random", None, [0, 1, 2], [0])):
+        for sel in subsets:
+            for tr in seeds:
+                per = items + rng.normal(0, 0.01, 40) + rng.normal(0, 0.002)
+                cell = f"{strategy}/s{sel}-t{tr}"
+                rows.append({"cell": cell, "strategy": strategy, "size": 64, "diversity": d, "seed": sel,
+                             "replicate": tr // 1000, "selection_seed": sel, "train_seed": tr,
+                             "metric": "alpaca_eval.nll", "score": float(per.mean())})
+                ev = tmp_path / "runs" / cell / "eval"
+                ev.mkdir(parents=True)
+                (ev / "alpaca_eval.nll.json").write_text(json.dumps(
+                    {"per_item": {f"alpaca_eval/{j}": float(v) for j, v in enumerate(per)}}))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = pilot_components(tmp_path)
+    assert p["residual"] is None and p["within_subset_df"] == 2 and p["selection"] is not None
+    res = plan(REPRODUCE, PlanSettings(pilot=str(tmp_path)))
+    want = p["training"] + p["selection"] + p["prompt_item_var"] / 32
+    assert res["noise"]["var"] == pytest.approx(want, rel=1e-12) and res["noise"]["source"].startswith("pilot comp")
 
 
 def _pilot(root: Path, seed: int = 0) -> dict[str, float]:

@@ -47,6 +47,52 @@ def test_replicate_seeds_and_file_names() -> None:
         _spec(tiny_study(), replicates=0)
 
 
+def test_replicates_for_names_the_strategies_replicated() -> None:
+    """``replicates_for`` gives the strategies it names their own R (names, seeds, replicate ids); the others
+    keep ``replicates`` and their names without ``-r``."""
+    from divscope.select.settings import GridSettings
+    from divscope.select.subsets import grid_cells
+
+    g = GridSettings(strategies=["instruction-micro", "response-meso", "random"], levels=[0, 1], sizes=[8],
+                     seeds=[3], baseline_seeds=[5, 6], replicates_for="instruction-micro=2")
+    assert g.replicates_for == {"instruction-micro": 2} and g.has_replicates()
+    assert [g.replicates_of(s) for s in g.strategies] == [2, 1, 1]
+    cells = [(c.strategy, c.path.name, c.seed, c.replicate) for c in grid_cells(
+        Path("out"), g.strategies, g.sizes, g.level_values(), g.seeds, ".jsonl", g.baseline_seeds, g.replicates,
+        False, g.replicates_for)]
+    assert cells == [("instruction-micro", "n8-d0.000-s3-r0.jsonl", 3, 0),
+                     ("instruction-micro", "n8-d0.000-s3-r1.jsonl", 1003, 1),
+                     ("instruction-micro", "n8-d1.000-s3-r0.jsonl", 3, 0),
+                     ("instruction-micro", "n8-d1.000-s3-r1.jsonl", 1003, 1),
+                     ("response-meso", "n8-d0.000-s3.jsonl", 3, 0), ("response-meso", "n8-d1.000-s3.jsonl", 3, 0),
+                     ("random", "n8-s5.jsonl", 5, 0), ("random", "n8-s6.jsonl", 6, 0)]
+    # the pilot's design: one subset, 3 training seeds (held selection); 3 random subsets, one training seed
+    pilot = GridSettings(strategies=["response-micro", "random"], levels=[1], sizes=[64], baseline_seeds=[0, 1, 2],
+                         replicates_for={"response-micro": 3}, hold="selection")
+    assert [(c.strategy, c.seed, c.replicate) for c in grid_cells(
+        Path("o"), pilot.strategies, pilot.sizes, pilot.level_values(), pilot.seeds, ".jsonl", pilot.baseline_seeds,
+        pilot.replicates, True, pilot.replicates_for)] == [
+        ("response-micro", 0, 0), ("response-micro", 0, 1), ("response-micro", 0, 2),
+        ("random", 0, 0), ("random", 1, 0), ("random", 2, 0)]
+    assert [pilot.train_seed(0, r) for r in range(3)] == [0, 1000, 2000]
+    # the seed check counts each seed list at the replicates of the strategies that use it
+    GridSettings(strategies=["instruction-micro"], seeds=[0, 1000], baseline_seeds=[0], replicates_for="random=2")
+    with pytest.raises(ValueError, match="seeds 0 and 1000 both give selection seed 1000"):
+        GridSettings(strategies=["instruction-micro", "random"], seeds=[7], baseline_seeds=[0, 1000],
+                     replicates_for="random=2")
+    assert GridSettings(replicates_for={}).replicates_for is None and not GridSettings().has_replicates()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("response-micro", "give STRATEGY=R pairs"), ("response-micro=0", "replicates must be a whole number >= 1"),
+    ({"response-micro": 1.5}, "whole number"), ({"response-nano": 2}, "unknown strategy 'response-nano'"),
+    ({"all": 2}, "name one strategy, not a group"),
+])
+def test_replicates_for_errors_name_the_key(value: object, message: str) -> None:
+    with pytest.raises(DivscopeError, match=f"selection.replicates_for: .*{message}"):
+        _spec(tiny_study(), replicates_for=value)
+
+
 def test_results_rows_carry_every_seed(tmp_path: Path) -> None:
     """The row contract shared with the analysis, on hand-made cells (no training)."""
     from divscope.experiment.cells import Cell, anchor_cell

@@ -17,6 +17,12 @@ def test_defaults_and_demo_spec() -> None:
     assert len(spec.selection.strategies) == 7  # the six + random
     demo = load_spec(demo_spec_path())
     assert demo.name == "demo" and demo.primary_eval().method == "nll"
+    # issue 20: the demo follows the study defaults and replicates the two micro strategies
+    sel = demo.selection
+    assert (sel.typeless, sel.spacing, sel.level_values()) == ("exclude", "coverage", [0.0, 1.0])
+    assert {s: sel.replicates_of(s) for s in sel.strategies} == {
+        "instruction-macro": 1, "instruction-meso": 1, "instruction-micro": 2, "response-macro": 1,
+        "response-meso": 1, "response-micro": 2, "random": 1}
     assert parse_spec({"pool": {"source": "a.jsonl"}}).pool.source == ["a.jsonl"]
 
 
@@ -79,3 +85,20 @@ def test_endpoint_tagger_request_options_are_not_part_of_the_fingerprint():
     assert parse_spec({"features": {"meso": slow}}).fingerprint() == fp
     longer = {**meso, "options": {**meso["options"], "max_tokens": 2048}}
     assert parse_spec({"features": {"meso": longer}}).fingerprint() != fp
+
+
+def test_pilot_spec_design() -> None:
+    """examples/pilot-cpu.yaml (issue 20): one subset trained with 3 training seeds, 3 random subsets trained with
+    one, every run scored on 128 prompts, item-weighted and length-neutral."""
+    from divscope.select.subsets import grid_cells
+
+    spec = load_spec(Path(__file__).parent.parent / "examples" / "pilot-cpu.yaml")
+    g = spec.selection
+    cells = grid_cells(Path("o"), g.strategies, g.sizes, g.level_values(), g.seeds, ".jsonl", g.baseline_seeds,
+                       g.replicates, g.hold == "selection", g.replicates_for)
+    assert [(c.strategy, c.diversity, c.seed, g.train_seed(spec.train.seed, c.replicate)) for c in cells] == [
+        ("response-micro", 1.0, 0, 0), ("response-micro", 1.0, 0, 1000), ("response-micro", 1.0, 0, 2000),
+        ("random", None, 0, 0), ("random", None, 1, 0), ("random", None, 2, 0)]
+    ev = spec.primary_eval()
+    assert (ev.limit, ev.nll_weighting, ev.end_of_turn) == (128, "item", "exclude")
+    assert (g.typeless, g.spacing) == ("exclude", "coverage")

@@ -148,7 +148,9 @@ def _gb(v: float) -> str:
 
 def print_plan(p: dict[str, Any]) -> None:
     nz, c = p["noise"], p["costs"]
-    head = (f"plan: {p['spec']} ({p['metric']}); {len(p['levels'])} levels, {p['replicates']} replicate(s); "
+    by = sorted({r["replicates"] for r in p["rows"]})
+    reps = f"{p['replicates']} replicate(s)" if len(by) <= 1 else f"{'/'.join(map(str, by))} replicates by strategy"
+    head = (f"plan: {p['spec']} ({p['metric']}); {len(p['levels'])} levels, {reps}; "
             f"per-cell noise sd {nz['var'] ** 0.5:.3g} at {nz['items']} items ({nz['source']}); slope sd between "
             f"replicates {nz['slope_var'] ** 0.5:.3g} ({nz['slope_source']})")
     console.print(head, markup=False)

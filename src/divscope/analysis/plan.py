@@ -9,8 +9,9 @@ P(slope > 0) beyond 0.975 or below 0.025, from the noncentral t (exact for these
 are worse than one (1 df); the replicates needed for ``--effect`` are the fewest that reach the power.
 
 Per-cell noise: ``--noise-sd``; else the pilot's residual variance (``pilot``), its prompt part rescaled from the
-pilot's items to the spec's (prompt-sampling noise falls as 1/items, training and selection noise do not);
-else ``DEFAULT_NOISE`` (documented below).
+pilot's items to the spec's (prompt-sampling noise falls as 1/items, training and selection noise do not); else,
+for a pilot without slope fits (one level and baselines), the sum of its training, selection and prompt
+components; else ``DEFAULT_NOISE`` (documented below).
 
 Costs: cells x (model load + steps x seconds per step + items x seconds per item), plus featurization, from
 ``COSTS`` (measured on the 2-core CPU of examples/reproduce-cpu.yaml; the GPU numbers are assumptions) scaled
@@ -109,7 +110,14 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     primary = data.get("primary")
     ev = next((e for e in evals if f"{e.eval_set}.{e.method}" == primary), evals[0])
     reps = data.get("replicates", sel_raw.get("replicates") if isinstance(sel_raw, dict) else None)
-    replicates = int(reps) if isinstance(reps, int) and reps >= 1 else len(sel.seeds)
+    given = isinstance(reps, int) and reps >= 1
+    replicates = int(reps) if given else len(sel.seeds)
+    named = sel.replicates_for or {}
+    # Per strategy: replicates as the analysis counts them (without replicates, the selection seeds), and the
+    # subsets the grid selects (levels aside): seeds x replicates.
+    by_strategy = {x: named.get(x, replicates) if given or x in named else len(sel.seeds) for x in sel.strategies}
+    runs = {x: len(sel.seeds if x in STRATEGIES else sel.baseline_seeds or sel.seeds)
+            * (named.get(x, int(reps) if given else 1)) for x in sel.strategies}
     levels = sel.levels if isinstance(sel.levels, list) else (
         list(np.linspace(0.0, 1.0, sel.levels)) if sel.levels > 1 else [0.0])
     variants = []
@@ -122,7 +130,8 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     sources = pool.get("source", ["builtin:demo"]) if isinstance(pool, dict) else ["builtin:demo"]
     return {"name": data.get("name", path.stem), "path": str(path), "strategies": sel.strategies,
             "levels": [float(x) for x in levels], "sizes": sel.sizes, "replicates": replicates,
-            "baseline_runs": len(sel.baseline_seeds) if sel.baseline_seeds else replicates, "train": train,
+            "replicates_by_strategy": by_strategy, "runs": runs,
+            "seeds": len(sel.seeds), "baseline_seeds": len(sel.baseline_seeds or sel.seeds), "train": train,
             "eval": ev, "evals": evals, "variants": variants,
             "sources": [sources] if isinstance(sources, str) else list(sources)}
 
@@ -147,7 +156,12 @@ def power_at(effect: float, se: float, df: float, alpha: float = 0.05) -> float:
         return math.nan
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     nc = effect / se
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    upper, lower = float(stats.nct.sf(crit, df, nc)), float(stats.nct.cdf(-crit, df, nc))
+    # scipy 1.17's noncentral t returns NaN for the lower tail far below a large noncentrality (df = 1, nc = 80,
+    # e.g. the demo's 2 replicates): that tail is 0.
+    if not math.isfinite(lower) and nc > 0:
+        lower = 0.0
+    return upper + lower
 
 
 def min_detectable(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -190,6 +204,13 @@ def noise(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -
             src += f", prompt part rescaled {pilot['pilot_items']} -> {items} items"
         return {**out, "var": var, "source": src, "training": pilot.get("training"),
                 "selection": pilot.get("selection"), "prompt": pilot.get("prompt")}
+    if pilot and pilot.get("selection") is not None and pilot.get("prompt_item_var") is not None:
+        # A pilot without slope fits (one level, or baselines only): the sum of its measured components, the
+        # prompt part at the spec's items; training noise is inside 'selection' when no subset had 2 seeds.
+        parts = {"training": pilot.get("training") or 0.0, "selection": pilot["selection"],
+                 "prompt": pilot["prompt_item_var"] / items}
+        return {**out, "var": sum(parts.values()), **parts,
+                "source": f"pilot components (training + selection + prompt at {items} items; no slope fit)"}
     parts = {"training": d["training"], "selection": d["selection"], "prompt": d["prompt_item_var"] / items}
     return {**out, "var": sum(parts.values()), "source": f"default ({method}: {d['source']})", **parts}
 
@@ -228,15 +249,21 @@ def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -
     params, why = model_params(t.model)
     scale = params / BASE_PARAMS
     notes = [why] if why else []
-    six = [x for x in spec["strategies"] if x in STRATEGIES]
-    base_cells = [x for x in spec["strategies"] if x not in STRATEGIES]
-    L, R, sizes = len(spec["levels"]), spec["replicates"], spec["sizes"]
-    cells = {size: len(six) * L * R + len(base_cells) * spec["baseline_runs"] for size in sizes}
+    L, sizes = len(spec["levels"]), spec["sizes"]
+
+    def runs(x: str) -> int:
+        """Subsets of strategy ``x`` per level (seeds x replicates; --replicates: that many per seed)."""
+        if s.replicates:
+            return s.replicates * (spec["seeds"] if x in STRATEGIES else spec["baseline_seeds"])
+        return spec["runs"].get(x, spec["seeds"] if x in STRATEGIES else spec["baseline_seeds"])
+
+    def count(strategies: list[str], baselines: bool = True) -> int:
+        return sum(L * runs(x) if x in STRATEGIES else runs(x) * baselines for x in strategies)
+
+    cells = {size: count(spec["strategies"]) for size in sizes}
     for v in spec["variants"]:
-        vsix = [x for x in v["strategies"] if x in STRATEGIES]
-        vbase = [x for x in v["strategies"] if x not in STRATEGIES] if v["new_baselines"] else []
         for size in sizes:
-            cells[size] += len(vsix) * L * R + len(vbase) * spec["baseline_runs"]
+            cells[size] += count(v["strategies"], v["new_baselines"])
     if spec["variants"]:
         notes.append("variants: baselines of a variant that changes only the features are reused, not retrained")
     measured = pilot or {}
@@ -299,8 +326,14 @@ def plan(spec_path: str | Path, settings: PlanSettings | None = None) -> dict[st
     R = s.replicates or spec["replicates"]
     se, df = design(spec["levels"], R, nz["var"], nz["slope_var"])
     mds = min_detectable(se, df, s.alpha, s.power)
-    rows = [{"strategy": x, "size": size, "levels": len(spec["levels"]), "replicates": R, "df": df, "se": se,
-             "mds": mds} for size in spec["sizes"] for x in spec["strategies"] if x in STRATEGIES]
+    rows = []
+    for x in [x for x in spec["strategies"] if x in STRATEGIES]:  # each at its own replicates (replicates_for)
+        rx = s.replicates or spec["replicates_by_strategy"].get(x, R)
+        se_x, df_x = design(spec["levels"], rx, nz["var"], nz["slope_var"])
+        mds_x = min_detectable(se_x, df_x, s.alpha, s.power)
+        rows += [{"strategy": x, "size": size, "levels": len(spec["levels"]), "replicates": rx, "df": df_x,
+                  "se": se_x, "mds": mds_x} for size in spec["sizes"]]
+    rows.sort(key=lambda r: r["size"])
     by_r = {}
     for r in (1, 3, 5, 10, 20):
         se_r, df_r = design(spec["levels"], r, nz["var"], nz["slope_var"])
@@ -308,7 +341,7 @@ def plan(spec_path: str | Path, settings: PlanSettings | None = None) -> dict[st
     need = None
     if s.effect is not None:
         need = replicates_for(s.effect, spec["levels"], nz["var"], nz["slope_var"], s.alpha, s.power)
-    costs_ = costs({**spec, "replicates": R}, s, pilot)
+    costs_ = costs(spec, s, pilot)
     costs_["notes"] = (pilot or {}).get("notes", []) + costs_["notes"] + [
         "training time assumes every sample fills max_len: an upper bound"]
     return {"spec": spec["name"], "path": spec["path"], "metric": f"{spec['eval'].eval_set}.{spec['eval'].method}",

@@ -104,7 +104,7 @@ _NEW_AT_DEFAULT: tuple[tuple[str, ...], ...] = (
     ("pool", "dedup"), ("pool", "near_threshold"),
     ("selection", "length_range"), ("selection", "length_side"), ("selection", "length_tokenizer"),
     ("selection", "where"), ("selection", "balance_by"), ("selection", "features"),
-    ("selection", "replicates"), ("selection", "hold"),
+    ("selection", "replicates"), ("selection", "hold"), ("selection", "replicates_for"),
     *(("selection", k) for k, v in LEGACY_OPTIONS.items() if ENGINE_DEFAULTS[k] == v),  # spacing, pruning
     ("features", "micro", "lowercase"),
     *(("features", "macro", k) for k in ("min_samples", "reduce", "dims", "seed", "impl", "name_words",

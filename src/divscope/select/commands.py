@@ -56,7 +56,7 @@ def grid_cmd(ws: Path, out: Path, fmt: str | None, **values: Any) -> None:
     g = GridSettings.from_cli(values)
     ext = {"alpaca": ".json", "sharegpt": ".json", "parquet": ".parquet", "hf": ""}.get(fmt or "", ".jsonl")
     manifests, built = run_grid_settings(ws, out, g, fmt=fmt, ext=ext)
-    rep = g.replicates > 1  # a replicate column only where there are replicates
+    rep = g.has_replicates()  # a replicate column only where there are replicates
     rows = [(m["strategy"], m["size"], "-" if m["diversity"] is None else f"{m['diversity']:.3f}", m["seed"],
              *([m.get("replicate", 0)] if rep else []), m.get("k", "-"), m.get("types_covered", "-"))
             for m in manifests]

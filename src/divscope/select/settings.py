@@ -23,7 +23,7 @@ from divscope.select.builtin import (
     DEFAULT_THRESHOLD,
     DEFAULT_TYPELESS,
 )
-from divscope.select.registry import BASELINES, STRATEGIES, parse_strategies
+from divscope.select.registry import BASELINES, STRATEGIES, get_strategy, parse_strategies
 from divscope.settings import Level, Settings, level_value, setting
 
 REPLICATE_STRIDE = 1000  # replicate r's seeds are the base seeds + REPLICATE_STRIDE * r
@@ -142,6 +142,9 @@ class GridSettings(SelectOptions):
     baseline_seeds: list[int] | None = setting(None, "Seeds of the baselines [--seeds].")
     replicates: int = setting(1, f"Replicates R of every cell, the baselines' too: replicate r selects with seed + "
                               f"{REPLICATE_STRIDE} r and (in a study) trains with train.seed + {REPLICATE_STRIDE} r.")
+    replicates_for: dict[str, int] | None = setting(
+        None, "Replicates of the strategies named, in place of --replicates for them, e.g. "
+        "instruction-micro=2,response-micro=2 (the others keep --replicates).", metavar="STRATEGY=R,...")
     hold: Literal["none", "selection", "training"] = setting(
         "none", "Keep one seed fixed across replicates: selection (the same subsets, training seeds differ) | "
         "training (one training seed, subsets differ) | none.")
@@ -184,20 +187,49 @@ class GridSettings(SelectOptions):
             raise ValueError("replicates must be >= 1")
         return v
 
+    @field_validator("replicates_for", mode="before")
+    @classmethod
+    def _replicates_for(cls, v: Any) -> Any:
+        """The CLI form ``name=R,name=R``, or the spec's mapping; names must be strategies, R >= 1."""
+        if isinstance(v, str):
+            pairs = [p.strip() for p in v.split(",") if p.strip()]
+            if any(p.count("=") != 1 for p in pairs):
+                raise ValueError(f"{v!r}: give STRATEGY=R pairs separated by commas (response-micro=2)")
+            v = {k.strip(): r.strip() for k, r in (p.split("=") for p in pairs)}
+        if isinstance(v, dict):
+            for name, r in v.items():
+                parse_strategy_name(name)
+                if isinstance(r, bool) or not (isinstance(r, int) or (isinstance(r, str) and r.isdigit())) \
+                        or int(r) < 1:
+                    raise ValueError(f"{name}: replicates must be a whole number >= 1, not {r!r}")
+            v = {name: int(r) for name, r in sorted(v.items())} or None
+        return v
+
     @model_validator(mode="after")
     def _distinct_replicates(self) -> GridSettings:
         """Two (seed, replicate) pairs must not select with one seed: that replicate would repeat another cell."""
-        for seeds in (self.seeds, self.baseline_seeds or []):
+        leveled = [s for s in self.strategies if get_strategy(s).takes_level]
+        others = [s for s in self.strategies if s not in leveled]
+        for seeds, names in ((self.seeds, leveled), (self.baseline_seeds or self.seeds, others)):
+            most = max((self.replicates_of(n) for n in names), default=1)
             seen: dict[int, int] = {}
             for s in seeds:
-                for r in range(self.replicates):
+                for r in range(most):
                     x = self.selection_seed(s, r)
                     if x in seen and seen[x] != s:
                         raise ValueError(f"seeds {seen[x]} and {s} both give selection seed {x} across "
-                                         f"{self.replicates} replicates; use seeds that differ by other than a "
+                                         f"{most} replicates; use seeds that differ by other than a "
                                          f"multiple of {REPLICATE_STRIDE}")
                     seen[x] = s
         return self
+
+    def replicates_of(self, strategy: str) -> int:
+        """Replicates of ``strategy``'s cells: its ``replicates_for`` entry, else ``replicates``."""
+        return (self.replicates_for or {}).get(strategy, self.replicates)
+
+    def has_replicates(self) -> bool:
+        """Whether any strategy of the grid has 2 or more replicates."""
+        return any(self.replicates_of(s) > 1 for s in self.strategies)
 
     def selection_seed(self, seed: int, replicate: int) -> int:
         """Replicate ``replicate``'s selection seed for base seed ``seed`` (from ``seeds`` / ``baseline_seeds``)."""
@@ -209,6 +241,17 @@ class GridSettings(SelectOptions):
 
     def level_values(self) -> list[float]:
         return levels_of(self.levels) if isinstance(self.levels, int) else [float(x) for x in self.levels]
+
+
+def parse_strategy_name(name: str) -> str:
+    """``name`` if it is one registered strategy (not ``all`` / ``baselines``), else a ValueError naming it."""
+    try:
+        found = parse_strategies(name)
+    except DivscopeError as e:
+        raise ValueError(str(e)) from None
+    if found != [name]:
+        raise ValueError(f"{name!r}: name one strategy, not a group")
+    return name
 
 
 def levels_of(count: int) -> list[float]:

@@ -124,26 +124,29 @@ class GridCell:
     seed: int  # the selection seed (replicate r's, see ``select.settings.replicate_seed``)
     path: Path
     replicate: int = 0
+    replicates: int = 1  # of this cell's strategy
 
 
 def grid_cells(out: Path, strategies: list[str], sizes: list[int], levels: list[float], seeds: list[int],
                ext: str, baseline_seeds: list[int] | None = None, replicates: int = 1,
-               hold_selection: bool = False) -> list[GridCell]:
+               hold_selection: bool = False, replicates_for: dict[str, int] | None = None) -> list[GridCell]:
     """Cells of the strategies that take a level first, then the others (with ``baseline_seeds``, default
-    ``seeds``), each in ``replicates`` replicates. File names are ``n<N>-d<d>-s<seed>[-r<r>]`` with the base
-    seed; ``-r<r>`` only when there are replicates, so a grid without them keeps its names."""
+    ``seeds``), each in ``replicates`` replicates (``replicates_for``: that many for the strategies it names).
+    File names are ``n<N>-d<d>-s<seed>[-r<r>]`` with the base seed; ``-r<r>`` only for a strategy with
+    replicates, so a grid without them keeps its names."""
     cells = []
     leveled = {s: get_strategy(s).takes_level for s in strategies}
     ordered = [s for s in strategies if leveled[s]] + [s for s in strategies if not leveled[s]]
     for strategy in ordered:
+        reps = (replicates_for or {}).get(strategy, replicates)
         for size in sizes:
             for seed in seeds if leveled[strategy] else baseline_seeds or seeds:
                 for d in levels if leveled[strategy] else [None]:
-                    for r in range(replicates):
+                    for r in range(reps):
                         level = "" if d is None else f"-d{d:.3f}"
-                        name = f"n{size}{level}-s{seed}{f'-r{r}' if replicates > 1 else ''}{ext}"
+                        name = f"n{size}{level}-s{seed}{f'-r{r}' if reps > 1 else ''}{ext}"
                         cells.append(GridCell(strategy, size, d, replicate_seed(seed, r, hold_selection),
-                                              out / strategy / name, r))
+                                              out / strategy / name, r, reps))
     return cells
 
 
@@ -152,7 +155,7 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
              length_range: Any = None, length_side: str = "response", length_tokenizer: str | None = None,
              where: str | None = None, eligible_label: str = "given rows", features: dict[str, dict[str, Any]] | None = None, baseline_seeds: list[int] | None = None,
              replicates: int = 1, hold_selection: bool = False, feature_pins: list[str] | None = None,
-             balance_by: str | None = None,
+             balance_by: str | None = None, replicates_for: dict[str, int] | None = None,
              **options: Any) -> tuple[list[dict[str, Any]], int]:
     """Write every subset of the grid (skipping finished ones) and ``OUT/grid.json``; returns the manifests and how
     many were new.
@@ -163,8 +166,9 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
     for too few rows). ``features``: options per level; selection then uses exactly
     those cached features. ``feature_pins``: builds by key or ``OPTION=VALUE`` (``--features``; a level and side
     with several builds needs one; see ``Selector``), recorded in every request when given. ``replicates``: each
-    cell R times, replicate r with selection seed ``seed + 1000 r`` (``hold_selection``: ``seed``). ``balance_by``:
-    every cell keeps the shares of this column's values (``select.balance``).
+    cell R times (``replicates_for``: R per strategy named), replicate r with selection seed ``seed + 1000 r``
+    (``hold_selection``: ``seed``). ``balance_by``: every cell keeps the shares of this column's values
+    (``select.balance``).
     """
     from divscope.select.eligibility import eligibility, select_eligible
     from divscope.ui import progress_bar
@@ -175,7 +179,8 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
                        length_tokenizer=length_tokenizer, where=where, balance_by=balance_by)
     selector = Selector(ws, elig.mask, features=features, pins=feature_pins)
     selector.check_features(strategies, **options)
-    cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds, replicates, hold_selection)
+    cells = grid_cells(out, strategies, sizes, levels, seeds, ext, baseline_seeds, replicates, hold_selection,
+                       replicates_for)
     manifests, built = [], 0
     with progress_bar("grid", total=len(cells)) as advance:
         for c in cells:
@@ -184,7 +189,7 @@ def run_grid(ws: Workspace | str | Path, out: Path, strategies: list[str], sizes
             manifest = stored_result(manifest_path(c.path), done, valid=lambda _, p=c.path: p.exists())
             if manifest is None:
                 sub = select_eligible(selector, elig, c.strategy, c.size, c.diversity, c.seed, **options)
-                manifest = write_subset(selector, sub, c.path, fmt, req, c.replicate if replicates > 1 else None,
+                manifest = write_subset(selector, sub, c.path, fmt, req, c.replicate if c.replicates > 1 else None,
                                         build_lines=True)
                 built += 1
             manifests.append(manifest)
@@ -211,5 +216,5 @@ def run_grid_settings(ws: Workspace | str | Path, out: Path, grid: GridSettings,
                     eligible=eligible, eligible_label=eligible_label, features=features,
                     baseline_seeds=grid.baseline_seeds,
                     replicates=grid.replicates, hold_selection=grid.hold == "selection", feature_pins=grid.features,
-                    **length,
+                    replicates_for=grid.replicates_for, **length,
                     **grid.strategy_options())
