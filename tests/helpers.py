@@ -44,3 +44,16 @@ def real_pairs(n: int) -> list[dict]:
             if len(out) == n:
                 break
     return out
+
+
+def assert_one_line_errors(cases: list, capsys, *not_written) -> None:
+    """Each (CLI args, message start) exits 2 with one line on stderr starting with the message, and none of
+    ``not_written`` (the outputs those commands name) exists afterwards."""
+    from divscope.cli import main
+
+    for args, message in cases:
+        capsys.readouterr()
+        assert main([str(a) for a in args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(message) and "\n" not in err, err
+    assert not any(p.exists() for p in not_written)

@@ -29,7 +29,7 @@ from divscope.select.registry import get_strategy
 from divscope.select.settings import SelectSettings
 from divscope.select.strategies import ALL, Selector
 from divscope.select.subsets import run_grid_settings
-from helpers import real_pairs
+from helpers import assert_one_line_errors, real_pairs
 
 ORIGINS = ["alpaca"] * 10 + ["dolly"] * 6 + ["oasst"] * 3 + ["lima"]  # 50 / 30 / 15 / 5 %
 
@@ -242,12 +242,7 @@ def test_bad_columns_are_one_line_errors(pool, tmp_path, capsys):
          'error: --balance-by score: 9 distinct values among the eligible samples (0, 1, 2, 3, 4, ...) for a subset '
          "of 5; balance by a column with at most 5 values, or select more samples"),
     ]
-    for args, message in cases:
-        capsys.readouterr()
-        assert cli(*args) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith(message) and "\n" not in err, err
-    assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "g").exists()
+    assert_one_line_errors(cases, capsys, tmp_path / "a.jsonl", tmp_path / "g")
     assert SelectSettings.from_cli({"strategy": "random", "size": 3, "balance_by": "source"}).balance_by == "source"
 
 

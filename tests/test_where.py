@@ -24,7 +24,7 @@ from divscope.select.settings import GridSettings, SelectSettings
 from divscope.select.strategies import ALL, Selector
 from divscope.select.subsets import run_grid_settings
 from divscope.select.where import parse_where, where_mask
-from helpers import real_pairs
+from helpers import assert_one_line_errors, real_pairs
 
 LANGS = ("en", "de", "fr")
 
@@ -129,12 +129,7 @@ def test_cli_rejects_bad_expressions_and_unknown_columns_in_one_line(pool, tmp_p
         (["select", ws, "-s", "random", "-n", 5, "--where", "score == 'high'", "-o", tmp_path / "a.jsonl"],
          "error: where: column 'score' holds no string values"),
     ]
-    for args, message in cases:
-        capsys.readouterr()
-        assert cli(*args) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith(message) and "\n" not in err, err
-    assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "g").exists()
+    assert_one_line_errors(cases, capsys, tmp_path / "a.jsonl", tmp_path / "g")
 
 
 def test_missing_values_and_other_kinds_fail_every_comparison(pool, values):
