@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from divscope.errors import DivscopeError, MissingFeaturesError, StaleFeaturesError
-from divscope.features import embed_runtime
 from divscope.features.base import Stages, featurizer, level_names, register_featurizer
 from divscope.features.incidence import SIDES, Incidence
 from divscope.features.macro import MacroFeaturizer
@@ -239,19 +238,6 @@ def latest_entry(ws: Workspace | str | Path, side: str, level: str) -> Path:
         raise MissingFeaturesError(f"no {side}-{level} features in {ws.path}: run "
                             f"`divscope featurize {shlex.quote(str(ws.path))} --level {level} --side {side}` first")
     return entries[-1]
-
-
-def embeddings_runtime(ws: Workspace | str | Path, side: str, options: dict[str, Any] | None = None) -> str:
-    """The runtime of the embeddings that go with the macro features of ``side``: those of ``options`` (macro's
-    options, resolved), or, without options, of the latest macro entry (an entry without one ran on torch), or
-    what ``auto`` resolves to when there is none."""
-    if options is not None:
-        return embed_runtime.resolve(options.get("runtime"))
-    try:
-        config = json.loads((latest_entry(ws, side, "macro") / ENTRY_FILE).read_text(encoding="utf-8"))["config"]
-    except (DivscopeError, OSError, ValueError, KeyError):
-        return embed_runtime.resolve()
-    return str(config.get("runtime", embed_runtime.LEGACY_RUNTIME))
 
 
 def load_incidence(ws: Workspace | str | Path, side: str, level: str, key: str | None = None) -> Incidence:

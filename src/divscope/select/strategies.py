@@ -180,13 +180,13 @@ class Selector:
 
     def embeddings(self, side: str) -> np.ndarray:
         if side not in self._embeddings:
-            from divscope.features.featurize import embeddings_runtime
+            from divscope.features import embed_runtime
             from divscope.features.macro import load_embeddings
 
             if (side, "macro") not in self.pins.keys and self.features and "macro" in self.features:
-                embedder, runtime = None, embeddings_runtime(self.ws, side, self.features["macro"])  # the study's
-            else:  # those of the side's macro build (one, or pinned); the latest entry's or auto's when there is none
-                embedder, runtime = self.pins.embedding_source(side) or (None, embeddings_runtime(self.ws, side))
+                embedder, runtime = None, embed_runtime.resolve(self.features["macro"].get("runtime"))  # the study's
+            else:  # those of the side's macro build (one, or pinned); what auto resolves to when there is none
+                embedder, runtime = self.pins.embedding_source(side) or (None, embed_runtime.resolve())
             emb = load_embeddings(self.ws, side, embedder, compute=False, runtime=runtime)
             self._embeddings[side] = np.asarray(emb, dtype=np.float32)[self.rows]
         return self._embeddings[side]
