@@ -1,7 +1,7 @@
 """Issue 16, item 8: the numbers the restated docs/results READMEs quote that are not in analysis/ or ablations/.
 
-Everything is recomputed from the committed rows (``results.jsonl`` of docs/results/reproduce-cpu,
-docs/results/ablations-cpu and its variants) with divscope's own analysis code; nothing is trained.
+Everything is recomputed from the committed rows (``results.jsonl`` of docs/results/archive/reproduce-cpu,
+docs/results/archive/ablations-cpu and its variants) with divscope's own analysis code; nothing is trained.
 
     PYTHONPATH=src python benchmarks/restate_results.py [--root docs/results]
 
@@ -125,7 +125,7 @@ def corr_lines(rows: list[dict], label: str) -> list[str]:
 
 
 def reproduce(root: Path) -> None:
-    study = root / "reproduce-cpu"
+    study = root / "archive" / "reproduce-cpu"
     rows, _ = load_results(study)
     print(f"== {study} ({len(rows)} rows, one seed per cell) ==")
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s not in ("random", "base")]
@@ -167,7 +167,7 @@ def reproduce(root: Path) -> None:
 
 
 def ablation(root: Path) -> None:
-    study = root / "ablations-cpu"
+    study = root / "archive" / "ablations-cpu"
     per_study = {}
     for s in ab.studies(study):
         per_study[s["name"]], _ = load_results(s["dir"])

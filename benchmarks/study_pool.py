@@ -1,4 +1,5 @@
-"""The 20K CPU study pool exactly as ``divscope run examples/reproduce-cpu.yaml`` selects from it: the same
+"""The 20K CPU study pool exactly as ``divscope run docs/results/archive/reproduce-cpu/spec.yaml`` (the first CPU
+study; examples/reproduce-cpu.yaml uses the same pool and feature options) selects from it: the same
 ingest, the same evaluation-overlap exclusion (eligible rows) and the same feature options. Shared by
 ``pruning_modes.py`` and ``level_spacing.py``; featurizes only the levels asked for, cached in the workspace.
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "examples" / "reproduce-cpu.yaml"
+SPEC = ROOT / "docs" / "results" / "archive" / "reproduce-cpu" / "spec.yaml"  # the pool and feature options
 
 
 def study_selector(ws_path: Path, strategies: list[str], spec_path: Path = SPEC):

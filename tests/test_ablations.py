@@ -193,9 +193,10 @@ def test_fingerprints_of_specs_without_the_new_options_are_unchanged():
                        "evaluate": [{"eval_set": "alpaca_eval", "method": "nll", "limit": 32, "max_len": 256}]})
     assert old_behaviour(demo).fingerprint() == "76b40d23cbabd96d"
     for name, digest in (("reproduce-cpu", "51be5353a8e858ab"), ("ablations-cpu", "7b1bad7e998ac3d9")):
-        spec = load_spec(root / "examples" / f"{name}.yaml")
-        assert old_behaviour(spec).fingerprint() == digest  # docs/results/*/study.json
-        stored = json.loads((root / "docs" / "results" / name / "study.json").read_text())
+        archived = root / "docs" / "results" / "archive" / name
+        spec = load_spec(archived / "spec.yaml" if name == "reproduce-cpu" else root / "examples" / f"{name}.yaml")
+        assert old_behaviour(spec).fingerprint() == digest  # docs/results/archive/*/study.json
+        stored = json.loads((archived / "study.json").read_text())
         assert parse_spec(stored_spec(stored["spec"])).fingerprint() == digest == stored["spec_fingerprint"]
         # The new default (typeless samples excluded) selects other subsets: another study, another fingerprint.
         assert spec.fingerprint() != digest

@@ -240,7 +240,8 @@ def test_analyze_outputs(study: Path, analyzed: dict) -> None:
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "figures").iterdir()) == analyzed["figures"] == [
         "correlations_nll.png", "diversity_nll_1000.png", "diversity_nll_10000.png", "measured_nll_1000.png",
-        "measured_nll_10000.png", "vendi_nll_1000.png", "vendi_nll_10000.png"]
+        "measured_nll_10000.png", "paired_nll_1000.png", "paired_nll_10000.png", "vendi_nll_1000.png",
+        "vendi_nll_10000.png"]
     for png in (out / "figures").iterdir():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in png.read_bytes()[:4096]
     slopes = json.loads((out / "slopes.json").read_text())
@@ -350,7 +351,7 @@ def test_report_contents(study: Path, analyzed: dict) -> None:
     assert "<script" not in html.lower() and not re.search(r"(?:src|href)=\"(?:https?:)?//", html)
     assert "http://" not in html and "https://" not in html
     srcs = re.findall(r'<img src="([^"]*)"', html)
-    assert len(srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in srcs)  # 2 x (d, types, vendi) + r
+    assert len(srcs) == 9 and all(s.startswith("data:image/png;base64,") for s in srcs)  # 2 x (d, types, vendi, paired) + r
     assert "untrained model (base row)" in html and "high\u2212low" in html and "partial r (length)" in html
     for name in ("slopes", "figures", "correlations", "best", "results", "notes"):
         assert f'id="{name}"' in html
@@ -394,7 +395,7 @@ def test_commands(study: Path, analyzed: dict, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------- the committed real study, re-analysed
 
-REAL = Path(__file__).resolve().parents[1] / "docs" / "results" / "reproduce-cpu"
+REAL = Path(__file__).resolve().parents[1] / "docs" / "results" / "archive" / "reproduce-cpu"
 SIX = ("instruction-macro", "instruction-meso", "instruction-micro", "response-macro", "response-meso",
        "response-micro")
 
@@ -423,7 +424,7 @@ def _same_table(got: list[dict[str, str]], want: list[dict[str, str]], name: str
 
 @pytest.fixture(scope="module")
 def real_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """docs/results/reproduce-cpu's real results rows (45 subsets, N = 64, SmolLM2 LoRA, AlpacaEval NLL) and
+    """docs/results/archive/reproduce-cpu's real results rows (45 subsets, N = 64, SmolLM2 LoRA, AlpacaEval NLL) and
     study.json, copied into a fresh study folder and analysed by this version."""
     path = tmp_path_factory.mktemp("reproduce-cpu")
     for name in ("results.jsonl", "study.json"):
@@ -432,7 +433,7 @@ def real_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# The committed tables (docs/results/reproduce-cpu/analysis/) were regenerated from the committed rows by this
+# The committed tables (docs/results/archive/reproduce-cpu/analysis/) were regenerated from the committed rows by this
 # version (issue 16, item 8: the restated results); re-analysing the rows must give them again, every column
 # (numbers to 1e-9 relative). sd, interval and P(slope > 0) are also recomputed independently below (numpy.polyfit
 # and scipy's t on n - 2 df).
@@ -457,7 +458,7 @@ def test_committed_study_reanalysed_gives_the_committed_tables(real_study: Path)
             w["strategy"], "7", "7", "ols", "1", "5.0")
     slopes = {r["strategy"]: r for r in got["slopes.csv"]}
     assert set(slopes) == set(SIX) and all(r["note"] == "" for r in slopes.values())
-    # What docs/results/reproduce-cpu/README.md reads from them, recalibrated: response-micro's slope stays
+    # What docs/results/archive/reproduce-cpu/README.md reads from them, recalibrated: response-micro's slope stays
     # beyond P = 0.975 (0.982, was 0.994); instruction-micro's P is 0.042 (was 0.019): negative, but no longer
     # beyond 0.025, i.e. its 95% interval [-1.85, +0.17] contains zero; the four macro/meso slopes stay within
     # 1.2 sd of zero.
@@ -519,7 +520,7 @@ ABL = REAL.parent / "ablations-cpu"
 
 
 def test_committed_ablations_reanalysed(tmp_path: Path) -> None:
-    """docs/results/ablations-cpu's real rows (base + 6 variants, 5 levels, one replicate): every study's slope is
+    """docs/results/archive/ablations-cpu's real rows (base + 6 variants, 5 levels, one replicate): every study's slope is
     numpy's least squares with scipy's t on n - 2 = 3 df; micro types are pooled only within a unit."""
     from divscope.analysis import ablations
 

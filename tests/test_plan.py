@@ -15,7 +15,7 @@ from divscope.analysis.regression import ols_reference, prob_positive, two_stage
 from divscope.analysis.settings import PlanSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-REPRODUCE = ROOT / "examples" / "reproduce-cpu.yaml"
+REPRODUCE = ROOT / "docs" / "results" / "archive" / "reproduce-cpu" / "spec.yaml"  # the first CPU study
 SIMS = 4000
 
 
@@ -33,7 +33,7 @@ def _simulated_mds(power_of: callable, mds: float) -> float:
 
 
 def test_mds_of_reproduce_cpu_agrees_with_simulated_studies() -> None:
-    """examples/reproduce-cpu.yaml (7 levels, 1 replicate, 32 items), default components. Simulated per item:
+    """The first CPU study's spec (7 levels, 1 replicate, 32 items), default components. Simulated per item:
     score = b d + selection + training + mean over the 32 items of (item effect, shared by every cell of a study
     and cancelling in the slope, + cell-by-item interaction); analysed with the reference posterior."""
     spec = read_spec(REPRODUCE)

@@ -52,7 +52,7 @@ def test_every_img_is_a_valid_embedded_png(html_path: Path) -> None:
     parser = _Tags()
     parser.feed(html_path.read_text(encoding="utf-8"))
     assert parser.tables >= 5
-    assert len(parser.imgs) == 4  # one size: score vs d, vs types covered, vs Vendi; one correlation chart
+    assert len(parser.imgs) == 5  # one size: score vs d, vs types covered, vs Vendi, paired differences; correlations
     for attrs in parser.imgs:
         src = attrs.get("src") or ""
         assert src.startswith("data:image/png;base64,"), src[:60]

@@ -54,9 +54,9 @@ def test_yaml_is_safe_and_errors_have_lines(tmp_path: Path) -> None:
         load_spec(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["reproduce-cpu.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["docs/results/archive/reproduce-cpu/spec.yaml", "examples/paper.yaml"])
 def test_example_specs_validate(name: str) -> None:
-    spec = load_spec(Path(__file__).parent.parent / "examples" / name)
+    spec = load_spec(Path(__file__).parent.parent / name)
     assert len(spec.selection.level_values()) == 7
     assert set(spec.selection.strategies) >= {"instruction-macro", "response-micro", "random"}
 
@@ -102,3 +102,33 @@ def test_pilot_spec_design() -> None:
     ev = spec.primary_eval()
     assert (ev.limit, ev.nll_weighting, ev.end_of_turn) == (128, "item", "exclude")
     assert (g.typeless, g.spacing) == ("exclude", "coverage")
+
+
+def test_reproduce_cpu_spec_design() -> None:
+    """examples/reproduce-cpu.yaml (issue 20, the main CPU study): micro on both sides at the lowest and highest
+    coverage levels and random, 8 replicates each whose seed drives selection and training, length held in a band;
+    the headline variant adds the other four strategies at their highest level with the same replicates."""
+    from divscope.select.subsets import grid_cells
+
+    spec = load_spec(Path(__file__).parent.parent / "examples" / "reproduce-cpu.yaml")
+
+    def cells(g):
+        return grid_cells(Path("o"), g.strategies, g.sizes, g.level_values(), g.seeds, ".jsonl", g.baseline_seeds,
+                          g.replicates, g.hold == "selection", g.replicates_for)
+
+    g = spec.selection
+    base = cells(g)
+    assert len(base) == 40 and {c.strategy for c in base} == {"instruction-micro", "response-micro", "random"}
+    assert {c.diversity for c in base} == {0.0, 1.0, None} and {c.size for c in base} == {64}
+    assert sorted({(c.seed, g.train_seed(spec.train.seed, c.replicate)) for c in base}) == [
+        (1000 * r, spec.train.seed + 1000 * r) for r in range(8)]
+    assert (g.typeless, g.spacing, g.hold) == ("exclude", "coverage", "none")
+    assert (g.length_range, g.length_side, g.where) == ([120, 180], "response", "instruction_tokens <= 40 and turns == 1")
+    ev = spec.primary_eval()
+    assert (ev.limit, ev.nll_weighting, ev.end_of_turn) == (96, "item", "exclude")
+    head = cells(spec.variant_spec("headline").selection)
+    assert len(head) == 7 * 8 and {c.diversity for c in head} == {1.0, None}
+    assert {c.strategy for c in head} == {"instruction-macro", "instruction-meso", "instruction-micro",
+                                          "response-macro", "response-meso", "response-micro", "random"}
+    shared = {(c.strategy, c.diversity, c.replicate) for c in base} & {(c.strategy, c.diversity, c.replicate) for c in head}
+    assert len(shared) == 3 * 8  # micro at d = 1 and random: the base study's runs, reused

@@ -3,7 +3,9 @@
 Input: ``DIR/results.jsonl`` (see ``divscope.analysis.results`` for the row format and what older rows default
 to). Output: ``DIR/analysis/`` (built aside and swapped in whole, so it is complete or absent):
 ``slopes.csv/json``, ``correlations.csv/json``, ``best.json/csv``, ``baselines.csv/json``, ``results.csv``,
-``summary.json`` (fingerprint of the input, notes, file list) and ``figures/*.png``.
+``paired_arms.csv/json`` and ``paired_contrasts.csv/json`` (``divscope.analysis.paired``: arms at their most
+diverse level ranked, and paired differences per replicate), ``summary.json`` (fingerprint of the input, notes,
+file list) and ``figures/*.png``.
 
 Rows are put in a canonical order first and a repeated (cell, metric) keeps its last line, so the same results
 give byte-identical outputs whatever order the runner wrote them in.
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from divscope.analysis import correlation as corr_mod
+from divscope.analysis import paired as paired_mod
 from divscope.analysis import plots
 from divscope.analysis.regression import LEVEL, PAPER_SIZE, PAPER_SLOPES_10K, Fit, fit, high_low
 from divscope.analysis.results import (
@@ -44,7 +47,8 @@ __all__ = ["ANCHOR", "BASELINES", "RESULTS", "STRATEGIES", "analyze", "clean", "
            "load_results", "load_study", "slope_rows", "slug", "strategy_rank", "synthetic_results", "write_csv",
            "write_synthetic_study"]
 
-ANALYSIS_VERSION = 2  # 2: reference-prior / replicated slopes, BH q, partial and within-strategy correlations
+ANALYSIS_VERSION = 3  # 2: reference-prior / replicated slopes, BH q, partial and within-strategy correlations;
+#                      3: paired comparisons (paired_arms, paired_contrasts, figures/paired_*)
 OUT = "analysis"
 SLOPE_COLUMNS = ("metric", "strategy", "size", "model", "n", "n_levels", "replicates", "slope", "slope_sd",
                  "slope_x100", "sd_x100", "df", "ci_low_x100", "ci_high_x100", "p_positive", "hilo_x100",
@@ -189,7 +193,7 @@ def _notes(rows: Sequence[Mapping[str, Any]], slopes: Sequence[Mapping[str, Any]
 
 def _figures(rows: Sequence[Mapping[str, Any]], fits: Mapping[tuple[str, int, str], Fit],
              baselines: Sequence[Mapping[str, Any]], correlations: Sequence[Mapping[str, Any]],
-             metrics: list[str], sizes: list[int]) -> dict[str, bytes]:
+             contrasts: Sequence[Mapping[str, Any]], metrics: list[str], sizes: list[int]) -> dict[str, bytes]:
     figs: dict[str, bytes] = {}
     for metric in metrics:
         anchor = anchor_of(baselines, metric)
@@ -213,6 +217,11 @@ def _figures(rows: Sequence[Mapping[str, Any]], fits: Mapping[tuple[str, int, st
                     figs[f"{name}_{slug(metric)}_{size}.png"] = plots.measured_figure(
                         measured, rnd, f"score vs {label} (measured diversity), size {size:,}, metric {metric}",
                         metric, anchor=anchor, xlabel=f"{label} (own {'axis' if name == 'measured' else 'side'})")
+        for size in sizes:
+            block = [c for c in contrasts if c["metric"] == metric and c["size"] == size]
+            if any(c["n"] for c in block):
+                figs[f"paired_{slug(metric)}_{size}.png"] = plots.paired_figure(
+                    paired_mod.figure_panels(block), f"paired differences, size {size:,}, metric {metric}")
         block = [c for c in correlations if c["metric"] == metric]
         if block:
             figs[f"correlations_{slug(metric)}.png"] = plots.correlation_figure(
@@ -231,13 +240,14 @@ def analyze(study: str | Path, figures: bool = True) -> dict[str, Any]:
     correlations = corr_mod.correlations(subsets)
     corr_columns = sorted({c["column"] for c in correlations})
     best = best_rows(rows, baselines)
+    arms, contrasts = paired_mod.paired_rows(rows)
     metrics = sorted({r["metric"] for r in rows})
     sizes = sorted({r["size"] for r in subsets})
     strategies = sorted({r["strategy"] for r in rows}, key=strategy_rank)
     notes += _notes(rows, slopes, metrics, sizes)
     if any(c.endswith("]") for c in corr_columns):
         notes.append("rows count micro types in different units: those columns are correlated per unit")
-    figs = _figures(rows, fits, baselines, correlations, metrics, sizes) if figures else {}
+    figs = _figures(rows, fits, baselines, correlations, contrasts, metrics, sizes) if figures else {}
     summary = {"version": ANALYSIS_VERSION, "fingerprint": fingerprint(rows), "n_results": len(rows),
                "metrics": metrics, "sizes": sizes, "strategies": strategies, "metric_columns": columns,
                "anchor": any(r["strategy"] == ANCHOR for r in rows), "interval_level": LEVEL,
@@ -246,7 +256,8 @@ def analyze(study: str | Path, figures: bool = True) -> dict[str, Any]:
                         "(shown as x 10^-2); ci = central 90% interval; hilo = score at the highest level minus "
                         "the lowest, per replicate, mean",
                "files": ["slopes.csv", "slopes.json", "correlations.csv", "correlations.json", "best.json",
-                         "best.csv", "baselines.csv", "baselines.json", "results.csv", "summary.json"]}
+                         "best.csv", "baselines.csv", "baselines.json", "paired_arms.csv", "paired_arms.json",
+                         "paired_contrasts.csv", "paired_contrasts.json", "results.csv", "summary.json"]}
     out = study / OUT
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -259,6 +270,10 @@ def analyze(study: str | Path, figures: bool = True) -> dict[str, Any]:
         write_json(tmp / "best.json", clean(best))
         write_csv(tmp / "best.csv", BEST_COLUMNS,
                   [e for m in best.values() for e in [m["overall"], *m["per_strategy"]]])
+        write_json(tmp / "paired_arms.json", clean(arms))
+        write_csv(tmp / "paired_arms.csv", paired_mod.ARM_COLUMNS, arms)
+        write_json(tmp / "paired_contrasts.json", clean(contrasts))
+        write_csv(tmp / "paired_contrasts.csv", paired_mod.CONTRAST_COLUMNS[:-1], contrasts)  # diffs: json only
         write_csv(tmp / "results.csv", BASE_COLUMNS + tuple(columns), rows)
         (tmp / "figures").mkdir()
         for name, data in figs.items():
@@ -266,7 +281,8 @@ def analyze(study: str | Path, figures: bool = True) -> dict[str, Any]:
                 fh.write(data)
         write_json(tmp / "summary.json", clean(summary))
     return {**clean(summary), "dir": str(out), "slopes": clean(slopes), "correlations": clean(correlations),
-            "baselines": clean(baselines), "best": clean(best), "fits": fits}
+            "baselines": clean(baselines), "best": clean(best), "arms": clean(arms),
+            "contrasts": clean(contrasts), "fits": fits}
 
 
 def is_current(study: str | Path) -> bool:

@@ -300,3 +300,44 @@ def lengths_figure(labels: Sequence[str], panels: Sequence[tuple[str, Sequence[f
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def paired_figure(panels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], title: str) -> bytes:
+    """Forest panels of paired differences: per contrast (a row: ``a``, ``b``, ``diffs``, ``diff``, ``ci_low``,
+    ``ci_high``), each replicate's difference as a dot, the mean with its 90% interval as a bar, zero dashed.
+    ``panels``: (panel title, its contrasts, top to bottom)."""
+    mpl = _mpl()
+    from matplotlib.figure import Figure
+
+    panels = [(t, list(rows)) for t, rows in panels if rows]
+    height = sum(0.42 * len(rows) + 1.0 for _, rows in panels) + 0.6
+    with mpl.style.context("default"):
+        fig = Figure(figsize=(8.0, max(2.5, height)), dpi=DPI, layout="constrained")
+        if not panels:
+            return _png(fig)
+        axes = np.atleast_1d(fig.subplots(len(panels), 1, squeeze=False,
+                                          height_ratios=[len(r) + 1.4 for _, r in panels])).ravel()
+        rng = np.random.default_rng(0)  # vertical jitter of the dots only; fixed, so the file is reproducible
+        for ax, (name, rows) in zip(axes, panels, strict=True):
+            ax.axvline(0.0, color=_RANDOM, linestyle="--", linewidth=1.0)
+            ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.6)
+            ax.set_axisbelow(True)
+            for i, c in enumerate(rows):
+                y = len(rows) - 1 - i
+                x = [float(v) for v in c.get("diffs") or []]
+                ax.scatter(x, y + rng.uniform(-0.15, 0.15, len(x)), s=14, color=_POINT, alpha=0.7, zorder=3,
+                           label="one replicate" if i == 0 else None)
+                if _finite(c.get("ci_low")) and _finite(c.get("ci_high")):
+                    ax.plot([c["ci_low"], c["ci_high"]], [y, y], color=_LINE, linewidth=2.2, zorder=4,
+                            label="mean, 90% interval" if i == 0 else None)
+                if _finite(c.get("diff")):
+                    ax.plot([c["diff"]], [y], marker="D", markersize=6, color=_LINE, zorder=5)
+            ax.set_yticks(range(len(rows)))
+            ax.set_yticklabels([f"{c['a']} \u2212 {c['b']} (n={c.get('n', 0)})" for c in reversed(rows)],
+                               fontsize=8)
+            ax.set_ylim(-0.7, len(rows) - 0.3)
+            ax.set_title(name, fontsize=10)
+            ax.tick_params(axis="x", labelsize=8)
+            ax.set_xlabel("paired difference of score (same replicate: same seeds, same prompts)", fontsize=8)
+        fig.suptitle(title, fontsize=11)
+        return _legend(fig, axes)

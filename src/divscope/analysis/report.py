@@ -128,10 +128,10 @@ def _header(study: Path, info: Mapping[str, Any], summary: Mapping[str, Any], ab
     return "\n".join(parts)
 
 
-def _interval(lo: Any, hi: Any) -> str:
+def _interval(lo: Any, hi: Any, fmt: str = "+.2f") -> str:
     if not isinstance(lo, int | float) or not isinstance(hi, int | float):
         return e("\u2014")
-    return e(f"[{lo:+.2f}, {hi:+.2f}]")
+    return e(f"[{lo:{fmt}}, {hi:{fmt}}]")
 
 
 def _anchor_line(baselines: Sequence[Mapping[str, Any]], metric: str) -> str:
@@ -199,6 +199,50 @@ def _figures(out: Path, summary: Mapping[str, Any]) -> str:
         if prefix is not None:
             what = what_of[prefix]
             parts.append(_img(out / "figures" / name, f"score against {what} ({name})", f"figures/{name}"))
+    return "\n".join(parts)
+
+
+def _paired(out: Path, summary: Mapping[str, Any]) -> str:
+    """Arms at their most diverse level, ranked, and the paired differences (``divscope.analysis.paired``)."""
+    if not (out / "paired_arms.json").is_file():
+        return ""
+    arms, contrasts = _load(out, "paired_arms.json"), _load(out, "paired_contrasts.json")
+    if not arms and not contrasts:
+        return ""
+    parts = ['<h2 id="paired">Paired comparisons</h2>',
+             "<p>Replicate r of every cell selects with seed s + 1000 r and trains with train.seed + 1000 r, and "
+             "every cell is scored on the same prompts, so cells of one replicate are compared directly: a "
+             "<b>contrast</b> is the mean of the per-replicate differences a − b, with its 90% interval (t on "
+             "pairs − 1 df), the two-sided p of no difference and the <b>minimum detectable</b> difference "
+             "(80% power, two-sided 5%, at the observed spread). <b>high−low</b>: a strategy's highest level "
+             "minus its lowest (distinguishable: p &lt; 0.10). <b>arms</b>: every strategy at its highest level "
+             "and every baseline, each pair once; with many pairs a pair is <b>distinguishable</b> only when its "
+             "Holm-adjusted p is below 0.10. <b>vs base</b>: the arm's mean minus the untrained model's score, "
+             "with the interval of the arm's replicates.</p>"]
+    for metric in summary["metrics"]:
+        for size in summary["sizes"]:
+            a_rows = [a for a in arms if a["metric"] == metric and a["size"] == size]
+            c_rows = [c for c in contrasts if c["metric"] == metric and c["size"] == size]
+            if not a_rows and not c_rows:
+                continue
+            parts.append(f"<h3>metric: {e(metric)}, size {e(num(size))}</h3>")
+            parts.append(html_table(
+                ["rank", "arm", "d", "replicates", "mean score", "90% interval", "vs base", "90% interval"],
+                [[e(num(a["rank"])), e(a["arm"]), e(num(a["diversity"], ".3f")), e(num(a["n"])),
+                  e(num(a["mean"], ".4f")), _interval(a["ci_low"], a["ci_high"], "+.4f"), _signed(a["vs_anchor"], "+.4f"),
+                  _interval(a["vs_anchor_low"], a["vs_anchor_high"], "+.4f")] for a in a_rows], left=2))
+            parts.append(html_table(
+                ["kind", "a − b", "pairs", "difference", "90% interval", "p", "Holm p", "distinguishable",
+                 "min detectable"],
+                [[e(c["kind"]), e(f"{c['a']} − {c['b']}"), e(num(c["n"])), _signed(c["diff"], "+.4f"),
+                  _interval(c["ci_low"], c["ci_high"], "+.4f"), e(num(c["p"], ".3f")), e(num(c["p_holm"], ".3f")),
+                  "yes" if c["distinguishable"] else "no", e(num(c["min_detectable"], ".4f"))] for c in c_rows],
+                left=2))
+            fig = f"paired_{slug(metric)}_{size}.png"
+            if fig in summary["figures"]:
+                parts.append(_img(out / "figures" / fig, f"paired differences ({metric}, size {size})",
+                                  f"figures/{fig}"))
+    parts.append(_files("paired_arms.csv", "paired_arms.json", "paired_contrasts.csv", "paired_contrasts.json"))
     return "\n".join(parts)
 
 
@@ -368,6 +412,7 @@ def render(study: str | Path, ablations: Mapping[str, Any] | None = None) -> str
         _header(study, info, summary, bool(ablations)),
         _slopes(_load(out, "slopes.json"), summary, baselines),
         _figures(out, summary),
+        _paired(out, summary),
         _correlations(out, _load(out, "correlations.json"), summary),
         _ablations(ablations) if ablations else "",
         _best(_load(out, "best.json"), baselines),

@@ -1,0 +1,165 @@
+"""Issue 20: collect the CPU study into docs/results/cpu-study/ and write the tables its README quotes.
+
+    divscope run examples/reproduce-cpu.yaml --out runs/reproduce-cpu          # the study (resumable)
+    PYTHONPATH=src python benchmarks/cpu_study.py runs/reproduce-cpu [--dst docs/results/cpu-study]
+
+Copies the results rows, study.json, report, analysis, cell status files and every run's evaluation (per-item
+scores) and train.json, for the study and each of its variants; then writes ``tables.md``: the paired
+high-minus-low contrasts (claims), the arms at their highest level ranked with their pairwise differences (the
+headline), the mean response length of each arm's subsets (the length band), and each trained run against the
+untrained anchor, paired over the prompts. Every number comes from the copied files, with divscope's analysis
+code for the study-level tables; nothing is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from divscope.analysis import analyze, report
+from divscope.analysis.results import ANCHOR, load_results
+
+LEVEL = 0.90
+
+
+def collect(src: Path, dst: Path) -> None:
+    """The study's result files (not its subsets, adapters or workspace) from ``src`` into ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("results.jsonl", "study.json", "report.html"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    for sub in ("analysis", "cells", "ablations"):
+        if (src / sub).is_dir():
+            shutil.rmtree(dst / sub, ignore_errors=True)
+            shutil.copytree(src / sub, dst / sub)
+    for run in sorted(p.parent for p in src.glob("runs/**/eval")):
+        rel = run.relative_to(src)
+        (dst / rel / "eval").mkdir(parents=True, exist_ok=True)
+        for f in sorted((run / "eval").glob("*.json")):
+            shutil.copy2(f, dst / rel / "eval" / f.name)
+        if (run / "train.json").is_file():
+            shutil.copy2(run / "train.json", dst / rel / "train.json")
+    for v in sorted((src / "variants").glob("*")) if (src / "variants").is_dir() else []:
+        collect(v, dst / "variants" / v.name)
+
+
+def _t(x: np.ndarray) -> tuple[float, float, float]:
+    m = float(x.mean())
+    lo, hi = stats.t.interval(LEVEL, df=x.size - 1, loc=m, scale=stats.sem(x))
+    return m, float(lo), float(hi)
+
+
+def per_item(study: Path, metric: str = "alpaca_eval.nll") -> dict[str, dict[str, float]]:
+    """Per-item scores of every run of ``study`` that has them: {cell: {item id: score}}."""
+    name = metric + ".json"
+    out = {}
+    for f in sorted(study.glob(f"runs/**/eval/{name}")):
+        cell = str(f.parent.parent.relative_to(study / "runs"))
+        out[cell] = {k: float(v) for k, v in json.loads(f.read_text())["per_item"].items()}
+    return out
+
+
+def anchor_table(study: Path) -> list[str]:
+    items = per_item(study)
+    if ANCHOR not in items:
+        return ["(no anchor with per-item scores)"]
+    base = items.pop(ANCHOR)
+    ids = sorted(base)
+    b = np.array([base[i] for i in ids])
+    m, lo, hi = _t(b)
+    lines = [f"Untrained model: {m:+.5f}, 90% interval over its {b.size} prompts [{lo:+.5f}, {hi:+.5f}] "
+             f"(half-width {(hi - lo) / 2:.5f}).", "",
+             "| run | score | minus base, paired over prompts | 90% interval | prompts better than base |",
+             "|---|---|---|---|---|"]
+    lows = []
+    for cell, s in sorted(items.items()):
+        common = [i for i in ids if i in s]
+        x = np.array([s[i] for i in common]) - np.array([base[i] for i in common])
+        d, dlo, dhi = _t(x)
+        lows.append(dlo)
+        lines.append(f"| {cell} | {np.mean([s[i] for i in common]):+.5f} | {d:+.5f} | [{dlo:+.5f}, {dhi:+.5f}] | "
+                     f"{int((x > 0).sum())} of {x.size} |")
+    lines += ["", f"Smallest lower bound of a trained run's paired difference: {min(lows):+.5f} "
+                  f"({len(lows)} runs)."]
+    return lines
+
+
+def _f(v: float | None, fmt: str = "+.5f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def study_tables(study: Path, title: str) -> list[str]:
+    a = analyze(study)
+    rows, _ = load_results(study)
+    lines = [f"## {title}", ""]
+    hilo = [c for c in a["contrasts"] if c["kind"] == "high-low"]
+    if hilo:
+        slopes = {s["strategy"]: s for s in a["slopes"]}
+        lines += ["### Highest minus lowest coverage level, paired by replicate", "",
+                  "| strategy | pairs | difference | 90% interval | p | min detectable (80%, 5%) | slope model | "
+                  "P(slope > 0) |", "|---|---|---|---|---|---|---|---|"]
+        for c in hilo:
+            s = slopes[c["a"].partition("@")[0]]
+            lines.append(f"| {c['a'].partition('@')[0]} | {c['n']} | {_f(c['diff'])} | [{_f(c['ci_low'])}, "
+                         f"{_f(c['ci_high'])}] | {_f(c['p'], '.3f')} | {_f(c['min_detectable'], '.5f')} | "
+                         f"{s['model']} | {_f(s['p_positive'], '.3f')} |")
+        lines.append("")
+    lines += ["### Arms at their highest level, ranked", "",
+              "| rank | arm | d | replicates | mean score | 90% interval | minus base | 90% interval | mean response "
+              "tokens | types covered (own axis) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in a["arms"]:
+        sel = [x for x in rows if x["strategy"] == r["arm"] and x["diversity"] == r["diversity"]]
+        toks = np.mean([x["m.response.mean_tokens"] for x in sel if "m.response.mean_tokens" in x])
+        types = [x["types_covered"] for x in sel if x.get("types_covered") is not None]
+        cov = f"{np.mean(types):.0f}" if types else "-"
+        d = "-" if r["diversity"] is None else f"{r['diversity']:g}"
+        lines.append(f"| {r['rank']} | {r['arm']} | {d} | {r['n']} | {_f(r['mean'])} | [{_f(r['ci_low'])}, "
+                     f"{_f(r['ci_high'])}] | {_f(r['vs_anchor'])} | [{_f(r['vs_anchor_low'])}, "
+                     f"{_f(r['vs_anchor_high'])}] | {toks:.1f} | {cov} |")
+    lows = {}
+    for r in rows:
+        if r["strategy"] != ANCHOR and r["diversity"] is not None and r["diversity"] == 0.0:
+            lows.setdefault(r["strategy"], []).append(r)
+    for s, sel in sorted(lows.items()):
+        toks = np.mean([x["m.response.mean_tokens"] for x in sel])
+        types = np.mean([x["types_covered"] for x in sel])
+        sc = np.array([x["score"] for x in sel])
+        m, lo, hi = _t(sc)
+        lines.append(f"| (lowest level) | {s} | 0 | {sc.size} | {m:+.5f} | [{lo:+.5f}, {hi:+.5f}] | | | {toks:.1f} "
+                     f"| {types:.0f} |")
+    lines += ["", "### Pairwise differences of the arms (row minus column arm), paired by replicate", "",
+              "| a - b | pairs | difference | 90% interval | p | Holm p | distinguishable | min detectable |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in a["contrasts"]:
+        if c["kind"] == "arms":
+            lines.append(f"| {c['a']} - {c['b']} | {c['n']} | {_f(c['diff'])} | [{_f(c['ci_low'])}, "
+                         f"{_f(c['ci_high'])}] | {_f(c['p'], '.3f')} | {_f(c['p_holm'], '.3f')} | "
+                         f"{'yes' if c['distinguishable'] else 'no'} | {_f(c['min_detectable'], '.5f')} |")
+    report(study, force=True)
+    return lines + [""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study", type=Path)
+    ap.add_argument("--dst", type=Path, default=Path("docs/results/cpu-study"))
+    a = ap.parse_args()
+    collect(a.study, a.dst)
+    lines = ["# CPU study tables (written by benchmarks/cpu_study.py)", ""]
+    lines += study_tables(a.dst, "Base study: micro on both sides at the lowest and highest level, and random")
+    lines += ["## The untrained anchor, per run", ""] + anchor_table(a.dst) + [""]
+    for v in sorted((a.dst / "variants").glob("*")) if (a.dst / "variants").is_dir() else []:
+        if (v / "results.jsonl").is_file():
+            lines += study_tables(v, f"Variant {v.name}")
+    text = "\n".join(lines) + "\n"
+    (a.dst / "tables.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
