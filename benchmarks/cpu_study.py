@@ -7,7 +7,8 @@ Copies the results rows, study.json, report, analysis, cell status files and eve
 scores) and train.json, for the study and each of its variants; then writes ``tables.md``: the paired
 high-minus-low contrasts (claims), the arms at their highest level ranked with their pairwise differences (the
 headline), the mean response length of each arm's subsets (the length band), and each trained run against the
-untrained anchor, paired over the prompts. Every number comes from the copied files, with divscope's analysis
+untrained anchor, paired over the prompts, and (selection only, from STUDY/ws) the response length of the micro
+and random subsets with and without the study's length band. Every number comes from the copied files, with divscope's analysis
 code for the study-level tables; nothing is trained.
 """
 
@@ -144,15 +145,45 @@ def study_tables(study: Path, title: str) -> list[str]:
     return lines + [""]
 
 
+def length_table(ws: Path, replicates: int = 8) -> list[str]:
+    """The selection side of the length confound, without training: mean response length (target tokens) of the
+    micro subsets at d = 0 and d = 1 and of random, with and without the study's response band, over the study's
+    replicate seeds (``divscope.select`` with the study's filters; it does not remove the 17 evaluation-overlap
+    rows the study does, so a subset can differ from the study's by those)."""
+    import divscope
+    from divscope.io.workspace import Workspace
+    from divscope.select.where import column_values
+
+    spec = json.loads((ws.parent / "study.json").read_text())["spec"]["selection"]
+    rt = np.array(column_values(Workspace(ws), "response_tokens", "smollm2"), dtype=float)
+    lines = ["| responses | arm | mean response tokens | 90% interval over subsets | subsets |", "|---|---|---|---|---|"]
+    for band in (None, spec["length_range"]):
+        for strategy, d in (("response-micro", 0.0), ("response-micro", 1.0), ("instruction-micro", 0.0),
+                            ("instruction-micro", 1.0), ("random", None)):
+            kw = {"d": d, "typeless": spec["typeless"], "spacing": spec["spacing"]} if d is not None else {}
+            m = np.array([rt[divscope.select(ws, strategy, 64, seed=1000 * r, where=spec["where"], length_range=band,
+                                             **kw).rows].mean() for r in range(replicates)])
+            mean, lo, hi = _t(m)
+            what = "any length" if band is None else f"{band[0]}..{band[1]} tokens"
+            lines.append(f"| {what} | {strategy}{'' if d is None else f' d={d:g}'} | {mean:.1f} | [{lo:.1f}, {hi:.1f}] | "
+                         f"{m.size} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path)
     ap.add_argument("--dst", type=Path, default=Path("docs/results/cpu-study"))
+    ap.add_argument("--no-lengths", action="store_true", help="skip the selection-only length table (needs the "
+                    "study's workspace, STUDY/ws)")
     a = ap.parse_args()
     collect(a.study, a.dst)
     lines = ["# CPU study tables (written by benchmarks/cpu_study.py)", ""]
     lines += study_tables(a.dst, "Base study: micro on both sides at the lowest and highest level, and random")
     lines += ["## The untrained anchor, per run", ""] + anchor_table(a.dst) + [""]
+    if not a.no_lengths:
+        lines += ["## Response length of the subsets, with and without the band (selection only)", ""]
+        lines += length_table(a.study / "ws") + [""]
     for v in sorted((a.dst / "variants").glob("*")) if (a.dst / "variants").is_dir() else []:
         if (v / "results.jsonl").is_file():
             lines += study_tables(v, f"Variant {v.name}")
