@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from divscope.analysis.regression import LEVEL, t_cdf, t_quantile
+from divscope.analysis.regression import LEVEL, mean_interval, t_cdf
 from divscope.analysis.results import ANCHOR, group_rows, strategy_rank
 
 ARM_COLUMNS = ("metric", "size", "rank", "arm", "diversity", "n", "mean", "sd", "ci_low", "ci_high", "vs_anchor",
@@ -44,19 +44,15 @@ def _pairs(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[int, int], float]:
     return {k: float(np.mean(v)) for k, v in got.items()}
 
 
-def _interval(x: np.ndarray, level: float = LEVEL) -> tuple[float, float, float, float]:
+def _interval(x: np.ndarray) -> tuple[float, float, float, float]:
     """(sd, low, high, two-sided p of mean 0) of the mean of ``x``; nan without 2 values."""
+    sd, lo, hi = mean_interval(x)
     if x.size < 2:
-        return math.nan, math.nan, math.nan, math.nan
-    sd = float(x.std(ddof=1))
+        return sd, lo, hi, math.nan
     se = sd / math.sqrt(x.size)
-    h = t_quantile(0.5 + level / 2, x.size - 1) * se
     m = float(x.mean())
-    if se > 0:
-        p = float(2 * (1 - t_cdf(abs(m) / se, x.size - 1)))
-    else:
-        p = 1.0 if m == 0 else 0.0
-    return sd, m - h, m + h, p
+    p = float(2 * (1 - t_cdf(abs(m) / se, x.size - 1))) if se > 0 else (1.0 if m == 0 else 0.0)
+    return sd, lo, hi, p
 
 
 @functools.lru_cache(maxsize=64)

@@ -221,11 +221,21 @@ def high_low(d: np.ndarray, y: np.ndarray, replicate: np.ndarray | None = None, 
     x = np.array(diffs)
     out.update(hilo=float(x.mean()), hilo_n=int(x.size))
     if x.size >= 2:
-        se, df = float(x.std(ddof=1)) / math.sqrt(x.size), x.size - 1
+        _, lo, hi = mean_interval(x, level)
+        out.update(hilo_low=lo, hilo_high=hi)
     elif fitted is not None and fitted.model == "ols" and fitted.inference:
-        se, df = math.sqrt(2.0) * fitted.sigma, fitted.df
-    else:
-        return out
-    h = t_quantile(0.5 + level / 2, df) * se
-    out.update(hilo_low=out["hilo"] - h, hilo_high=out["hilo"] + h)  # type: ignore[operator]
+        h = t_quantile(0.5 + level / 2, fitted.df) * math.sqrt(2.0) * fitted.sigma
+        out.update(hilo_low=out["hilo"] - h, hilo_high=out["hilo"] + h)  # type: ignore[operator]
     return out
+
+
+def mean_interval(x: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+    """(sd, low, high): the sample sd (ddof 1) of ``x`` and the central ``level`` t interval of its mean on
+    n - 1 df; nan for fewer than 2 values. The interval of a mean of paired differences (``high_low``,
+    ``paired.contrast``)."""
+    if x.size < 2:
+        return math.nan, math.nan, math.nan
+    sd = float(x.std(ddof=1))
+    h = t_quantile(0.5 + level / 2, x.size - 1) * sd / math.sqrt(x.size)
+    m = float(x.mean())
+    return sd, m - h, m + h
