@@ -359,6 +359,14 @@ def test_study_with_variants_end_to_end(tmp_path):
     assert {(b["study"], b["unit"]) for b in ab["bands"]} >= {("base", "tokens"), ("words", "words")}
     html = (out / "report.html").read_text()
     assert 'id="ablations"' in html and "Cheap predictors" in html
+    # `divscope plan` counts the cells the runner trained (reused ones aside) and evaluations (the anchor once)
+    from divscope.analysis.plan import plan
+
+    status = [json.loads(p.read_text()) for p in out.glob("**/cells/*.json") if p.name != "base.json"]
+    trained = [c for c in status if "shared_run" not in c.get("results", {})]
+    assert len(trained) < len(status)
+    costs = plan(spec)["costs"]
+    assert (costs["cells"], costs["evaluations"]) == (len(trained), len(trained) + 1)
     # a rerun has nothing left to do
     before = {p: p.read_bytes() for p in out.rglob("results.jsonl")}
     proc = subprocess.run([sys.executable, "-m", "divscope.cli", "run", str(spec), "--out", str(out)],

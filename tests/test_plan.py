@@ -234,3 +234,23 @@ def test_pilot_components_recover_the_truth(tmp_path: Path) -> None:
     want = p["residual"] - p["prompt"] + p["prompt_item_var"] / 32
     assert res["noise"]["var"] == pytest.approx(want, rel=1e-12)
     assert res["costs"]["source"] == "pilot" and res["costs"]["item_seconds"] == 0.5
+
+
+def test_plan_counts_a_variants_reused_cells_once(tmp_path: Path) -> None:
+    """A variant's cell whose subset the base already trained is reused by the runner (experiment.reuse), so the
+    plan does not count it: the CPU study's headline variant (all six strategies at d = 1 plus random) trains only
+    its four macro and meso arms. A variant that changes a selection key or a level's features trains those again
+    (the end-to-end check against the runner's cells: test_ablations.test_study_with_variants_end_to_end)."""
+    spec = ROOT / "examples" / "reproduce-cpu.yaml"
+    costs = plan(spec)["costs"]
+    assert costs["cells"] == (2 * 2 + 1) * 8 + 4 * 8 and costs["evaluations"] == costs["cells"] + 1
+    text = spec.read_text()
+    more = tmp_path / "more.yaml"  # a level the base did not run: its micro cells are new too
+    more.write_text(text.replace("      levels: [1]", "      levels: [0.5, 1]"))
+    assert plan(more)["costs"]["cells"] == 40 + (4 * 2 + 2) * 8
+    words = tmp_path / "words.yaml"  # micro over words: every micro cell is new, macro/meso and random reused
+    words.write_text(text.replace("      levels: [1]", "      levels: [1]\n    features: {micro: {unit: words}}"))
+    assert plan(words)["costs"]["cells"] == 40 + 6 * 8
+    band = tmp_path / "band.yaml"  # another selection key: nothing is reused, random included
+    band.write_text(text.replace("      levels: [1]", "      levels: [1]\n      length_range: [100, 200]"))
+    assert plan(band)["costs"]["cells"] == 40 + 7 * 8

@@ -81,6 +81,16 @@ def model_params(model: str) -> tuple[float, str]:
     return BASE_PARAMS, f"model size of {model!r} unknown: costs are for a 135M model (give --seconds-per-step)"
 
 
+# Selection keys a variant may change and still select, for a strategy and level the base has, the bytes the base
+# selected (so the runner reuses that training run, experiment.reuse): which strategies and levels run.
+_REUSE_NEUTRAL = frozenset({"strategies", "levels"})
+
+
+def _levels(grid: Any) -> list[float]:
+    return [float(x) for x in grid.levels] if isinstance(grid.levels, list) else (
+        list(np.linspace(0.0, 1.0, grid.levels)) if grid.levels > 1 else [0.0])
+
+
 def read_spec(path: str | Path) -> dict[str, Any]:
     """The parts of a spec the plan needs, validated by the stages' own settings (unknown keys are left to
     ``divscope run``: this command only reads)."""
@@ -116,16 +126,22 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     # Per strategy: replicates as the analysis counts them (without replicates, the selection seeds), and the
     # subsets the grid selects (levels aside): seeds x replicates.
     by_strategy = {x: named.get(x, replicates) if given or x in named else len(sel.seeds) for x in sel.strategies}
-    runs = {x: len(sel.seeds if x in STRATEGIES else sel.baseline_seeds or sel.seeds)
-            * (named.get(x, int(reps) if given else 1)) for x in sel.strategies}
-    levels = sel.levels if isinstance(sel.levels, list) else (
-        list(np.linspace(0.0, 1.0, sel.levels)) if sel.levels > 1 else [0.0])
+
+    def subsets(grid: Any) -> dict[str, int]:
+        named = grid.replicates_for or {}
+        return {x: len(grid.seeds if x in STRATEGIES else grid.baseline_seeds or grid.seeds)
+                * (named.get(x, int(reps) if given else 1)) for x in grid.strategies}
+
+    runs = subsets(sel)
+    levels = _levels(sel)
     variants = []
     for v in [v for v in data.get("variants") or [] if isinstance(v, dict)]:
         vsel = v.get("selection") if isinstance(v.get("selection"), dict) else {}
-        strategies = section(GridSettings, {**sel_raw, **vsel}, "variants").strategies if vsel else sel.strategies
-        variants.append({"name": v.get("name", "?"), "strategies": strategies,
-                         "new_baselines": bool(set(vsel) - {"strategies"})})
+        vgrid = section(GridSettings, {**sel_raw, **vsel}, "variants") if vsel else sel
+        feats = v.get("features") if isinstance(v.get("features"), dict) else {}
+        variants.append({"name": v.get("name", "?"), "strategies": vgrid.strategies, "levels": _levels(vgrid),
+                         "runs": subsets(vgrid), "new_baselines": bool(set(vsel) - _REUSE_NEUTRAL),
+                         "new_features": sorted(feats)})
     pool = data.get("pool") or {}
     sources = pool.get("source", ["builtin:demo"]) if isinstance(pool, dict) else ["builtin:demo"]
     return {"name": data.get("name", path.stem), "path": str(path), "strategies": sel.strategies,
@@ -241,6 +257,23 @@ def cell_disk(t: Any, params: float, steps: int, size: int, kept_mb: float | Non
             "checkpoints_held": held}
 
 
+def variant_cells(spec: dict[str, Any], v: dict[str, Any]) -> int:
+    """Cells per size a variant trains: the runner reuses the base's run of a subset with the same bytes
+    (experiment.reuse), i.e. a baseline the variant's selection keys leave alone, and a strategy at a level the
+    base ran when the variant changes neither its selection keys (beyond strategies and levels) nor the features
+    of its level (macro, meso or micro)."""
+    base_levels = set(spec["levels"])
+    n = 0
+    for x in v["strategies"]:
+        if x not in STRATEGIES:
+            n += v["runs"][x] * (v["new_baselines"] or x not in spec["strategies"])
+            continue
+        same = (not v["new_baselines"] and x in spec["strategies"]
+                and x.rpartition("-")[2] not in v["new_features"])
+        n += v["runs"][x] * sum(not same or lvl not in base_levels for lvl in v["levels"])
+    return n
+
+
 def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -> dict[str, Any]:
     """Cells, hours (train, eval, featurize), GPU-hours and disk of the spec, in total and per cell."""
     t, ev = spec["train"], spec["eval"]
@@ -263,9 +296,10 @@ def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -
     cells = {size: count(spec["strategies"]) for size in sizes}
     for v in spec["variants"]:
         for size in sizes:
-            cells[size] += count(v["strategies"], v["new_baselines"])
+            cells[size] += variant_cells(spec, v)
     if spec["variants"]:
-        notes.append("variants: baselines of a variant that changes only the features are reused, not retrained")
+        notes.append("variants: a cell whose subset the base already trained (a baseline, or a strategy and level "
+                     "the variant does not change) is reused, not retrained")
     measured = pilot or {}
     per_token = measured.get("seconds_per_token") or c["train_token"] * scale * (
         FULL_FACTOR if t.method == "full" else 1.0)
@@ -288,7 +322,7 @@ def costs(spec: dict[str, Any], s: PlanSettings, pilot: dict[str, Any] | None) -
         extra_peak = max(extra_peak, d["peak_mb"] - d["kept_mb"])
         per_cell.append({"size": size, "cells": n, "steps": steps, "train_hours": cell_h, "eval_hours": cell_eval_h,
                          "gpu_hours": procs * (cell_h + cell_eval_h) if device == "gpu" else None, **d})
-    n_evals = sum(cells.values()) + 1 + len(spec["variants"])  # every cell, and the untrained anchor per study
+    n_evals = sum(cells.values()) + 1  # every trained cell (a reused one reuses its scores), the anchor once
     eval_h = n_evals * cell_eval_h
     if procs > 1:
         notes.append(f"a cell holds {procs} GPUs: training assumed to scale ideally over them, evaluation runs on "
