@@ -65,8 +65,12 @@ def per_item(study: Path, metric: str = "alpaca_eval.nll") -> dict[str, dict[str
     return out
 
 
-def anchor_table(study: Path) -> list[str]:
+def anchor_table(study: Path, variants: list[Path] = ()) -> list[str]:
+    """Each run trained by the study or its variants (a variant's reused runs are the base's) against the
+    study's untrained model, paired over the prompts."""
     items = per_item(study)
+    for v in variants:
+        items.update({f"{v.name}/{cell}": s for cell, s in per_item(v).items() if cell != ANCHOR})
     if ANCHOR not in items:
         return ["(no anchor with per-item scores)"]
     base = items.pop(ANCHOR)
@@ -98,17 +102,29 @@ def study_tables(study: Path, title: str) -> list[str]:
     a = analyze(study)
     rows, _ = load_results(study)
     lines = [f"## {title}", ""]
+    base = next(float(r["score"]) for r in rows if r["strategy"] == ANCHOR)
+    lines += [f"The untrained model (anchor) scores {base:+.5f}; \"minus base\" is a mean over replicates minus it.",
+              ""]
+
+    def minus_base(strategy: str, d: float) -> str:
+        """Mean minus the anchor over the replicates of one level, with its 90% interval."""
+        m, lo, hi = _t(np.array([r["score"] for r in rows if r["strategy"] == strategy and r["diversity"] == d]))
+        return f"{m - base:+.5f} [{lo - base:+.5f}, {hi - base:+.5f}]"
+
     hilo = [c for c in a["contrasts"] if c["kind"] == "high-low"]
     if hilo:
         slopes = {s["strategy"]: s for s in a["slopes"]}
         lines += ["### Highest minus lowest coverage level, paired by replicate", "",
                   "| strategy | pairs | difference | 90% interval | p | min detectable (80%, 5%) | slope model | "
-                  "P(slope > 0) |", "|---|---|---|---|---|---|---|---|"]
+                  "P(slope > 0) | highest minus base | lowest minus base |", "|---|---|---|---|---|---|---|---|---|---|"]
         for c in hilo:
-            s = slopes[c["a"].partition("@")[0]]
-            lines.append(f"| {c['a'].partition('@')[0]} | {c['n']} | {_f(c['diff'])} | [{_f(c['ci_low'])}, "
+            name = c["a"].partition("@")[0]
+            s = slopes[name]
+            levels = sorted({r["diversity"] for r in rows if r["strategy"] == name})
+            lines.append(f"| {name} | {c['n']} | {_f(c['diff'])} | [{_f(c['ci_low'])}, "
                          f"{_f(c['ci_high'])}] | {_f(c['p'], '.3f')} | {_f(c['min_detectable'], '.5f')} | "
-                         f"{s['model']} | {_f(s['p_positive'], '.3f')} |")
+                         f"{s['model']} | {_f(s['p_positive'], '.3f')} | {minus_base(name, levels[-1])} | "
+                         f"{minus_base(name, levels[0])} |")
         lines.append("")
     lines += ["### Arms at their highest level, ranked", "",
               "| rank | arm | d | replicates | mean score | 90% interval | minus base | 90% interval | mean response "
@@ -131,8 +147,8 @@ def study_tables(study: Path, title: str) -> list[str]:
         types = np.mean([x["types_covered"] for x in sel])
         sc = np.array([x["score"] for x in sel])
         m, lo, hi = _t(sc)
-        lines.append(f"| (lowest level) | {s} | 0 | {sc.size} | {m:+.5f} | [{lo:+.5f}, {hi:+.5f}] | | | {toks:.1f} "
-                     f"| {types:.0f} |")
+        lines.append(f"| (lowest level) | {s} | 0 | {sc.size} | {m:+.5f} | [{lo:+.5f}, {hi:+.5f}] | {m - base:+.5f} | "
+                     f"[{lo - base:+.5f}, {hi - base:+.5f}] | {toks:.1f} | {types:.0f} |")
     lines += ["", "### Pairwise differences of the arms (row minus column arm), paired by replicate", "",
               "| a - b | pairs | difference | 90% interval | p | Holm p | distinguishable | min detectable |",
               "|---|---|---|---|---|---|---|---|"]
@@ -180,13 +196,15 @@ def main() -> None:
     collect(a.study, a.dst)
     lines = ["# CPU study tables (written by benchmarks/cpu_study.py)", ""]
     lines += study_tables(a.dst, "Base study: micro on both sides at the lowest and highest level, and random")
-    lines += ["## The untrained anchor, per run", ""] + anchor_table(a.dst) + [""]
+    variants = [v for v in sorted((a.dst / "variants").glob("*")) if (v / "results.jsonl").is_file()] \
+        if (a.dst / "variants").is_dir() else []
+    lines += ["## The untrained anchor, per trained run (the study's and its variants')", ""]
+    lines += anchor_table(a.dst, variants) + [""]
     if not a.no_lengths:
         lines += ["## Response length of the subsets, with and without the band (selection only)", ""]
         lines += length_table(a.study / "ws") + [""]
-    for v in sorted((a.dst / "variants").glob("*")) if (a.dst / "variants").is_dir() else []:
-        if (v / "results.jsonl").is_file():
-            lines += study_tables(v, f"Variant {v.name}")
+    for v in variants:
+        lines += study_tables(v, f"Variant {v.name}")
     text = "\n".join(lines) + "\n"
     (a.dst / "tables.md").write_text(text, encoding="utf-8")
     print(text)

@@ -254,3 +254,14 @@ def test_plan_counts_a_variants_reused_cells_once(tmp_path: Path) -> None:
     band = tmp_path / "band.yaml"  # another selection key: nothing is reused, random included
     band.write_text(text.replace("      levels: [1]", "      levels: [1]\n      length_range: [100, 200]"))
     assert plan(band)["costs"]["cells"] == 40 + 7 * 8
+
+
+def test_plan_counts_the_cells_the_cpu_study_trained() -> None:
+    """The committed CPU study (docs/results/cpu-study, base and headline variant): its cell records say which
+    runs were trained and which reused another's (``shared_run``); the plan of its spec counts the trained ones."""
+    study = ROOT / "docs" / "results" / "cpu-study"
+    status = [json.loads(p.read_text()) for p in [*study.glob("cells/*.json"), *study.glob("variants/*/cells/*.json")]
+              if p.name != "base.json"]
+    trained = [c for c in status if c["status"] == "done" and "shared_run" not in c["results"]]
+    assert len(status) == 40 + 7 * 8 and len(trained) == 72
+    assert plan(ROOT / "examples" / "reproduce-cpu.yaml")["costs"]["cells"] == len(trained)
