@@ -20,12 +20,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from divscope.analysis import analyze, report
+from divscope.analysis.regression import LEVEL, mean_interval
 from divscope.analysis.results import ANCHOR, load_results
-
-LEVEL = 0.90
 
 
 def collect(src: Path, dst: Path) -> None:
@@ -50,9 +48,9 @@ def collect(src: Path, dst: Path) -> None:
 
 
 def _t(x: np.ndarray) -> tuple[float, float, float]:
-    m = float(x.mean())
-    lo, hi = stats.t.interval(LEVEL, df=x.size - 1, loc=m, scale=stats.sem(x))
-    return m, float(lo), float(hi)
+    """(mean, low, high): the mean and its 90% t interval (the analysis' own, ``regression.mean_interval``)."""
+    _, lo, hi = mean_interval(x, LEVEL)
+    return float(x.mean()), lo, hi
 
 
 def per_item(study: Path, metric: str = "alpaca_eval.nll") -> dict[str, dict[str, float]]:
@@ -106,10 +104,10 @@ def study_tables(study: Path, title: str) -> list[str]:
     lines += [f"The untrained model (anchor) scores {base:+.5f}; \"minus base\" is a mean over replicates minus it.",
               ""]
 
-    def minus_base(strategy: str, d: float) -> str:
+    def minus_base(strategy: str, d: float, sep: str = " ") -> str:
         """Mean minus the anchor over the replicates of one level, with its 90% interval."""
         m, lo, hi = _t(np.array([r["score"] for r in rows if r["strategy"] == strategy and r["diversity"] == d]))
-        return f"{m - base:+.5f} [{lo - base:+.5f}, {hi - base:+.5f}]"
+        return f"{m - base:+.5f}{sep}[{lo - base:+.5f}, {hi - base:+.5f}]"
 
     hilo = [c for c in a["contrasts"] if c["kind"] == "high-low"]
     if hilo:
@@ -145,10 +143,9 @@ def study_tables(study: Path, title: str) -> list[str]:
     for s, sel in sorted(lows.items()):
         toks = np.mean([x["m.response.mean_tokens"] for x in sel])
         types = np.mean([x["types_covered"] for x in sel])
-        sc = np.array([x["score"] for x in sel])
-        m, lo, hi = _t(sc)
-        lines.append(f"| (lowest level) | {s} | 0 | {sc.size} | {m:+.5f} | [{lo:+.5f}, {hi:+.5f}] | {m - base:+.5f} | "
-                     f"[{lo - base:+.5f}, {hi - base:+.5f}] | {toks:.1f} | {types:.0f} |")
+        m, lo, hi = _t(np.array([x["score"] for x in sel]))
+        lines.append(f"| (lowest level) | {s} | 0 | {len(sel)} | {m:+.5f} | [{lo:+.5f}, {hi:+.5f}] | "
+                     f"{minus_base(s, 0.0, ' | ')} | {toks:.1f} | {types:.0f} |")
     lines += ["", "### Pairwise differences of the arms (row minus column arm), paired by replicate", "",
               "| a - b | pairs | difference | 90% interval | p | Holm p | distinguishable | min detectable |",
               "|---|---|---|---|---|---|---|---|"]

@@ -86,10 +86,6 @@ def model_params(model: str) -> tuple[float, str]:
 _REUSE_NEUTRAL = frozenset({"strategies", "levels"})
 
 
-def _levels(grid: Any) -> list[float]:
-    return [float(x) for x in grid.levels] if isinstance(grid.levels, list) else (
-        list(np.linspace(0.0, 1.0, grid.levels)) if grid.levels > 1 else [0.0])
-
 
 def read_spec(path: str | Path) -> dict[str, Any]:
     """The parts of a spec the plan needs, validated by the stages' own settings (unknown keys are left to
@@ -133,13 +129,13 @@ def read_spec(path: str | Path) -> dict[str, Any]:
                 * (named.get(x, int(reps) if given else 1)) for x in grid.strategies}
 
     runs = subsets(sel)
-    levels = _levels(sel)
+    levels = sel.level_values()
     variants = []
     for v in [v for v in data.get("variants") or [] if isinstance(v, dict)]:
         vsel = v.get("selection") if isinstance(v.get("selection"), dict) else {}
         vgrid = section(GridSettings, {**sel_raw, **vsel}, "variants") if vsel else sel
         feats = v.get("features") if isinstance(v.get("features"), dict) else {}
-        variants.append({"name": v.get("name", "?"), "strategies": vgrid.strategies, "levels": _levels(vgrid),
+        variants.append({"name": v.get("name", "?"), "strategies": vgrid.strategies, "levels": vgrid.level_values(),
                          "runs": subsets(vgrid), "new_baselines": bool(set(vsel) - _REUSE_NEUTRAL),
                          "new_features": sorted(feats)})
     pool = data.get("pool") or {}
