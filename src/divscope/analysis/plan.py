@@ -86,7 +86,6 @@ def model_params(model: str) -> tuple[float, str]:
 _REUSE_NEUTRAL = frozenset({"strategies", "levels"})
 
 
-
 def read_spec(path: str | Path) -> dict[str, Any]:
     """The parts of a spec the plan needs, validated by the stages' own settings (unknown keys are left to
     ``divscope run``: this command only reads)."""
